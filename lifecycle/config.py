@@ -1,0 +1,185 @@
+"""Typed schemas for conf/ (Hydra structured configs).
+
+The YAML files under conf/ hold every default; these dataclasses only give the tree its shape and types, so a wrong
+type (``model.generation.max_new_tokens=abc``), a misspelt key or an unknown enum value fails at composition with
+Hydra's own message. Fields are ``MISSING`` where the YAML must supply a value (house rule: Python never repeats a YAML
+default). Only dataclasses and omegaconf are imported here: this module is on the ``--help`` path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import MISSING, OmegaConf
+
+SCHEMA_NAME = "schema"
+
+
+class StorageKind(str, Enum):
+    local = "local"
+    s3 = "s3"
+
+
+class ModelSource(str, Enum):
+    gguf_package = "gguf_package"  # a GGUF file shipped inside an installed Python package (offline)
+    hub = "hub"  # a Hugging Face hub id, read from the local cache or downloaded
+
+
+class ChatFormat(str, Enum):
+    chat_template = "chat_template"  # the tokenizer's own chat template (instruct models)
+    plain = "plain"  # a plain text prompt (GPT-2 style base models: no chat template)
+    eos_turns = "eos_turns"  # turns separated by the EOS token (DialoGPT)
+
+
+class DType(str, Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+@dataclass
+class PathsConfig:
+    root: str = MISSING
+    backend_db: str = MISSING
+    artifacts: str = MISSING
+    staging: str = MISSING
+    logs: str = MISSING
+    model_cache: str = MISSING
+
+
+@dataclass
+class StorageConfig:
+    kind: StorageKind = MISSING
+    artifact_uri: str = MISSING
+    endpoint_url: Optional[str] = None
+    bucket: Optional[str] = None
+    prefix: str = ""
+    region: str = "us-east-1"
+    create_bucket: bool = False
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = MISSING
+    temperature: float = MISSING  # 0 means greedy decoding
+    top_p: float = MISSING
+    repetition_penalty: float = MISSING
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    source: ModelSource = MISSING
+    hub_id: Optional[str] = None
+    package: Optional[str] = None
+    gguf_file: Optional[str] = None
+    chat_format: ChatFormat = MISSING
+    dtype: DType = MISSING
+    threads: Optional[int] = None  # None leaves torch's default
+    max_input_tokens: int = MISSING
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+
+
+@dataclass
+class ModeConfig:
+    name: str = MISSING
+    description: str = MISSING
+    stages: list[str] = MISSING
+
+
+@dataclass
+class PromptConfig:
+    name: str = MISSING  # name in MLflow's prompt registry
+    description: str = MISSING
+    system: Optional[str] = None
+    template: str = MISSING  # MLflow double-brace format: {{question}}
+
+
+@dataclass
+class EvalQuestion:
+    question: str = MISSING
+    expected_answer: Optional[str] = None
+    expected_facts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Thresholds:
+    min_non_empty_rate: float = MISSING
+    max_answer_chars: int = MISSING
+    min_fact_agreement: float = MISSING
+    min_relevance: float = MISSING
+
+
+@dataclass
+class EvalConfig:
+    name: str = MISSING
+    questions: list[EvalQuestion] = MISSING
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+
+@dataclass
+class ExperimentSettings:
+    register_all_prompts: bool = MISSING
+    prompt_alias: str = MISSING
+    progress_bar: bool = MISSING
+    judge_model: Optional[str] = None  # e.g. "openai:/gpt-4.1-mini"; None never calls a judge
+
+
+@dataclass
+class SmokeSettings:
+    question: str = MISSING
+    max_new_tokens: int = MISSING
+    min_answer_chars: int = MISSING
+
+
+@dataclass
+class DeploySettings:
+    alias: str = MISSING
+    artifact_name: str = MISSING
+    smoke: SmokeSettings = field(default_factory=SmokeSettings)
+
+
+@dataclass
+class ServeSettings:
+    host: str = MISSING
+    port: int = MISSING
+    mlflow_port: int = MISSING
+    tracking_port: int = MISSING
+
+
+@dataclass
+class Config:
+    data_dir: str = MISSING
+    experiment_name: str = MISSING
+    registered_model_name: str = MISSING
+    tracking_uri: str = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    mode: ModeConfig = field(default_factory=ModeConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    experiment: ExperimentSettings = field(default_factory=ExperimentSettings)
+    deploy: DeploySettings = field(default_factory=DeploySettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
+
+
+def _abspath(path: str) -> str:
+    return str(Path(path).expanduser().resolve())
+
+
+def register_configs() -> None:
+    """Store the schema and register resolvers; safe to call more than once."""
+    from hydra.core.config_store import ConfigStore
+
+    if not OmegaConf.has_resolver("abspath"):
+        OmegaConf.register_new_resolver("abspath", _abspath)
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=Config)
+
+
+def to_container(cfg: Any) -> dict:
+    """Resolved plain-dict view of a config (enums as their names)."""
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)

@@ -1,0 +1,1 @@
+"""The only modules that import mlflow, torch, transformers, langchain or boto3. Import them inside functions."""

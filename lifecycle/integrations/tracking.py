@@ -1,0 +1,158 @@
+"""MLflow tracking for one invocation: backend set-up, the parent run, one nested run per stage, traces.
+
+Local storage = an embedded SQLite backend (``tracking_uri``) and an artifact folder (``storage.artifact_uri``) set as
+the experiment's artifact location when the experiment is created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import yaml
+from mlflow.entities import RunStatus
+from omegaconf import DictConfig
+
+from lifecycle.config import to_container
+from lifecycle.redact import redact
+from lifecycle.stage import StageError, StageResult
+
+log = logging.getLogger(__name__)
+
+TAG_MODE = "lifecycle.mode"
+TAG_STAGE = "lifecycle.stage"
+TAG_STATUS = "lifecycle.status"
+TAG_ERROR = "lifecycle.error"
+CONFIG_ARTIFACT = "config/resolved.yaml"
+LOGGED_PARAMS = {
+    "mode": "mode.name",
+    "model": "model.name",
+    "prompt": "prompt.name",
+    "eval": "eval.name",
+    "storage": "storage.kind",
+    "max_new_tokens": "model.generation.max_new_tokens",
+    "temperature": "model.generation.temperature",
+}
+
+
+def quiet() -> None:
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def ensure_local_dirs(cfg: DictConfig) -> None:
+    for key in ("root", "artifacts", "staging", "logs", "model_cache"):
+        Path(cfg.paths[key]).mkdir(parents=True, exist_ok=True)
+
+
+def check_storage(cfg: DictConfig) -> None:
+    if cfg.storage.kind.value == "s3":
+        raise StageError(
+            "storage=s3 is not available yet (tracked in issue #4: artifacts in an S3-compatible store). "
+            "Use storage=local for now; `python main.py mode=server-config storage=s3` already prints the server "
+            "command for S3."
+        )
+
+
+def use_backend(tracking_uri: str) -> None:
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+
+
+def ensure_experiment(name: str, artifact_uri: str) -> str:
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        return mlflow.create_experiment(name, artifact_location=artifact_uri)
+    if experiment.artifact_location.rstrip("/") != artifact_uri.rstrip("/"):
+        log.warning(
+            "experiment %r keeps its artifact location %s (config says %s); use another experiment_name to change it",
+            name,
+            experiment.artifact_location,
+            artifact_uri,
+        )
+    return experiment.experiment_id
+
+
+@dataclass
+class StageRun:
+    run_id: str | None
+    failed: bool = False
+
+    def finish(self, result: StageResult) -> None:
+        self.failed = result.error is not None
+        if self.run_id is None:
+            return
+        client = mlflow.MlflowClient()
+        if result.metrics:
+            mlflow.log_metrics({k: float(v) for k, v in result.metrics.items()}, run_id=self.run_id)
+        client.set_tag(self.run_id, TAG_STATUS, result.status)
+        if result.error:
+            client.set_tag(self.run_id, TAG_ERROR, redact(result.error)[:5000])
+
+
+class TrackingSession:
+    def __init__(self, cfg: DictConfig) -> None:
+        self.tracking_uri = cfg.tracking_uri
+        self.experiment_id = ensure_experiment(cfg.experiment_name, cfg.storage.artifact_uri)
+        mlflow.set_experiment(experiment_id=self.experiment_id)
+
+    @contextlib.contextmanager
+    def parent_run(self, cfg: DictConfig) -> Iterator[str]:
+        resolved = redact(to_container(cfg))
+        tags = {TAG_MODE: cfg.mode.name, TAG_STATUS: "running"}
+        run = mlflow.start_run(run_name=f"lifecycle-{cfg.mode.name}", tags=tags)
+        self._parent_failed = True  # until finish_parent says otherwise (an exception skips it)
+        try:
+            mlflow.log_params({k: _select(resolved, path) for k, path in LOGGED_PARAMS.items()})
+            mlflow.log_text(yaml.safe_dump(resolved, sort_keys=False), CONFIG_ARTIFACT)
+            yield run.info.run_id
+        finally:
+            mlflow.end_run(status=_status(self._parent_failed))
+
+    @contextlib.contextmanager
+    def stage_run(self, name: str, enabled: bool = True) -> Iterator[StageRun]:
+        if not enabled:
+            yield StageRun(None)
+            return
+        run = mlflow.start_run(run_name=name, nested=True, tags={TAG_STAGE: name})
+        stage_run = StageRun(run.info.run_id)
+        try:
+            yield stage_run
+        finally:
+            while (active := mlflow.active_run()) and active.info.run_id != run.info.run_id:
+                mlflow.end_run(status=_status(True))  # a run the stage left open
+            mlflow.end_run(status=_status(stage_run.failed))
+
+    def finish_parent(self, report: Any) -> None:
+        self._parent_failed = report.failed
+        mlflow.set_tag(TAG_STATUS, "failed" if report.failed else "success")
+        if report.failed:
+            mlflow.set_tag(TAG_ERROR, redact(report.error)[:5000])
+
+
+def _status(failed: bool) -> str:
+    return RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED)
+
+
+def _select(tree: dict, dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def open_session(cfg: DictConfig) -> TrackingSession:
+    quiet()
+    check_storage(cfg)
+    ensure_local_dirs(cfg)
+    use_backend(cfg.tracking_uri)
+    return TrackingSession(cfg)
+
+
+def flush_traces() -> None:
+    mlflow.flush_trace_async_logging()

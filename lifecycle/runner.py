@@ -1,0 +1,111 @@
+"""Run the stages of ``cfg.mode``: resolve, preflight, then execute under one parent MLflow run.
+
+    report = run(cfg)          # never raises for a stage failure; report.failed says so
+
+One invocation = one parent run (tags: lifecycle.mode, lifecycle.status) holding the redacted resolved config as
+``config/resolved.yaml``; each stage runs in a nested run named after it. The first failing stage stops the
+invocation: its run and the parent are marked FAILED with the error in the ``lifecycle.error`` tag.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from omegaconf import DictConfig
+
+from lifecycle.registry import StageRegistry
+from lifecycle.stage import Stage, StageContext, StageError, StageResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LifecycleReport:
+    mode: str
+    results: list[StageResult] = field(default_factory=list)
+    parent_run_id: str | None = None
+    experiment_id: str | None = None
+    tracking_uri: str | None = None
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+def build_stages(cfg: DictConfig, registry: StageRegistry | None = None) -> list[Stage]:
+    registry = registry or StageRegistry.discover()
+    return [registry.get(name)(cfg) for name in cfg.mode.stages]
+
+
+def _run_stage(stage: Stage, context: StageContext) -> StageResult:
+    started = time.perf_counter()
+    log.info("stage %s: starting", stage.name)
+    result = stage.run(context)
+    result.duration_s = time.perf_counter() - started
+    log.info("stage %s: %s in %.1f s", stage.name, result.status, result.duration_s)
+    return result
+
+
+def _failure(stage: Stage, exc: BaseException) -> StageResult:
+    message = str(exc) if isinstance(exc, StageError) else f"{type(exc).__name__}: {exc}"
+    return StageResult(stage=stage.name, status="failed", error=message)
+
+
+def run(cfg: DictConfig, registry: StageRegistry | None = None) -> LifecycleReport:
+    report = LifecycleReport(mode=cfg.mode.name)
+    try:
+        stages = build_stages(cfg, registry)
+        for stage in stages:
+            stage.preflight()
+    except StageError as exc:
+        report.error = str(exc)
+        return report
+
+    context = StageContext(cfg=cfg)
+    if not any(stage.uses_tracking for stage in stages):
+        _run_untracked(stages, context, report)
+        return report
+
+    from lifecycle.integrations import tracking
+
+    try:
+        session = tracking.open_session(cfg)
+    except StageError as exc:
+        report.error = str(exc)
+        return report
+    report.tracking_uri = session.tracking_uri
+    report.experiment_id = session.experiment_id
+    with session.parent_run(cfg) as parent_id:
+        report.parent_run_id = context.parent_run_id = parent_id
+        for stage in stages:
+            with session.stage_run(stage.name, enabled=stage.uses_tracking) as stage_run:
+                try:
+                    result = _run_stage(stage, context)
+                except Exception as exc:  # the stage's error becomes the invocation's error
+                    log.debug("stage %s failed", stage.name, exc_info=True)
+                    result = _failure(stage, exc)
+                result.run_id = stage_run.run_id
+                stage_run.finish(result)
+            context.results[stage.name] = result
+            report.results.append(result)
+            if result.error:
+                report.error = f"stage {stage.name!r} failed: {result.error}"
+                break
+        session.finish_parent(report)
+    return report
+
+
+def _run_untracked(stages: list[Stage], context: StageContext, report: LifecycleReport) -> None:
+    for stage in stages:
+        try:
+            result = _run_stage(stage, context)
+        except Exception as exc:
+            result = _failure(stage, exc)
+        context.results[stage.name] = result
+        report.results.append(result)
+        if result.error:
+            report.error = f"stage {stage.name!r} failed: {result.error}"
+            return
