@@ -1,0 +1,75 @@
+"""deploy: package the model as an MLflow pyfunc, smoke-test it, register it, move the alias.
+
+The model folder goes through staging (hard links) into the run's artifacts as a pyfunc with a signature, an input
+example, pinned pip requirements and the prompt/generation settings as ``model_config``. Only after the logged model
+answers a smoke question does it become a registered version with the alias; otherwise nothing is registered and the
+alias stays where it was.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from lifecycle.config import to_container
+from lifecycle.stage import Stage, StageContext, StageError, StageResult
+from lifecycle.stages.common import locate
+
+
+class DeployStage(Stage):
+    name = "deploy"
+
+    def preflight(self) -> None:
+        locate(self.cfg)
+
+    def model_config(self) -> dict:
+        cfg = self.cfg
+        return {
+            "model_name": cfg.model.name,
+            "chat_format": cfg.model.chat_format.value,
+            "dtype": cfg.model.dtype.value,
+            "threads": cfg.model.threads,
+            "system": cfg.prompt.system,
+            "template": cfg.prompt.template,
+            "prompt_name": cfg.prompt.name,
+            "generation": to_container(cfg.model.generation),
+        }
+
+    def run(self, context: StageContext) -> StageResult:
+        import mlflow
+
+        from lifecycle.integrations import packaging
+        from lifecycle.integrations.models import resolve_model_folder
+
+        cfg, deploy = self.cfg, self.cfg.deploy
+        name, alias = cfg.registered_model_name, deploy.alias
+        folder = resolve_model_folder(cfg.model, cfg.paths.model_cache)
+        run_id = mlflow.active_run().info.run_id
+        staged = packaging.stage_folder(folder, Path(cfg.paths.staging) / run_id)
+        try:
+            info = packaging.log_pyfunc(staged, deploy.artifact_name, self.model_config(), deploy.smoke.question)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+
+        previous = packaging.alias_version(name, alias)
+        try:
+            answer = packaging.smoke_check(
+                info.model_uri, deploy.smoke.question, deploy.smoke.max_new_tokens, deploy.smoke.min_answer_chars
+            )
+        except StageError as exc:
+            kept = f"alias {alias!r} still points to version {previous}" if previous else f"alias {alias!r} unset"
+            raise StageError(f"{exc}. Nothing was registered; {kept}.") from exc
+
+        version = packaging.register(
+            info.model_uri, name, alias, tags={"lifecycle.run_id": run_id, "lifecycle.prompt": cfg.prompt.name}
+        )
+        mlflow.set_tags({"lifecycle.model_version": version, "lifecycle.alias": alias})
+        return StageResult(
+            stage=self.name,
+            outputs={"model_name": name, "model_version": version, "alias": alias, "logged_model_uri": info.model_uri},
+            lines=[
+                f"registered {name} version {version}; alias {alias!r} -> {version}"
+                + (f" (was {previous})" if previous else ""),
+                f"smoke answer: {answer[:100]!r}",
+            ],
+        )

@@ -1,0 +1,96 @@
+"""experiment: load the model, register prompts, build the chain, answer and score the evaluation questions.
+
+Each phase is a trace whose root span is named after it (load_model, register_prompts, build_chain,
+answer_questions, evaluate). Every question is answered in its own nested run with latency, tokens generated,
+tokens/s and the answer as an artifact; ``mlflow.genai.evaluate`` then scores all answers in the stage's run.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from lifecycle.stage import Stage, StageContext, StageResult
+from lifecycle.stages.common import locate, loaded_model
+
+
+class ExperimentStage(Stage):
+    name = "experiment"
+
+    def preflight(self) -> None:
+        locate(self.cfg)
+
+    def run(self, context: StageContext) -> StageResult:
+        import mlflow
+
+        from lifecycle.catalog import group_options
+        from lifecycle.integrations import evaluation, prompts
+        from lifecycle.integrations.chains import ChainRuntime, PromptSpec
+
+        cfg, settings = self.cfg, self.cfg.experiment
+        with mlflow.start_span("load_model") as span:
+            loaded = loaded_model(context)
+            span.set_attributes({"folder": str(loaded.folder), "load_s": loaded.load_s, "model": cfg.model.name})
+
+        with mlflow.start_span("register_prompts") as span:
+            catalog = list(group_options(cfg, "prompt").values()) if settings.register_all_prompts else []
+            registered = prompts.register_all(catalog, cfg.prompt, settings.prompt_alias)
+            used = registered[cfg.prompt.name]
+            span.set_outputs({name: p.uri for name, p in registered.items()})
+
+        with mlflow.start_span("build_chain") as span:
+            runtime = ChainRuntime(loaded, PromptSpec(cfg.prompt.template, cfg.prompt.system), cfg.model.generation)
+            span.set_attributes({"chat_format": loaded.chat_format, "prompt": used.uri})
+
+        mlflow.log_params({"prompt_uri": used.uri, "model_folder": str(loaded.folder), "chat_format": loaded.chat_format})
+        with mlflow.start_span("answer_questions") as span:
+            answers = self._answer_all(runtime, cfg.eval.questions, settings.progress_bar, used.uri)
+            span.set_outputs({a.question: a.text for a in answers})
+
+        with mlflow.start_span("evaluate") as span:
+            scores = evaluation.evaluate(
+                answers, cfg.eval.questions, cfg.eval.thresholds.max_answer_chars, settings.judge_model
+            )
+            span.set_outputs(scores)
+
+        latencies = [a.latency_s for a in answers]
+        metrics = {
+            "model_load_s": loaded.load_s,
+            "latency_mean_s": statistics.fmean(latencies),
+            "latency_max_s": max(latencies),
+            "tokens_generated_total": float(sum(a.tokens for a in answers)),
+            "tokens_per_s": sum(a.tokens for a in answers) / max(sum(latencies), 1e-9),
+        }
+        shown = ", ".join(f"{k}={v:.2f}" for k, v in sorted(scores.items()) if k.endswith("/mean"))
+        return StageResult(
+            stage=self.name,
+            metrics=metrics,
+            outputs={"prompt_uri": used.uri, "scores": scores, "model_folder": str(loaded.folder)},
+            lines=[
+                f"model {cfg.model.name} ({loaded.folder}), prompt {used.uri}",
+                f"{len(answers)} questions, {metrics['tokens_per_s']:.1f} tokens/s; scores: {shown}",
+            ],
+        )
+
+    @staticmethod
+    def _answer_all(runtime, questions, progress: bool, prompt_uri: str) -> list:
+        import mlflow
+        from tqdm.auto import tqdm
+
+        answers = []
+        for index, item in enumerate(tqdm(questions, desc="questions", unit="q", disable=not progress)):
+            with mlflow.start_run(run_name=f"question-{index + 1:02d}", nested=True):
+                with mlflow.start_span("answer_question") as span:
+                    span.set_inputs({"question": item.question})
+                    answer = runtime.answer(item.question)
+                    span.set_outputs({"answer": answer.text})
+                mlflow.log_params({"question": item.question[:500], "prompt_uri": prompt_uri})
+                mlflow.log_metrics(
+                    {"latency_s": answer.latency_s, "tokens_generated": answer.tokens, "tokens_per_s": answer.tokens_per_s}
+                )
+                mlflow.log_text(answer.text, "answer.txt")
+                mlflow.log_dict(
+                    {"question": item.question, "answer": answer.text, "expected_facts": list(item.expected_facts)},
+                    "qa.json",
+                )
+            answers.append(answer)
+        return answers

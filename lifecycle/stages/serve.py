@@ -1,0 +1,36 @@
+"""serve: print (and log) the commands that serve the registered model over HTTP.
+
+Two servers for the same ``models:/<name>@<alias>`` URI: MLflow's own scoring server (``mlflow models serve``) and
+this project's FastAPI server (``python -m serving``).
+"""
+
+from __future__ import annotations
+
+from lifecycle.stage import Stage, StageContext, StageResult
+from lifecycle.stages.common import aliased_version, model_uri
+
+
+def serving_commands(cfg, uri: str) -> list[str]:
+    env = f"MLFLOW_TRACKING_URI={cfg.tracking_uri}"
+    host, serve = cfg.serve.host, cfg.serve
+    return [
+        f"{env} mlflow models serve -m {uri} --env-manager local --host {host} --port {serve.mlflow_port}",
+        f"{env} python -m serving --model-uri {uri} --host {host} --port {serve.port}",
+    ]
+
+
+class ServeStage(Stage):
+    name = "serve"
+
+    def run(self, context: StageContext) -> StageResult:
+        import mlflow
+
+        version = aliased_version(self.cfg)
+        uri = model_uri(self.cfg)
+        commands = serving_commands(self.cfg, uri)
+        mlflow.log_text("\n".join(commands) + "\n", "serving/commands.sh")
+        return StageResult(
+            stage=self.name,
+            outputs={"serving_commands": commands, "served_version": version},
+            lines=[f"serve {uri} (version {version}) with either:", *commands],
+        )

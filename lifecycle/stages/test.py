@@ -1,0 +1,46 @@
+"""test: load ``models:/<name>@<alias>``, answer the evaluation questions, validate the answers.
+
+Validation uses ``eval.thresholds`` (non-empty rate, maximum length, mean fact agreement, mean relevance). Results go
+to the stage's run as metrics and a table; any missed threshold fails the stage with the list of what was missed.
+"""
+
+from __future__ import annotations
+
+from lifecycle import scoring
+from lifecycle.stage import Stage, StageContext, StageError, StageResult
+from lifecycle.stages.common import aliased_version, model_uri
+
+
+class ModelTestStage(Stage):
+    name = "test"
+
+    def run(self, context: StageContext) -> StageResult:
+        import mlflow
+        import pandas as pd
+
+        cfg = self.cfg
+        version = aliased_version(cfg)
+        uri = model_uri(cfg)
+        model = mlflow.pyfunc.load_model(uri)
+        questions = cfg.eval.questions
+        answers = model.predict(pd.DataFrame({"question": [q.question for q in questions]}))
+        scored = [scoring.score(q.question, a, q.expected_facts) for q, a in zip(questions, answers)]
+        summary = scoring.summarize(scored)
+        mlflow.log_metrics(summary)
+        mlflow.set_tags({"lifecycle.model_uri": uri, "lifecycle.model_version": version})
+        mlflow.log_table(
+            pd.DataFrame([vars(s) for s in scored]).assign(expected_facts=[list(q.expected_facts) for q in questions]),
+            "test/answers.json",
+        )
+        failures = scoring.validate(scored, cfg.eval.thresholds)
+        if failures:
+            raise StageError(f"{uri} (version {version}) failed validation: " + "; ".join(failures))
+        return StageResult(
+            stage=self.name,
+            metrics=summary,
+            outputs={"tested_model_uri": uri, "tested_version": version},
+            lines=[
+                f"{uri} (version {version}): {len(scored)} answers passed validation",
+                f"fact agreement {summary['fact_agreement_mean']:.2f}, relevance {summary['relevance_mean']:.2f}",
+            ],
+        )
