@@ -1,6 +1,6 @@
 """Entry point: compose the configuration with Hydra, then run the lifecycle it describes.
 
-    python main.py storage=local model=smollm2 mode=all
+python main.py storage=local model=smollm2 mode=all
 """
 
 import hydra

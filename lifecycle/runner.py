@@ -41,17 +41,27 @@ def build_stages(cfg: DictConfig, registry: StageRegistry | None = None) -> list
 
 
 def _run_stage(stage: Stage, context: StageContext) -> StageResult:
+    """Run one stage; an exception becomes a failed result carrying the stage's error."""
     started = time.perf_counter()
     log.info("stage %s: starting", stage.name)
-    result = stage.run(context)
+    try:
+        result = stage.run(context)
+    except Exception as exc:
+        log.debug("stage %s failed", stage.name, exc_info=True)
+        message = str(exc) if isinstance(exc, StageError) else f"{type(exc).__name__}: {exc}"
+        result = StageResult(stage=stage.name, status="failed", error=message)
     result.duration_s = time.perf_counter() - started
     log.info("stage %s: %s in %.1f s", stage.name, result.status, result.duration_s)
     return result
 
 
-def _failure(stage: Stage, exc: BaseException) -> StageResult:
-    message = str(exc) if isinstance(exc, StageError) else f"{type(exc).__name__}: {exc}"
-    return StageResult(stage=stage.name, status="failed", error=message)
+def _record(result: StageResult, context: StageContext, report: LifecycleReport) -> bool:
+    """Keep a stage's result; False when the invocation must stop there."""
+    context.results[result.stage] = result
+    report.results.append(result)
+    if result.error:
+        report.error = f"stage {result.stage!r} failed: {result.error}"
+    return result.error is None
 
 
 def run(cfg: DictConfig, registry: StageRegistry | None = None) -> LifecycleReport:
@@ -82,17 +92,10 @@ def run(cfg: DictConfig, registry: StageRegistry | None = None) -> LifecycleRepo
         report.parent_run_id = context.parent_run_id = parent_id
         for stage in stages:
             with session.stage_run(stage.name, enabled=stage.uses_tracking) as stage_run:
-                try:
-                    result = _run_stage(stage, context)
-                except Exception as exc:  # the stage's error becomes the invocation's error
-                    log.debug("stage %s failed", stage.name, exc_info=True)
-                    result = _failure(stage, exc)
+                result = _run_stage(stage, context)
                 result.run_id = stage_run.run_id
                 stage_run.finish(result)
-            context.results[stage.name] = result
-            report.results.append(result)
-            if result.error:
-                report.error = f"stage {stage.name!r} failed: {result.error}"
+            if not _record(result, context, report):
                 break
         session.finish_parent(report)
     return report
@@ -100,12 +103,5 @@ def run(cfg: DictConfig, registry: StageRegistry | None = None) -> LifecycleRepo
 
 def _run_untracked(stages: list[Stage], context: StageContext, report: LifecycleReport) -> None:
     for stage in stages:
-        try:
-            result = _run_stage(stage, context)
-        except Exception as exc:
-            result = _failure(stage, exc)
-        context.results[stage.name] = result
-        report.results.append(result)
-        if result.error:
-            report.error = f"stage {stage.name!r} failed: {result.error}"
+        if not _record(_run_stage(stage, context), context, report):
             return

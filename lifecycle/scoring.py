@@ -92,9 +92,7 @@ def validate(scored: Iterable[ScoredAnswer], thresholds) -> list[str]:
     if too_long:
         failures.append(f"answers longer than {thresholds.max_answer_chars} chars: {too_long}")
     if summary["fact_agreement_mean"] < thresholds.min_fact_agreement:
-        failures.append(
-            f"mean fact agreement {summary['fact_agreement_mean']:.2f} < {thresholds.min_fact_agreement}"
-        )
+        failures.append(f"mean fact agreement {summary['fact_agreement_mean']:.2f} < {thresholds.min_fact_agreement}")
     if summary["relevance_mean"] < thresholds.min_relevance:
         failures.append(f"mean relevance {summary['relevance_mean']:.2f} < {thresholds.min_relevance}")
     return failures

@@ -102,4 +102,5 @@ class ChainRuntime:
         started = time.perf_counter()
         texts = self.llm.bind(pipeline_kwargs=kwargs).batch([self.render(q) for q in questions])
         elapsed = (time.perf_counter() - started) / max(len(questions), 1)
-        return [Answer(q, t.strip(), self.count_tokens(t.strip()), elapsed) for q, t in zip(questions, texts)]
+        texts = [t.strip() for t in texts]
+        return [Answer(q, t, self.count_tokens(t), elapsed) for q, t in zip(questions, texts, strict=True)]

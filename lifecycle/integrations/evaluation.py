@@ -50,7 +50,7 @@ def scorers(max_chars: int, judge_model: str | None) -> list:
 
 def evaluation_rows(answers: Sequence, questions: Sequence) -> list[dict]:
     rows = []
-    for answer, q in zip(answers, questions):
+    for answer, q in zip(answers, questions, strict=True):
         expectations = {"expected_facts": list(q.expected_facts)}
         if q.expected_answer:
             expectations["expected_response"] = q.expected_answer
@@ -59,7 +59,5 @@ def evaluation_rows(answers: Sequence, questions: Sequence) -> list[dict]:
 
 
 def evaluate(answers: Sequence, questions: Sequence, max_chars: int, judge_model: str | None) -> dict[str, float]:
-    result = mlflow.genai.evaluate(
-        data=evaluation_rows(answers, questions), scorers=scorers(max_chars, judge_model)
-    )
+    result = mlflow.genai.evaluate(data=evaluation_rows(answers, questions), scorers=scorers(max_chars, judge_model))
     return {k: float(v) for k, v in result.metrics.items()}

@@ -164,7 +164,9 @@ def prepare_tokenizer(tokenizer: Any) -> Any:
 def load_model(folder: str | Path, chat_format: str, dtype: str = "float32", threads: int | None = None) -> LoadedModel:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a 2-second load needs no bar; conversion keeps its own
     if threads:
         torch.set_num_threads(threads)
     started = time.perf_counter()

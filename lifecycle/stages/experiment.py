@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 
 from lifecycle.stage import Stage, StageContext, StageResult
-from lifecycle.stages.common import locate, loaded_model
+from lifecycle.stages.common import loaded_model, locate
 
 
 class ExperimentStage(Stage):
@@ -41,7 +41,9 @@ class ExperimentStage(Stage):
             runtime = ChainRuntime(loaded, PromptSpec(cfg.prompt.template, cfg.prompt.system), cfg.model.generation)
             span.set_attributes({"chat_format": loaded.chat_format, "prompt": used.uri})
 
-        mlflow.log_params({"prompt_uri": used.uri, "model_folder": str(loaded.folder), "chat_format": loaded.chat_format})
+        mlflow.log_params(
+            {"prompt_uri": used.uri, "model_folder": str(loaded.folder), "chat_format": cfg.model.chat_format}
+        )
         with mlflow.start_span("answer_questions") as span:
             answers = self._answer_all(runtime, cfg.eval.questions, settings.progress_bar, used.uri)
             span.set_outputs({a.question: a.text for a in answers})
@@ -85,7 +87,11 @@ class ExperimentStage(Stage):
                     span.set_outputs({"answer": answer.text})
                 mlflow.log_params({"question": item.question[:500], "prompt_uri": prompt_uri})
                 mlflow.log_metrics(
-                    {"latency_s": answer.latency_s, "tokens_generated": answer.tokens, "tokens_per_s": answer.tokens_per_s}
+                    {
+                        "latency_s": answer.latency_s,
+                        "tokens_generated": answer.tokens,
+                        "tokens_per_s": answer.tokens_per_s,
+                    }
                 )
                 mlflow.log_text(answer.text, "answer.txt")
                 mlflow.log_dict(

@@ -24,7 +24,7 @@ class ModelTestStage(Stage):
         model = mlflow.pyfunc.load_model(uri)
         questions = cfg.eval.questions
         answers = model.predict(pd.DataFrame({"question": [q.question for q in questions]}))
-        scored = [scoring.score(q.question, a, q.expected_facts) for q, a in zip(questions, answers)]
+        scored = [scoring.score(q.question, a, q.expected_facts) for q, a in zip(questions, answers, strict=True)]
         summary = scoring.summarize(scored)
         mlflow.log_metrics(summary)
         mlflow.set_tags({"lifecycle.model_uri": uri, "lifecycle.model_version": version})
