@@ -41,7 +41,7 @@ class StageRegistry:
         if name not in self._entries:
             raise UnknownStageError(self._unknown_message(name))
         entry = self._entries[name]
-        stage_cls = entry.load() if isinstance(entry, EntryPoint) else entry
+        stage_cls = entry if isinstance(entry, type) else entry.load()
         if not (isinstance(stage_cls, type) and issubclass(stage_cls, Stage)):
             raise StageError(f"entry point {name!r} -> {stage_cls!r} is not a lifecycle.stage.Stage subclass")
         self._entries[name] = stage_cls

@@ -42,7 +42,7 @@ class ExperimentStage(Stage):
             span.set_attributes({"chat_format": loaded.chat_format, "prompt": used.uri})
 
         mlflow.log_params(
-            {"prompt_uri": used.uri, "model_folder": str(loaded.folder), "chat_format": cfg.model.chat_format}
+            {"prompt_uri": used.uri, "model_folder": str(loaded.folder), "chat_format": loaded.chat_format}
         )
         with mlflow.start_span("answer_questions") as span:
             answers = self._answer_all(runtime, cfg.eval.questions, settings.progress_bar, used.uri)
