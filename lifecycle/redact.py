@@ -13,12 +13,14 @@ from typing import Any
 
 REDACTED = "***"
 SECRET_KEY = re.compile(r"(secret|password|passwd|token|api[_-]?key|access[_-]?key|credential|private[_-]?key)", re.I)
-SECRET_ENV = re.compile(r"(SECRET|PASSWORD|TOKEN|API_KEY|ACCESS_KEY|CREDENTIAL)", re.I)
+# whole words of a variable's name: AWS_SECRET_ACCESS_KEY, HF_TOKEN, OPENAI_API_KEY; not TOKENIZERS_PARALLELISM
+SECRET_ENV = re.compile(r"(^|_)(SECRET|PASSWORD|PASSWD|TOKEN|API_KEY|ACCESS_KEY|CREDENTIALS?)(_|$)", re.I)
+MIN_SECRET_LEN = 6  # shorter values ("true", "1") would mask ordinary text
 
 
 def secret_values(environ: Mapping[str, str] | None = None) -> set[str]:
     environ = os.environ if environ is None else environ
-    return {v for k, v in environ.items() if SECRET_ENV.search(k) and len(v) >= 4}
+    return {v for k, v in environ.items() if SECRET_ENV.search(k) and len(v) >= MIN_SECRET_LEN}
 
 
 def redact(value: Any, secrets: set[str] | None = None, key: str = "") -> Any:

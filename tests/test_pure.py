@@ -108,5 +108,9 @@ class TestRedact:
             "home": "/root",
         }
 
+    def test_only_credential_variables_count_as_secrets(self):
+        environ = {"TOKENIZERS_PARALLELISM": "false", "HF_TOKEN": "hf_abcdef", "OPENAI_API_KEY": "sk-123456"}
+        assert redact.secret_values(environ) == {"hf_abcdef", "sk-123456"}
+
     def test_text_redaction(self):
         assert redact.redact_text("token=abcd1234", {"abcd1234"}) == "token=***"

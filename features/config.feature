@@ -1,0 +1,34 @@
+@config
+Feature: Composing a run from config groups
+  Users pick storage, model, mode, prompt and eval on the command line; mistakes fail before any work starts.
+
+  Scenario: Printing the composed job config
+    Given a scratch directory
+    When I run "python main.py mode=experiment prompt=detailed --cfg job"
+    Then it succeeds
+    And the output mentions "name: qa-detailed"
+    And the output mentions "- experiment"
+
+  Scenario: An unknown model choice lists the available ones
+    Given a scratch directory
+    When I run "python main.py model=llama"
+    Then it fails with "Could not find 'model/llama'"
+    And the output mentions "smollm2"
+
+  Scenario: A value of the wrong type is refused with the key's name
+    Given a scratch directory
+    When I run "python main.py model.generation.max_new_tokens=many"
+    Then it fails with "max_new_tokens"
+
+  Scenario: A misspelt key is refused
+    Given a scratch directory
+    When I run "python main.py registerd_model_name=x"
+    Then it fails with "Could not override 'registerd_model_name'"
+
+  Scenario: An unreachable hub model fails fast with what to do
+    Given a scratch directory
+    And an empty Hugging Face cache
+    When I run "python main.py model=gpt2 mode=experiment"
+    Then it fails with "huggingface-cli download gpt2"
+    And the output mentions "model=smollm2"
+    And it took less than 5 seconds

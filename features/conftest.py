@@ -1,0 +1,169 @@
+"""Shared fixtures and generic steps for the end-to-end features.
+
+Every scenario runs the real CLI (`python main.py ...`) in a subprocess against a real embedded MLflow backend in a
+temporary data directory, with the real offline model. The converted model folder is shared by the whole session
+(it is half a gigabyte): set LIFECYCLE_TEST_MODEL_CACHE to keep it between sessions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pytest_bdd import given, parsers, then, when
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Invocation:
+    command: str
+    returncode: int
+    stdout: str
+    stderr: str
+    elapsed_s: float
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def explain(self) -> str:
+        return f"`{self.command}` exited {self.returncode} after {self.elapsed_s:.1f} s:\n{self.output[-4000:]}"
+
+
+@dataclass
+class Workspace:
+    data_dir: Path
+    model_cache: Path | None  # None: the default cache under data_dir (scenarios that never load the model)
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.data_dir.resolve()}/mlflow.db"
+
+    def run(self, command: str, env: dict[str, str] | None = None, timeout: float = 900) -> Invocation:
+        """Run `python main.py <overrides>` with this workspace's data_dir and the session's model cache."""
+        words = shlex.split(command)
+        assert words[:2] == ["python", "main.py"], f"not a main.py command: {command}"
+        ours = [f"data_dir={self.data_dir}", "experiment.progress_bar=false"]
+        if self.model_cache:
+            ours.append(f"paths.model_cache={self.model_cache}")
+        args = [sys.executable, "main.py", *ours, *words[2:]]  # before the user's words: flags such as --cfg last
+        started = time.perf_counter()
+        proc = subprocess.run(
+            args,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **(env or {})},
+        )
+        return Invocation(command, proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - started)
+
+    def client(self):
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        return mlflow.MlflowClient(self.tracking_uri, self.tracking_uri)
+
+    def expand(self, text: str) -> str:
+        return text.replace("<data_dir>", str(self.data_dir.resolve()))
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory) -> Path:
+    """The offline model converted once for the session (the first conversion takes ~25 s)."""
+    from hydra import compose, initialize_config_dir
+
+    from lifecycle.config import register_configs
+    from lifecycle.integrations.models import MARKER, resolve_model_folder
+
+    cache = Path(os.environ.get("LIFECYCLE_TEST_MODEL_CACHE") or tmp_path_factory.mktemp("model-cache"))
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"paths.model_cache={cache}", "data_dir=unused"])
+    folder = resolve_model_folder(cfg.model, cache)
+    assert (folder / MARKER).exists()
+    return cache
+
+
+@pytest.fixture(scope="session")
+def registered_workspace(tmp_path_factory, model_cache) -> Workspace:
+    """A backend where `mode=deploy` registered the model once (shared by the scenarios that only read it)."""
+    workspace = Workspace(tmp_path_factory.mktemp("registered"), model_cache)
+    invocation = workspace.run("python main.py mode=deploy")
+    assert invocation.returncode == 0, invocation.explain()
+    return workspace
+
+
+@given("a fresh data directory", target_fixture="workspace")
+def fresh_workspace(tmp_path, model_cache) -> Workspace:
+    return Workspace(tmp_path / "data", model_cache)
+
+
+@given("a scratch directory", target_fixture="workspace")
+def scratch_workspace(tmp_path) -> Workspace:
+    return Workspace(tmp_path / "data", None)
+
+
+@pytest.fixture(scope="session")
+def _shared_runs() -> dict:
+    return {}
+
+
+@given("a data directory shared by this feature", target_fixture="workspace")
+def shared_workspace(request, tmp_path_factory, model_cache, _shared_runs) -> Workspace:
+    key = ("workspace", request.node.module.__name__)
+    if key not in _shared_runs:
+        _shared_runs[key] = Workspace(tmp_path_factory.mktemp("shared"), model_cache)
+    return _shared_runs[key]
+
+
+@given(parsers.parse('"{command}" has run there'), target_fixture="invocation")
+def has_run(workspace: Workspace, command: str, _shared_runs) -> Invocation:
+    """Run a command once per workspace; later scenarios of the feature read the same result."""
+    key = (workspace.data_dir, command)
+    if key not in _shared_runs:
+        _shared_runs[key] = workspace.run(command)
+    return _shared_runs[key]
+
+
+@given("a model registered by mode=deploy", target_fixture="workspace")
+def registered(registered_workspace) -> Workspace:
+    return registered_workspace
+
+
+@when(parsers.parse('I run "{command}"'), target_fixture="invocation")
+def run_command(workspace: Workspace, command: str) -> Invocation:
+    return workspace.run(command)
+
+
+@then("it succeeds")
+def succeeds(invocation: Invocation):
+    assert invocation.returncode == 0, invocation.explain()
+
+
+@then(parsers.parse('it fails with "{text}"'))
+def fails_with(invocation: Invocation, workspace: Workspace, text: str):
+    assert invocation.returncode != 0, invocation.explain()
+    assert workspace.expand(text) in invocation.output, invocation.explain()
+
+
+@then(parsers.parse('the output mentions "{text}"'))
+def output_mentions(invocation: Invocation, workspace: Workspace, text: str):
+    assert workspace.expand(text) in invocation.output, invocation.explain()
+
+
+@then(parsers.parse('the output does not mention "{text}"'))
+def output_lacks(invocation: Invocation, workspace: Workspace, text: str):
+    assert workspace.expand(text) not in invocation.output, invocation.explain()
+
+
+def load_json(path: Path) -> dict:
+    return json.loads(path.read_text())

@@ -1,0 +1,20 @@
+@lifecycle @slow
+Feature: mode=all runs the whole lifecycle on the real offline model
+  One command goes from the model package to a tracked experiment, a registered and tested model and the commands
+  that serve it.
+
+  Background:
+    Given a data directory shared by this feature
+    And "python main.py mode=all" has run there
+
+  Scenario: Every stage succeeds under one parent run
+    Then it succeeds
+    And the parent run has nested runs experiment, deploy, test, serve
+    And the parent run logged the resolved config with status success
+
+  Scenario: The summary says what ran and what to do next
+    Then the output mentions "registered langchain-e2e-model version 1; alias 'champion' -> 1"
+    And the output mentions "8 answers passed validation"
+    And the output mentions "mlflow models serve -m models:/langchain-e2e-model@champion --env-manager local"
+    And the output mentions "python -m serving --model-uri models:/langchain-e2e-model@champion"
+    And the output mentions "mlflow ui --backend-store-uri sqlite:///<data_dir>/mlflow.db"

@@ -1,0 +1,21 @@
+@server_config
+Feature: mode=server-config prints how to run a tracking server for the chosen storage
+
+  Scenario: Local storage
+    Given a scratch directory
+    When I run "python main.py mode=server-config"
+    Then it succeeds
+    And the output mentions "mlflow server --backend-store-uri sqlite:///<data_dir>/mlflow.db"
+    And the output mentions "--artifacts-destination file://<data_dir>/mlartifacts"
+    And the output mentions "--port 5050 --workers 1"
+    And the output mentions "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false"
+    And the output mentions "export MLFLOW_TRACKING_URI=http://127.0.0.1:5050"
+    And no MLflow database was created
+
+  Scenario: S3 storage names the endpoint and the variables, never a secret
+    Given a scratch directory
+    When I run "python main.py mode=server-config storage=s3 storage.bucket=models"
+    Then it succeeds
+    And the output mentions "--artifacts-destination s3://models/lifecycle/mlartifacts"
+    And the output mentions "export MLFLOW_S3_ENDPOINT_URL=http://127.0.0.1:9878"
+    And the output mentions "export AWS_SECRET_ACCESS_KEY=<your secret key>"

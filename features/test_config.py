@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import pytest
+from pytest_bdd import given, parsers, scenarios, then, when
+
+scenarios("config.feature")
+
+
+@pytest.fixture
+def extra_env() -> dict[str, str]:
+    return {}
+
+
+@given("an empty Hugging Face cache")
+def empty_hf_cache(tmp_path, extra_env):
+    extra_env.update(HF_HOME=str(tmp_path / "hf-home"), HF_HUB_OFFLINE="0")
+
+
+@when(parsers.parse('I run "{command}"'), target_fixture="invocation")
+def run_with_env(workspace, command, extra_env):
+    return workspace.run(command, env=extra_env)
+
+
+@then(parsers.parse("it took less than {seconds:d} seconds"))
+def took_less_than(invocation, seconds):
+    # The model check runs before MLflow or torch are imported; the bound includes interpreter start-up.
+    assert invocation.elapsed_s < seconds, invocation.explain()

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+import pytest
+from pytest_bdd import given, parsers, scenarios, then
+
+scenarios("deploy.feature")
+
+MODEL = "langchain-e2e-model"
+
+
+def versions(workspace) -> list[str]:
+    return sorted(v.version for v in workspace.client().search_model_versions(f"name='{MODEL}'"))
+
+
+@pytest.fixture
+def noted() -> dict:
+    return {}
+
+
+@given("I note the registry")
+def note_registry(workspace, noted):
+    noted["versions"] = versions(workspace)
+    noted["champion"] = workspace.client().get_model_version_by_alias(MODEL, "champion").version
+
+
+@then(parsers.parse('registered model "{name}" has {count:d} version'))
+def version_count(workspace, name, count):
+    assert len(workspace.client().search_model_versions(f"name='{name}'")) == count
+
+
+@then(parsers.parse('the alias "{alias}" points to version {version}'))
+def alias_points_to(workspace, alias, version):
+    assert str(workspace.client().get_model_version_by_alias(MODEL, alias).version) == version
+
+
+@then("the registered version loads and answers a plain string, a dict, a list and a DataFrame")
+def registered_model_answers(workspace):
+    workspace.client()
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    params = {"max_new_tokens": 8}
+    for model_input, count in [
+        ("What is Python?", 1),
+        ({"question": "What is Python?"}, 1),
+        (["What is Python?", "What is the capital of France?"], 2),
+        (pd.DataFrame({"question": ["What is Python?"]}), 1),
+    ]:
+        answers = model.predict(model_input, params=params)
+        assert len(answers) == count and all(a.strip() for a in answers), (model_input, answers)
+
+
+@then("the registry is as I noted it")
+def registry_unchanged(workspace, noted):
+    assert versions(workspace) == noted["versions"]
+    assert workspace.client().get_model_version_by_alias(MODEL, "champion").version == noted["champion"]
+
+
+@then("the failed deploy run is marked FAILED")
+def failed_run_marked(workspace):
+    client = workspace.client()
+    experiment = client.get_experiment_by_name("langchain-e2e-experiment")
+    runs = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`lifecycle.stage` = 'deploy'", order_by=["start_time DESC"]
+    )
+    latest = runs[0]
+    assert latest.info.status == "FAILED"
+    assert "smoke prediction" in latest.data.tags["lifecycle.error"]
