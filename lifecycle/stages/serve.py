@@ -32,5 +32,8 @@ class ServeStage(Stage):
         return StageResult(
             stage=self.name,
             outputs={"serving_commands": commands, "served_version": version},
-            lines=[f"serve {uri} (version {version}) with either:", *commands],
+            lines=[
+                f"serve {uri} (version {version}) with either (inside this project's virtual environment):",
+                *commands,
+            ],
         )

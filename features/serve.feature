@@ -1,0 +1,10 @@
+@serve @slow
+Feature: mode=serve prints commands that serve the registered model
+  The printed `mlflow models serve` command works as printed and answers the MLflow scoring protocol.
+
+  Scenario: The printed mlflow models serve command answers /invocations
+    Given a model registered by mode=deploy
+    When I run "python main.py mode=serve"
+    Then it succeeds
+    And the output mentions "mlflow models serve -m models:/langchain-e2e-model@champion --env-manager local"
+    And the printed mlflow models serve command, on a free port, answers dataframe_split and inputs payloads
