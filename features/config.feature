@@ -9,6 +9,13 @@ Feature: Composing a run from config groups
     And the output mentions "name: qa-detailed"
     And the output mentions "- experiment"
 
+  Scenario: Help lists the config groups and their options
+    Given a scratch directory
+    When I run "python main.py --help"
+    Then it succeeds
+    And the output mentions "mode: all, deploy, experiment, serve, server-config, test"
+    And the output mentions "model: dialogpt, gpt2, smollm2"
+
   Scenario: An unknown model choice lists the available ones
     Given a scratch directory
     When I run "python main.py model=llama"
