@@ -20,6 +20,7 @@ import pytest
 from pytest_bdd import given, parsers, then, when
 
 ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENT = "langchain-e2e-experiment"
 
 
 @dataclass
@@ -71,6 +72,18 @@ class Workspace:
 
         mlflow.set_tracking_uri(self.tracking_uri)
         return mlflow.MlflowClient(self.tracking_uri, self.tracking_uri)
+
+    def runs(self, filter_string: str) -> list:
+        """Runs of the default experiment matching a filter, newest first."""
+        client = self.client()
+        experiment = client.get_experiment_by_name(EXPERIMENT)
+        return client.search_runs([experiment.experiment_id], filter_string, order_by=["start_time DESC"])
+
+    def stage_runs(self, stage: str) -> list:
+        return self.runs(f"tags.`lifecycle.stage` = '{stage}'")
+
+    def child_runs(self, run) -> list:
+        return self.runs(f"tags.mlflow.parentRunId = '{run.info.run_id}'")
 
     def expand(self, text: str) -> str:
         return text.replace("<data_dir>", str(self.data_dir.resolve()))

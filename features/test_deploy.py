@@ -58,11 +58,6 @@ def registry_unchanged(workspace, noted):
 
 @then("the failed deploy run is marked FAILED")
 def failed_run_marked(workspace):
-    client = workspace.client()
-    experiment = client.get_experiment_by_name("langchain-e2e-experiment")
-    runs = client.search_runs(
-        [experiment.experiment_id], filter_string="tags.`lifecycle.stage` = 'deploy'", order_by=["start_time DESC"]
-    )
-    latest = runs[0]
+    latest = workspace.stage_runs("deploy")[0]
     assert latest.info.status == "FAILED"
     assert "smoke prediction" in latest.data.tags["lifecycle.error"]

@@ -7,30 +7,22 @@ scenarios("experiment.feature")
 
 
 def experiment_run(workspace, invocation):
-    client = workspace.client()
-    runs = client.search_runs(
-        [client.get_experiment_by_name("langchain-e2e-experiment").experiment_id],
-        filter_string="tags.`lifecycle.stage` = 'experiment'",
-    )
+    runs = workspace.stage_runs("experiment")
     assert len(runs) == 1, invocation.explain()
-    return client, runs[0]
-
-
-def children(client, run):
-    return client.search_runs([run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    return runs[0]
 
 
 @then(parsers.parse("the experiment run has a nested run for each of the {count:d} questions"))
 def nested_question_runs(workspace, invocation, count):
-    client, run = experiment_run(workspace, invocation)
-    names = sorted(r.info.run_name for r in children(client, run))
+    run = experiment_run(workspace, invocation)
+    names = sorted(r.info.run_name for r in workspace.child_runs(run))
     assert names == [f"question-{i:02d}" for i in range(1, count + 1)]
 
 
 @then("each question run logged latency_s, tokens_generated and tokens_per_s and its answer")
 def question_run_contents(workspace, invocation):
-    client, run = experiment_run(workspace, invocation)
-    for child in children(client, run):
+    run = experiment_run(workspace, invocation)
+    for child in workspace.child_runs(run):
         assert {"latency_s", "tokens_generated", "tokens_per_s"} <= set(child.data.metrics)
         assert child.data.metrics["tokens_generated"] > 0
         answer = mlflow.artifacts.load_text(f"runs:/{child.info.run_id}/answer.txt")
@@ -39,7 +31,7 @@ def question_run_contents(workspace, invocation):
 
 @then(parsers.parse("the experiment run's traces include {names}"))
 def traced_phases(workspace, invocation, names):
-    _, run = experiment_run(workspace, invocation)
+    run = experiment_run(workspace, invocation)
     traces = mlflow.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id, return_type="list")
     roots = {t.data.spans[0].name for t in traces if t.data.spans}
     wanted = {n.strip() for n in names.replace(" and ", ", ").split(",")}
@@ -64,7 +56,7 @@ def prompt_alias(workspace, invocation, alias, name):
 
 @then(parsers.parse("the experiment run has the metrics {names}"))
 def evaluation_metrics(workspace, invocation, names):
-    _, run = experiment_run(workspace, invocation)
+    run = experiment_run(workspace, invocation)
     for name in (n.strip() for n in names.split(",")):
         assert name in run.data.metrics, f"{name} missing from {sorted(run.data.metrics)}"
     assert run.data.metrics["non_empty/mean"] == 1.0

@@ -8,26 +8,22 @@ scenarios("lifecycle.feature")
 
 
 def parent_run(workspace):
-    client = workspace.client()
-    experiment = client.get_experiment_by_name("langchain-e2e-experiment")
-    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`lifecycle.mode` = 'all'")
+    runs = workspace.runs("tags.`lifecycle.mode` = 'all'")
     assert len(runs) == 1
-    return client, runs[0]
+    return runs[0]
 
 
 @then(parsers.parse("the parent run has nested runs {names}"))
 def nested_stage_runs(workspace, names):
-    client, parent = parent_run(workspace)
-    stage_runs = client.search_runs(
-        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
-    )
+    parent = parent_run(workspace)
+    stage_runs = workspace.child_runs(parent)
     assert sorted(r.info.run_name for r in stage_runs) == sorted(n.strip() for n in names.split(","))
     assert all(r.info.status == "FINISHED" for r in stage_runs)
 
 
 @then("the parent run logged the resolved config with status success")
 def resolved_config(workspace):
-    _, parent = parent_run(workspace)
+    parent = parent_run(workspace)
     assert parent.data.tags["lifecycle.status"] == "success"
     config = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{parent.info.run_id}/config/resolved.yaml"))
     assert config["mode"]["stages"] == ["experiment", "deploy", "test", "serve"]

@@ -8,11 +8,7 @@ scenarios("model_test.feature")
 
 @then("the latest test run logged fact_agreement_mean and an answers table")
 def latest_test_run_logged(workspace):
-    client = workspace.client()
-    experiment = client.get_experiment_by_name("langchain-e2e-experiment")
-    run = client.search_runs(
-        [experiment.experiment_id], filter_string="tags.`lifecycle.stage` = 'test'", order_by=["start_time DESC"]
-    )[0]
+    run = workspace.stage_runs("test")[0]
     assert run.data.metrics["fact_agreement_mean"] >= 0.6
     table = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/test/answers.json")
     answers = [row[table["columns"].index("answer")] for row in table["data"]]
