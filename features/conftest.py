@@ -23,6 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "langchain-e2e-experiment"
 
 
+INHERITED_MLFLOW_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")  # set by mlflow.set_*_uri in this process
+
+
 @dataclass
 class Invocation:
     command: str
@@ -48,6 +51,12 @@ class Workspace:
     def tracking_uri(self) -> str:
         return f"sqlite:///{self.data_dir.resolve()}/mlflow.db"
 
+    @staticmethod
+    def env(extra: dict[str, str]) -> dict[str, str]:
+        """Environment for a subprocess: this one's, without the MLflow URIs earlier tests set, plus ``extra``."""
+        env = {k: v for k, v in os.environ.items() if k not in INHERITED_MLFLOW_VARS}
+        return {**env, **extra}
+
     def run(self, command: str, env: dict[str, str] | None = None, timeout: float = 900) -> Invocation:
         """Run `python main.py <overrides>` with this workspace's data_dir and the session's model cache."""
         words = shlex.split(command)
@@ -63,14 +72,15 @@ class Workspace:
             capture_output=True,
             text=True,
             timeout=timeout,
-            env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **(env or {})},
+            env=self.env({"TOKENIZERS_PARALLELISM": "false", **(env or {})}),
         )
         return Invocation(command, proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - started)
 
     def client(self):
         import mlflow
 
-        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_tracking_uri(self.tracking_uri)  # model and prompt URIs resolve through the process-wide
+        mlflow.set_registry_uri(self.tracking_uri)  # registry URI, which an earlier test may have set elsewhere
         return mlflow.MlflowClient(self.tracking_uri, self.tracking_uri)
 
     def runs(self, filter_string: str) -> list:

@@ -46,7 +46,7 @@ def wait_ready(proc: subprocess.Popen, url: str, log: Path) -> None:
 
 
 @then("the printed mlflow models serve command, on a free port, answers dataframe_split and inputs payloads")
-def printed_command_serves(invocation, tmp_path):
+def printed_command_serves(workspace, invocation, tmp_path):
     line = next(ln.strip() for ln in invocation.stdout.splitlines() if "mlflow models serve" in ln)
     words = shlex.split(line)
     prefix = next(i for i, w in enumerate(words) if "=" not in w)  # VAR=value words before the command
@@ -59,7 +59,7 @@ def printed_command_serves(invocation, tmp_path):
     with log.open("w") as out:
         proc = subprocess.Popen(
             command,
-            env={**os.environ, **env, "PATH": f"{venv_bin}:{os.environ['PATH']}"},
+            env=workspace.env({**env, "PATH": f"{venv_bin}:{os.environ['PATH']}"}),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

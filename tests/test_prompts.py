@@ -6,6 +6,7 @@ import mlflow
 from omegaconf import OmegaConf
 
 from lifecycle.integrations import prompts
+from lifecycle.integrations.tracking import use_backend
 
 
 def prompt(template: str, system: str | None = "Be brief."):
@@ -13,7 +14,7 @@ def prompt(template: str, system: str | None = "Be brief."):
 
 
 def test_unchanged_text_reuses_the_version_and_changed_text_adds_one(tmp_path):
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    use_backend(f"sqlite:///{tmp_path}/mlflow.db")
     first = prompts.register(prompt("{{question}}"))
     again = prompts.register(prompt("{{question}}"))
     changed = prompts.register(prompt("Q: {{question}}"))
@@ -25,7 +26,7 @@ def test_unchanged_text_reuses_the_version_and_changed_text_adds_one(tmp_path):
 
 
 def test_register_all_aliases_the_prompt_in_use(tmp_path):
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    use_backend(f"sqlite:///{tmp_path}/mlflow.db")
     a, b = prompt("{{question}}"), OmegaConf.create({**prompt("A: {{question}}"), "name": "qa-other"})
     registered = prompts.register_all([a, b], in_use=b, alias="active")
     assert set(registered) == {"qa-test", "qa-other"}
