@@ -64,11 +64,16 @@ def use_backend(tracking_uri: str) -> None:
     mlflow.set_registry_uri(tracking_uri)
 
 
-def ensure_experiment(name: str, artifact_uri: str) -> str:
+def is_server(tracking_uri: str) -> bool:
+    return tracking_uri.startswith(("http://", "https://", "databricks"))
+
+
+def ensure_experiment(name: str, artifact_uri: str | None) -> str:
+    """The experiment's id, created with ``artifact_uri`` as its artifact location (None: the server decides)."""
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
         return mlflow.create_experiment(name, artifact_location=artifact_uri)
-    if experiment.artifact_location.rstrip("/") != artifact_uri.rstrip("/"):
+    if artifact_uri and experiment.artifact_location.rstrip("/") != artifact_uri.rstrip("/"):
         log.warning(
             "experiment %r keeps its artifact location %s (config says %s); use another experiment_name to change it",
             name,
@@ -98,7 +103,10 @@ class StageRun:
 class TrackingSession:
     def __init__(self, cfg: DictConfig) -> None:
         self.tracking_uri = cfg.tracking_uri
-        self.experiment_id = ensure_experiment(cfg.experiment_name, cfg.storage.artifact_uri)
+        # Through a tracking server, artifacts go where its --artifacts-destination says (proxied); embedded, to
+        # storage.artifact_uri.
+        artifact_uri = None if is_server(cfg.tracking_uri) else cfg.storage.artifact_uri
+        self.experiment_id = ensure_experiment(cfg.experiment_name, artifact_uri)
         mlflow.set_experiment(experiment_id=self.experiment_id)
 
     @contextlib.contextmanager
