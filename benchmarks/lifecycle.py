@@ -62,6 +62,11 @@ def end_to_end(overrides: list[str]) -> float:
 def split(overrides: list[str]) -> tuple[float, dict, list]:
     totals: dict[str, float] = defaultdict(float)
     started = time.perf_counter()
+    import langchain_huggingface  # noqa: F401 - the heavy imports the stages make, timed on their own
+    import mlflow  # noqa: F401
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
     from lifecycle import runner
     from lifecycle.integrations import chains, models
 

@@ -120,6 +120,7 @@ class TrackingSession:
             mlflow.log_text(yaml.safe_dump(resolved, sort_keys=False), CONFIG_ARTIFACT)
             yield run.info.run_id
         finally:
+            flush_traces()  # traces are exported asynchronously: have them stored before the run is reported
             mlflow.end_run(status=_status(self._parent_failed))
 
     @contextlib.contextmanager
