@@ -74,3 +74,20 @@ def eos_turns_prompt(template: str, eos_token: str) -> str:
     """DialoGPT reads a conversation as turns each ended by the EOS token; the reply follows the last one."""
     escaped_eos = eos_token.replace("{", "{{").replace("}", "}}")
     return f"{template}{escaped_eos}"
+
+
+def fill(template: str, question: str) -> str:
+    """An MLflow ``{{question}}`` template with the question in it."""
+    return template.replace("{{question}}", question)
+
+
+def render(tokenizer: Any, chat_format: str, system: str | None, template: str, question: str) -> str:
+    """The exact text a model sees for a question, in the model's own format (chat template, plain or EOS turns)."""
+    user = fill(template, question)
+    if chat_format == "chat_template":
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": user})
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if chat_format == "eos_turns":
+        return f"{user}{tokenizer.eos_token}"
+    return plain_prompt(system, user)

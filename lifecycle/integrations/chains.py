@@ -21,6 +21,7 @@ from lifecycle.generation import (
     generation_kwargs,
     merge_settings,
     plain_prompt,
+    render,
     single_brace,
 )
 from lifecycle.integrations.models import LoadedModel
@@ -51,6 +52,7 @@ class ChainRuntime:
         from transformers import pipeline
 
         self.loaded = loaded
+        self.spec = prompt
         self.defaults = dict(defaults)
         tokenizer = loaded.tokenizer
         pipe = pipeline(
@@ -81,13 +83,9 @@ class ChainRuntime:
         return self.prompt | self.model.bind(pipeline_kwargs=kwargs) | StrOutputParser()
 
     def render(self, question: str) -> str:
-        """The exact text the model sees for a question."""
-        value = self.prompt.invoke({"question": question})
-        if self.loaded.chat_format != "chat_template":
-            return value.to_string()
-        roles = {"system": "system", "human": "user", "ai": "assistant"}
-        messages = [{"role": roles[m.type], "content": m.content} for m in value.to_messages()]
-        return self.loaded.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        """The exact text the model sees for a question (the same text the chain's prompt produces)."""
+        loaded, spec = self.loaded, self.spec
+        return render(loaded.tokenizer, loaded.chat_format, spec.system, spec.template, question)
 
     def count_tokens(self, text: str) -> int:
         return len(self.loaded.tokenizer.encode(text, add_special_tokens=False))
