@@ -1,0 +1,111 @@
+"""What a model URI points at, as a ``ServingSpec``: the Hugging Face folder plus its prompt and generation settings.
+
+- ``models:/name@alias``, ``models:/name/version``, ``runs:/...``: downloaded through MLflow (the only place serving
+  imports it); settings from the pyfunc's ``model_config`` in MLmodel.
+- a folder holding an MLmodel file (a downloaded pyfunc): the same, read from disk.
+- a plain Hugging Face folder (config.json): settings from an optional ``serving.json`` beside it, else the chat
+  template when the tokenizer has one, a plain prompt otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_GENERATION = {"max_new_tokens": 64, "temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.1}
+DEFAULT_TEMPLATE = "{{question}}"
+SERVING_JSON = "serving.json"
+
+
+class ModelLoadError(RuntimeError):
+    pass
+
+
+@dataclass
+class ServingSpec:
+    folder: Path
+    chat_format: str | None = None  # None: decided from the tokenizer once loaded
+    dtype: str = "float32"
+    threads: int | None = None
+    system: str | None = None
+    template: str = DEFAULT_TEMPLATE
+    generation: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_GENERATION))
+    name: str | None = None
+    version: str | None = None
+    alias: str | None = None
+    run_id: str | None = None
+    source_uri: str = ""
+
+
+def _from_config(folder: Path, config: dict, **info) -> ServingSpec:
+    return ServingSpec(
+        folder=folder,
+        chat_format=config.get("chat_format"),
+        dtype=config.get("dtype") or "float32",
+        threads=config.get("threads"),
+        system=config.get("system"),
+        template=config.get("template") or DEFAULT_TEMPLATE,
+        generation={**DEFAULT_GENERATION, **(config.get("generation") or {})},
+        **info,
+    )
+
+
+def from_pyfunc_dir(root: Path, **info) -> ServingSpec:
+    mlmodel = yaml.safe_load((root / "MLmodel").read_text())
+    pyfunc = mlmodel.get("flavors", {}).get("python_function", {})
+    model_dir = pyfunc.get("artifacts", {}).get("model_dir", {}).get("path")
+    if not model_dir:
+        raise ModelLoadError(f"{root} is not a model logged by this project (no model_dir artifact in MLmodel)")
+    info.setdefault("run_id", mlmodel.get("run_id"))
+    return _from_config(root / model_dir, pyfunc.get("config") or {}, **info)
+
+
+def from_folder(folder: Path, **info) -> ServingSpec:
+    if (folder / "MLmodel").exists():
+        return from_pyfunc_dir(folder, **info)
+    if not (folder / "config.json").exists():
+        raise ModelLoadError(
+            f"{folder} is neither a Hugging Face model folder (config.json) nor an MLflow model (MLmodel); "
+            "pass models:/<name>@<alias>, runs:/<run>/<path> or such a folder"
+        )
+    config_file = folder / SERVING_JSON
+    config = json.loads(config_file.read_text()) if config_file.exists() else {}
+    return _from_config(folder, config, name=config.get("name") or folder.name, version=config.get("version"), **info)
+
+
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))?$")
+
+
+def _registry_info(uri: str) -> dict:
+    from mlflow import MlflowClient
+
+    match = _MODELS_URI.match(uri)
+    if not match:
+        return {}
+    name, alias, version = match["name"], match["alias"], match["version"]
+    client = MlflowClient()
+    mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    return {"name": name, "alias": alias, "version": str(mv.version), "run_id": mv.run_id}
+
+
+def resolve(uri: str) -> ServingSpec:
+    if uri.startswith(("models:/", "runs:/")):
+        try:
+            import mlflow
+        except ImportError as exc:
+            raise ModelLoadError(f"{uri} needs MLflow installed; serve a local model folder instead") from exc
+        try:
+            info = _registry_info(uri)
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load {uri} (tracking URI {mlflow.get_tracking_uri()}): {exc}") from exc
+        return from_pyfunc_dir(local, source_uri=uri, **info)
+    folder = Path(uri).expanduser()
+    if not folder.is_dir():
+        raise ModelLoadError(f"model folder {folder} does not exist")
+    return from_folder(folder.resolve(), source_uri=uri)

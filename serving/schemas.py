@@ -1,0 +1,60 @@
+"""Request and response bodies (pydantic); Swagger at /docs shows and tries them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class GenerationParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_new_tokens: int | None = Field(None, ge=1, description="cap on generated tokens (server default if unset)")
+    temperature: float | None = Field(None, ge=0, le=2, description="0 = greedy (deterministic)")
+
+
+class AskRequest(GenerationParams):
+    question: str = Field(min_length=1, examples=["What is the capital of France?"])
+
+
+class BatchRequest(GenerationParams):
+    questions: list[str] = Field(min_length=1, examples=[["What is Python?", "How many days are in a week?"]])
+
+
+class AskResponse(BaseModel):
+    question: str
+    answer: str
+    tokens: int = Field(description="tokens generated")
+    latency_s: float
+    model_version: str | None
+
+
+class BatchResponse(BaseModel):
+    answers: list[AskResponse]
+
+
+class Predictions(BaseModel):
+    predictions: list[str]
+
+
+class Health(BaseModel):
+    status: str
+    ready: bool
+    detail: str | None = None
+
+
+class ModelInfo(BaseModel):
+    name: str | None
+    version: str | None
+    alias: str | None
+    run_id: str | None
+    source_uri: str
+    folder: str
+    chat_format: str
+    dtype: str
+    device: str
+    parameters: int
+    generation_defaults: dict[str, Any]
+    batching: dict[str, Any]
+    stats: dict[str, Any]

@@ -1,0 +1,39 @@
+"""Server settings: one object, from the environment (``SERVING_*``, ``MLFLOW_MODEL_URI``) and the command line."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, Field, SecretStr
+
+ENV_PREFIX = "SERVING_"
+
+
+class Settings(BaseModel):
+    model_uri: str = Field(description="models:/name@alias, models:/name/version, runs:/id/path, or a local folder")
+    host: str = "127.0.0.1"
+    port: int = Field(5001, ge=1, le=65535)
+    max_batch_size: int = Field(16, ge=1, le=256, description="requests per generate() call")
+    max_wait_ms: float = Field(10.0, ge=0, description="how long a partial batch waits for more requests")
+    max_queue: int = Field(64, ge=1, description="queued requests beyond which new ones get 429")
+    request_timeout_s: float = Field(120.0, gt=0, description="a request still waiting after this answers 504")
+    max_question_chars: int = Field(2000, ge=1)
+    max_new_tokens_cap: int = Field(512, ge=1)
+    max_batch_questions: int = Field(32, ge=1, description="questions in one /ask/batch or /invocations call")
+    cors_origins: list[str] = Field(default_factory=list)
+    api_key: SecretStr | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
+        environ = os.environ if environ is None else environ
+        values: dict = {}
+        if "MLFLOW_MODEL_URI" in environ:
+            values["model_uri"] = environ["MLFLOW_MODEL_URI"]
+        for name, field in cls.model_fields.items():
+            raw = environ.get(ENV_PREFIX + name.upper())
+            if raw is None:
+                continue
+            values[name] = [o.strip() for o in raw.split(",") if o.strip()] if field.annotation == list[str] else raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
