@@ -1,0 +1,85 @@
+@serving @slow
+Feature: The HTTP server answers questions about the registered model
+  `python -m serving --model-uri models:/langchain-e2e-model@champion` on a loopback port, with the real model.
+
+  Background:
+    Given a model registered by mode=deploy
+
+  Scenario: The server reports not-ready until the model has loaded
+    Given a server for the registered model
+    Then its first health answer was 503 "loading" and it became ready with 200
+
+  Scenario: Asking one question
+    Given a server for the registered model
+    When I POST to "/ask"
+      """
+      {"question": "What is the capital of France?", "max_new_tokens": 16}
+      """
+    Then the response status is 200
+    And the answer mentions "Paris"
+    And the response names model version "1"
+
+  Scenario: Asking a batch keeps the order
+    Given a server for the registered model
+    When I POST to "/ask/batch"
+      """
+      {"questions": ["What is the capital of France?", "Who wrote Romeo and Juliet?"], "max_new_tokens": 16}
+      """
+    Then the response status is 200
+    And answer 1 mentions "Paris" and answer 2 mentions "Shakespeare"
+
+  Scenario Outline: /invocations speaks the MLflow scoring protocol
+    Given a server for the registered model
+    When I POST to "/invocations"
+      """
+      <payload>
+      """
+    Then the response status is 200
+    And there are <count> predictions and the first mentions "<fact>"
+
+    Examples:
+      | payload                                                                                                      | count | fact  |
+      | {"dataframe_split": {"columns": ["question"], "data": [["What is the capital of France?"]]}, "params": {"max_new_tokens": 12}} | 1 | Paris |
+      | {"dataframe_records": [{"question": "What is the capital of France?"}, {"question": "What is Python?"}], "params": {"max_new_tokens": 12}} | 2 | Paris |
+      | {"instances": ["What is the capital of France?"], "params": {"max_new_tokens": 12}}                          | 1     | Paris |
+      | {"inputs": {"question": "What is the capital of France?"}, "params": {"max_new_tokens": 12}}                 | 1     | Paris |
+
+  Scenario Outline: Bad input gets a 4xx that says what is allowed, never a 500
+    Given a server for the registered model
+    When I POST to "<path>" as "<content_type>"
+      """
+      <body>
+      """
+    Then the response status is <status>
+    And the error mentions "<message>"
+
+    Examples:
+      | path        | content_type     | body                                          | status | message                              |
+      | /ask        | application/json | {"question": "   "}                           | 422    | non-empty string                     |
+      | /ask        | application/json | {"question": "hi", "max_new_tokens": 99999}   | 422    | max_new_tokens must be at most 512   |
+      | /ask        | application/json | {"question": "hi", "temperature": 5}          | 422    | less than or equal to 2              |
+      | /ask        | application/json | {"question": 42}                              | 422    | valid string                         |
+      | /ask        | application/json | {"question": "hi", "colour": "blue"}          | 422    | Extra inputs are not permitted       |
+      | /ask        | application/json | {"question": "hi"                             | 422    | JSON decode error                    |
+      | /ask/batch  | application/json | {"questions": []}                             | 422    | at least 1 item                      |
+      | /invocations | text/csv        | question\nhi                                  | 415    | Content-Type must be application/json |
+      | /invocations | application/json | {"inputs": ["hi"], "instances": ["hi"]}      | 400    | exactly one of                       |
+      | /invocations | application/json | {"inputs": [1]}                              | 400    | unsupported input int                |
+      | /invocations | application/json | {"inputs": ["hi"], "params": {"top_k": 3}}   | 422    | unknown generation parameter 'top_k' |
+
+  Scenario: Concurrent requests are batched into one generate call
+    Given a server for the registered model
+    When 12 clients ask at once
+    Then every client got 200
+    And the model info shows a batch of more than 1 request
+
+  Scenario: An overloaded server answers 429 at once and keeps serving
+    Given a server for the registered model with "SERVING_MAX_BATCH_SIZE=1 SERVING_MAX_QUEUE=1"
+    When 8 clients ask at once
+    Then some clients got 429 with Retry-After and the others 200
+    And the server still answers "/ask" with 200
+
+  Scenario: An API key protects everything but /health
+    Given a server for the registered model with "SERVING_API_KEY=k-feature-test-123"
+    Then "/health" answers 200 without a key
+    And "/ask" answers 401 without a key and 200 with it

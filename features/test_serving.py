@@ -1,0 +1,192 @@
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from pytest_bdd import given, parsers, scenarios, then, when
+
+scenarios("serving.feature")
+
+MODEL_URI = "models:/langchain-e2e-model@champion"
+READY_TIMEOUT_S = 180
+ASK = {"question": "What is the capital of France?", "max_new_tokens": 24}
+
+
+@dataclass
+class Server:
+    base: str
+    proc: subprocess.Popen
+    log: Path
+    first_health: tuple[int, dict] | None = None
+    env: dict = field(default_factory=dict)
+
+    def get(self, path: str, **kw) -> httpx.Response:
+        return httpx.get(self.base + path, timeout=120, **kw)
+
+    def post(self, path: str, **kw) -> httpx.Response:
+        return httpx.post(self.base + path, timeout=120, **kw)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(workspace, extra_env: dict[str, str], log: Path) -> Server:
+    port = free_port()
+    env = workspace.env({"MLFLOW_TRACKING_URI": workspace.tracking_uri, **extra_env})
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serving", "--model-uri", MODEL_URI, "--port", str(port)],
+            cwd=Path(__file__).resolve().parents[1],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(f"http://127.0.0.1:{port}", proc, log, env=extra_env)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"server exited {proc.returncode}:\n{log.read_text()[-3000:]}"
+        try:
+            response = server.get("/health")
+        except httpx.TransportError:
+            time.sleep(0.2)  # polling interval until the port accepts connections
+            continue
+        if server.first_health is None:
+            server.first_health = (response.status_code, response.json())
+        if response.status_code == 200:
+            return server
+        time.sleep(0.2)  # polling interval while the model loads; readiness is the 200 itself
+    raise AssertionError(f"not ready after {READY_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    running: dict[str, Server] = {}
+    yield running
+    for server in running.values():
+        os.killpg(server.proc.pid, signal.SIGTERM)
+        server.proc.wait(timeout=30)
+
+
+def server_with(workspace, servers, tmp_path_factory, settings: str) -> Server:
+    if settings not in servers:
+        env = dict(item.split("=", 1) for item in settings.split())
+        servers[settings] = start_server(workspace, env, tmp_path_factory.mktemp("server") / "server.log")
+    return servers[settings]
+
+
+@given("a server for the registered model", target_fixture="server")
+def default_server(workspace, servers, tmp_path_factory):
+    return server_with(workspace, servers, tmp_path_factory, "")
+
+
+@given(parsers.parse('a server for the registered model with "{settings}"'), target_fixture="server")
+def configured_server(workspace, servers, tmp_path_factory, settings):
+    return server_with(workspace, servers, tmp_path_factory, settings)
+
+
+@then(parsers.parse('its first health answer was 503 "{status}" and it became ready with 200'))
+def readiness(server, status):
+    code, body = server.first_health
+    assert (code, body["status"], body["ready"]) == (503, status, False)
+    assert server.get("/health").json() == {"status": "ok", "ready": True, "detail": None}
+
+
+@when(parsers.parse('I POST to "{path}"'), target_fixture="response")
+def post_json(server, path, docstring):
+    return server.post(path, content=docstring.strip(), headers={"Content-Type": "application/json"})
+
+
+@when(parsers.parse('I POST to "{path}" as "{content_type}"'), target_fixture="response")
+def post_as(server, path, content_type, docstring):
+    body = docstring.strip().replace("\\n", "\n")
+    return server.post(path, content=body, headers={"Content-Type": content_type})
+
+
+@then(parsers.parse("the response status is {status:d}"))
+def status_is(response, status):
+    assert response.status_code == status, response.text
+
+
+@then(parsers.parse('the answer mentions "{text}"'))
+def answer_mentions(response, text):
+    assert text in response.json()["answer"], response.text
+
+
+@then(parsers.parse('the response names model version "{version}"'))
+def names_version(response, version):
+    assert response.json()["model_version"] == version
+
+
+@then(parsers.parse('answer 1 mentions "{first}" and answer 2 mentions "{second}"'))
+def batch_order(response, first, second):
+    answers = response.json()["answers"]
+    assert first in answers[0]["answer"] and second in answers[1]["answer"], answers
+
+
+@then(parsers.parse('there are {count:d} predictions and the first mentions "{fact}"'))
+def predictions(response, count, fact):
+    body = response.json()
+    assert list(body) == ["predictions"] and len(body["predictions"]) == count
+    assert fact in body["predictions"][0], body
+
+
+@then(parsers.parse('the error mentions "{message}"'))
+def error_mentions(response, message):
+    assert message in response.text, response.text
+
+
+@when(parsers.parse("{count:d} clients ask at once"), target_fixture="responses")
+def clients_at_once(server, count):
+    with concurrent.futures.ThreadPoolExecutor(count) as pool:
+        return list(pool.map(lambda _: server.post("/ask", json=ASK), range(count)))
+
+
+@then("every client got 200")
+def all_ok(responses):
+    assert [r.status_code for r in responses] == [200] * len(responses), [r.text for r in responses]
+
+
+@then("the model info shows a batch of more than 1 request")
+def batched(server):
+    stats = server.get("/model/info").json()["stats"]
+    assert stats["max_batch_size_seen"] > 1, stats
+
+
+@then("some clients got 429 with Retry-After and the others 200")
+def overloaded(responses):
+    codes = sorted(r.status_code for r in responses)
+    assert set(codes) == {200, 429}, codes
+    assert all(r.headers.get("Retry-After") for r in responses if r.status_code == 429)
+
+
+@then(parsers.parse('the server still answers "{path}" with 200'))
+def still_serving(server, path):
+    assert server.post(path, json=ASK).status_code == 200
+
+
+@then(parsers.parse('"{path}" answers 200 without a key'))
+def open_path(server, path):
+    assert server.get(path).status_code == 200
+
+
+@then(parsers.parse('"{path}" answers 401 without a key and 200 with it'))
+def key_needed(server, path):
+    key = server.env["SERVING_API_KEY"]
+    missing = server.post(path, json=ASK)
+    assert missing.status_code == 401 and "API key" in missing.text
+    assert server.post(path, json=ASK, headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    assert server.post(path, json=ASK, headers={"X-API-Key": key}).status_code == 200
+    assert key not in server.log.read_text()
