@@ -72,6 +72,7 @@ Feature: The HTTP server answers questions about the registered model
     When 12 clients ask at once
     Then every client got 200
     And the model info shows a batch of more than 1 request
+    And /metrics counts 12 answered "/ask" requests and a batch size histogram
 
   Scenario: An overloaded server answers 429 at once and keeps serving
     Given a server for the registered model with "SERVING_MAX_BATCH_SIZE=1 SERVING_MAX_QUEUE=1"

@@ -190,3 +190,12 @@ def key_needed(server, path):
     assert server.post(path, json=ASK, headers={"Authorization": f"Bearer {key}"}).status_code == 200
     assert server.post(path, json=ASK, headers={"X-API-Key": key}).status_code == 200
     assert key not in server.log.read_text()
+
+
+@then(parsers.parse('/metrics counts {count:d} answered "{path}" requests and a batch size histogram'))
+def prometheus_metrics(server, count, path):
+    text = server.get("/metrics").text
+    samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    assert int(samples[f'serving_requests_total{{path="{path}",status="200"}}']) >= count
+    assert int(samples["serving_batch_size_count"]) >= 1
+    assert "serving_queue_depth" in samples and f'serving_request_duration_seconds_count{{path="{path}"}}' in samples

@@ -6,6 +6,7 @@ HTTP contract (Swagger at /docs):
 - ``POST /ask/batch`` {questions: [...], ...} -> {answers: [...]} in order.
 - ``POST /invocations``: the MLflow scoring protocol (serving.protocol) -> {"predictions": [...]}.
 - ``GET /model/info``: name, version, alias, run id, parameters, dtype, device, generation defaults, batching, counters.
+- ``GET /metrics``: Prometheus text (requests, latency histogram, queue depth, batch sizes, tokens/s).
 Bad input answers 4xx with what is allowed; a full queue 429 with Retry-After; a request past its timeout 504.
 With ``api_key`` set, every endpoint but /health needs ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
 """
@@ -21,11 +22,12 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from lifecycle.generation import merge_settings
 from serving import protocol
 from serving.engine import Batcher, Generator, Overloaded
+from serving.metrics import Metrics
 from serving.schemas import AskRequest, AskResponse, BatchRequest, BatchResponse, Health, ModelInfo, Predictions
 from serving.settings import Settings
 
@@ -40,6 +42,7 @@ class ServingState:
         self.generator: Generator | None = None
         self.batcher: Batcher | None = None
         self.error: str | None = None
+        self.metrics = Metrics()
 
     @property
     def ready(self) -> bool:
@@ -176,6 +179,20 @@ def create_app(settings: Settings) -> FastAPI:
         )
 
     protected = [Depends(authorized)]
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = route.path if route is not None else "unmatched"
+        state.metrics.record(path, response.status_code, time.perf_counter() - started)
+        return response
+
+    @app.get("/metrics", response_class=PlainTextResponse, dependencies=protected)
+    async def metrics() -> str:
+        batcher = state.batcher
+        return state.metrics.render(batcher.stats if batcher else None, batcher.queue_depth if batcher else 0)
 
     @app.get("/health", response_model=Health, responses={503: {"model": Health}})
     async def health():

@@ -1,0 +1,69 @@
+"""Prometheus text exposition for ``GET /metrics`` (format 0.0.4), without a client library.
+
+Series: serving_requests_total{path,status}, serving_request_duration_seconds (histogram per path),
+serving_queue_depth, serving_batches_total, serving_batch_size (histogram), serving_rejected_total,
+serving_tokens_generated_total, serving_generation_tokens_per_second.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter, defaultdict
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+
+
+class Histogram:
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float, times: int = 1) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += times
+        self.total += value * times
+        self.count += times
+
+    def lines(self, name: str, labels: str = "") -> list[str]:
+        sep = "," if labels else ""
+        out, running = [], 0
+        for bound, count in zip((*self.buckets, float("inf")), self.counts, strict=True):
+            running += count
+            le = "+Inf" if bound == float("inf") else f"{bound:g}"
+            out.append(f'{name}_bucket{{{labels}{sep}le="{le}"}} {running}')
+        braces = f"{{{labels}}}" if labels else ""
+        return [*out, f"{name}_sum{braces} {self.total:.6f}", f"{name}_count{braces} {self.count}"]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.requests: Counter = Counter()
+        self.latency: dict[str, Histogram] = defaultdict(lambda: Histogram(LATENCY_BUCKETS))
+
+    def record(self, path: str, status: int, seconds: float) -> None:
+        self.requests[(path, status)] += 1
+        self.latency[path].observe(seconds)
+
+    def render(self, stats, queue_depth: int) -> str:
+        lines = ["# TYPE serving_requests_total counter"]
+        for (path, status), count in sorted(self.requests.items()):
+            lines.append(f'serving_requests_total{{path="{path}",status="{status}"}} {count}')
+        lines.append("# TYPE serving_request_duration_seconds histogram")
+        for path, histogram in sorted(self.latency.items()):
+            lines += histogram.lines("serving_request_duration_seconds", f'path="{path}"')
+        batch_sizes = Histogram(BATCH_BUCKETS)
+        for size, count in (stats.batch_sizes if stats else {}).items():
+            batch_sizes.observe(size, count)
+        lines += ["# TYPE serving_batch_size histogram", *batch_sizes.lines("serving_batch_size")]
+        tokens_per_s = stats.tokens / stats.generate_s if stats and stats.generate_s else 0.0
+        for name, kind, value in (
+            ("serving_queue_depth", "gauge", queue_depth),
+            ("serving_batches_total", "counter", stats.batches if stats else 0),
+            ("serving_rejected_total", "counter", stats.rejected if stats else 0),
+            ("serving_tokens_generated_total", "counter", stats.tokens if stats else 0),
+            ("serving_generation_tokens_per_second", "gauge", round(tokens_per_s, 3)),
+        ):
+            lines += [f"# TYPE {name} {kind}", f"{name} {value}"]
+        return "\n".join(lines) + "\n"
