@@ -145,3 +145,26 @@ def test_a_failed_generate_fails_its_batch_and_the_batcher_goes_on():
         return await batcher.submit("after", {})
 
     assert asyncio.run(with_batcher(generate, scenario)).text == "AFTER"
+
+
+def test_a_plain_model_folder_is_served_without_importing_mlflow(tmp_path):
+    import subprocess
+    import sys
+
+    from .test_model_families import build_tiny_gpt2
+
+    folder = build_tiny_gpt2(tmp_path / "tiny")
+    code = (
+        "import asyncio, sys\n"
+        "from serving.app import ServingState\n"
+        "from serving.settings import Settings\n"
+        "state = ServingState(Settings(model_uri=sys.argv[1]))\n"
+        "asyncio.run(state.load())\n"
+        "assert state.ready, state.error\n"
+        "print('chat_format=' + state.loaded.chat_format)\n"
+        "print('imported=' + ','.join(m for m in ('mlflow', 'langchain_core', 'boto3') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "chat_format=plain" in out.stdout  # no chat template in the folder: a plain prompt
+    assert "imported=\n" in out.stdout, out.stdout
