@@ -28,6 +28,25 @@ Feature: The HTTP server answers questions about the registered model
     Then the response status is 200
     And answer 1 mentions "Paris" and answer 2 mentions "Shakespeare"
 
+  Scenario: The official OpenAI client gets a chat completion
+    Given a server for the registered model
+    When the OpenAI client asks "What is the capital of France?"
+    Then the completion mentions "Paris" and reports its token usage
+
+  Scenario: The official OpenAI client streams a chat completion
+    Given a server for the registered model
+    When the OpenAI client streams "What is Python?"
+    Then several chunks arrived that together mention "Python" and the last one says why it stopped
+
+  Scenario: /v1/models lists the served model
+    Given a server for the registered model
+    Then the OpenAI client lists the model "langchain-e2e-model:1"
+
+  Scenario: /ask/stream sends tokens as server-sent events
+    Given a server for the registered model
+    When I stream "What is Python?" from "/ask/stream"
+    Then several token events arrived before a done event with the whole answer
+
   Scenario Outline: /invocations speaks the MLflow scoring protocol
     Given a server for the registered model
     When I POST to "/invocations"

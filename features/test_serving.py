@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import signal
 import socket
@@ -199,3 +200,60 @@ def prometheus_metrics(server, count, path):
     assert int(samples[f'serving_requests_total{{path="{path}",status="200"}}']) >= count
     assert int(samples["serving_batch_size_count"]) >= 1
     assert "serving_queue_depth" in samples and f'serving_request_duration_seconds_count{{path="{path}"}}' in samples
+
+
+def openai_client(server):
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{server.base}/v1", api_key="unused", timeout=120, max_retries=0)
+
+
+@when(parsers.parse('the OpenAI client asks "{question}"'), target_fixture="completion")
+def openai_asks(server, question):
+    return openai_client(server).chat.completions.create(
+        model="langchain-e2e-model", messages=[{"role": "user", "content": question}], max_tokens=24, temperature=0
+    )
+
+
+@then(parsers.parse('the completion mentions "{text}" and reports its token usage'))
+def completion_content(completion, text):
+    assert text in completion.choices[0].message.content, completion
+    assert completion.choices[0].finish_reason in {"stop", "length"}
+    assert completion.usage.completion_tokens > 0 and completion.usage.prompt_tokens > 0
+
+
+@when(parsers.parse('the OpenAI client streams "{question}"'), target_fixture="chunks")
+def openai_streams(server, question):
+    stream = openai_client(server).chat.completions.create(
+        model="langchain-e2e-model", messages=[{"role": "user", "content": question}], max_tokens=16, stream=True
+    )
+    return list(stream)
+
+
+@then(parsers.parse('several chunks arrived that together mention "{text}" and the last one says why it stopped'))
+def streamed_chunks(chunks, text):
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices[0].delta.content]
+    assert len(pieces) > 2 and text in "".join(pieces), pieces
+    assert chunks[-1].choices[0].finish_reason in {"stop", "length"}
+
+
+@then(parsers.parse('the OpenAI client lists the model "{model_id}"'))
+def lists_model(server, model_id):
+    assert [m.id for m in openai_client(server).models.list()] == [model_id]
+
+
+@when(parsers.parse('I stream "{question}" from "{path}"'), target_fixture="events")
+def stream_sse(server, question, path):
+    events = []
+    body = {"question": question, "max_new_tokens": 16}
+    with httpx.stream("POST", server.base + path, json=body, timeout=120) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        events = [json.loads(line[len("data: ") :]) for line in response.iter_lines() if line.startswith("data: ")]
+    return events
+
+
+@then("several token events arrived before a done event with the whole answer")
+def token_events(events):
+    tokens = [e["token"] for e in events[:-1]]
+    assert len(tokens) > 2 and events[-1]["done"] is True
+    assert events[-1]["answer"] == "".join(tokens).strip()

@@ -7,6 +7,7 @@ HTTP contract (Swagger at /docs):
 - ``POST /invocations``: the MLflow scoring protocol (serving.protocol) -> {"predictions": [...]}.
 - ``GET /model/info``: name, version, alias, run id, parameters, dtype, device, generation defaults, batching, counters.
 - ``GET /metrics``: Prometheus text (requests, latency histogram, queue depth, batch sizes, tokens/s).
+- ``GET /v1/models``, ``POST /v1/chat/completions`` (with ``stream``), ``POST /ask/stream``: serving.openai_routes.
 Bad input answers 4xx with what is allowed; a full queue 429 with Retry-After; a request past its timeout 504.
 With ``api_key`` set, every endpoint but /health needs ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
 """
@@ -15,144 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from lifecycle.generation import merge_settings
 from serving import protocol
-from serving.engine import Batcher, Generator, Overloaded
-from serving.metrics import Metrics
+from serving.app_state import Ready, ServingState, answer_all, authorized
+from serving.openai_routes import router as openai_router
 from serving.schemas import AskRequest, AskResponse, BatchRequest, BatchResponse, Health, ModelInfo, Predictions
 from serving.settings import Settings
-
-log = logging.getLogger(__name__)
-
-
-class ServingState:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.spec = None
-        self.loaded = None
-        self.generator: Generator | None = None
-        self.batcher: Batcher | None = None
-        self.error: str | None = None
-        self.metrics = Metrics()
-
-    @property
-    def ready(self) -> bool:
-        return self.batcher is not None
-
-    def _load_blocking(self):
-        from lifecycle.integrations.models import load_model
-        from serving.loader import resolve
-
-        spec = resolve(self.settings.model_uri)
-        loaded = load_model(spec.folder, spec.chat_format or "plain", spec.dtype, spec.threads)
-        if spec.chat_format is None and loaded.tokenizer.chat_template:
-            loaded.chat_format = "chat_template"
-        return spec, loaded
-
-    async def load(self) -> None:
-        started = time.perf_counter()
-        try:
-            self.spec, self.loaded = await asyncio.to_thread(self._load_blocking)
-        except Exception as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
-            log.error("model %s failed to load: %s", self.settings.model_uri, self.error)
-            return
-        self.generator = generator = Generator(self.loaded, self.spec.system, self.spec.template)
-        s = self.settings
-        batcher = Batcher(generator.generate, s.max_batch_size, s.max_wait_ms, s.max_queue)
-        batcher.start()
-        self.batcher = batcher
-        log.info("model %s ready in %.1f s", self.settings.model_uri, time.perf_counter() - started)
-
-
-def _settings_for(state: ServingState, overrides: dict[str, Any]) -> dict[str, Any]:
-    cap = state.settings.max_new_tokens_cap
-    if (overrides.get("max_new_tokens") or 0) > cap:
-        raise HTTPException(422, f"max_new_tokens must be at most {cap}")
-    try:
-        return merge_settings(state.spec.generation, overrides)
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
-
-
-def _check_questions(state: ServingState, questions: list[str]) -> list[str]:
-    s = state.settings
-    if len(questions) > s.max_batch_questions:
-        raise HTTPException(422, f"at most {s.max_batch_questions} questions per request, got {len(questions)}")
-    cleaned = []
-    for question in questions:
-        if not isinstance(question, str) or not question.strip():
-            raise HTTPException(422, "every question must be a non-empty string")
-        if len(question) > s.max_question_chars:
-            raise HTTPException(422, f"a question may have at most {s.max_question_chars} characters")
-        cleaned.append(question.strip())
-    return cleaned
-
-
-async def _answer(state: ServingState, question: str, settings: dict[str, Any]) -> AskResponse:
-    started = time.perf_counter()
-    prompt = state.generator.render(question)
-    try:
-        out = await asyncio.wait_for(state.batcher.submit(prompt, settings), state.settings.request_timeout_s)
-    except Overloaded as exc:
-        raise HTTPException(429, f"server busy: {exc}; retry shortly", headers={"Retry-After": "1"}) from None
-    except TimeoutError:
-        raise HTTPException(504, f"no answer within {state.settings.request_timeout_s} s") from None
-    return AskResponse(
-        question=question,
-        answer=out.text,
-        tokens=out.tokens,
-        latency_s=time.perf_counter() - started,
-        model_version=state.spec.version,
-    )
-
-
-async def _answer_all(state: ServingState, questions: list[str], overrides: dict[str, Any]) -> list[AskResponse]:
-    settings = _settings_for(state, overrides)
-    tasks = [asyncio.ensure_future(_answer(state, q, settings)) for q in _check_questions(state, questions)]
-    try:
-        return list(await asyncio.gather(*tasks))
-    finally:
-        for task in tasks:
-            task.cancel()  # one failed: free the others' slots
-
-
-def serving_state(request: Request) -> ServingState:
-    return request.app.state.serving
-
-
-State = Annotated[ServingState, Depends(serving_state)]
-
-
-async def authorized(
-    state: State,
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
-) -> None:
-    key = state.settings.api_key
-    if key is None:
-        return
-    given = x_api_key or (authorization or "").removeprefix("Bearer ").strip()
-    if given != key.get_secret_value():
-        raise HTTPException(401, "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
-
-
-async def ready_state(state: State) -> ServingState:
-    if not state.ready:
-        raise HTTPException(503, f"model not loaded: {state.error or 'loading'}", headers={"Retry-After": "5"})
-    return state
-
-
-Ready = Annotated[ServingState, Depends(ready_state)]
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -173,6 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.serving = state
+    app.include_router(openai_router, dependencies=[Depends(authorized)])
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
@@ -204,11 +80,11 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/ask", response_model=AskResponse, dependencies=protected)
     async def ask(body: AskRequest, st: Ready) -> AskResponse:
         overrides = body.model_dump(exclude={"question"})
-        return (await _answer_all(st, [body.question], overrides))[0]
+        return (await answer_all(st, [body.question], overrides))[0]
 
     @app.post("/ask/batch", response_model=BatchResponse, dependencies=protected)
     async def ask_batch(body: BatchRequest, st: Ready) -> BatchResponse:
-        return BatchResponse(answers=await _answer_all(st, body.questions, body.model_dump(exclude={"questions"})))
+        return BatchResponse(answers=await answer_all(st, body.questions, body.model_dump(exclude={"questions"})))
 
     @app.post(
         "/invocations",
@@ -239,7 +115,7 @@ def create_app(settings: Settings) -> FastAPI:
             questions, params = protocol.parse_invocation(payload)
         except protocol.ProtocolError as exc:
             raise HTTPException(400, str(exc)) from None
-        answers = await _answer_all(st, questions, params)
+        answers = await answer_all(st, questions, params)
         return Predictions(predictions=[a.answer for a in answers])
 
     @app.get("/model/info", response_model=ModelInfo, dependencies=protected)

@@ -70,6 +70,38 @@ class Generator:
     def render(self, question: str) -> str:
         return render(self.loaded.tokenizer, self.loaded.chat_format, self.system, self.template, question)
 
+    def render_messages(self, messages: list[dict[str, str]]) -> str:
+        """An OpenAI-style conversation in the model's format; models without a chat template get a plain one."""
+        tokenizer = self.loaded.tokenizer
+        if self.loaded.chat_format == "chat_template":
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if self.loaded.chat_format == "eos_turns":
+            return "".join(m["content"] + tokenizer.eos_token for m in messages if m["role"] != "system")
+        lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+        return "\n".join([*lines, "Assistant:"])
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.loaded.tokenizer.encode(text, add_special_tokens=False))
+
+    def stream(self, prompt: str, settings: dict[str, Any]):
+        """Text pieces as they are generated (outside the batcher: generation runs on its own thread)."""
+        import threading
+
+        from transformers import TextIteratorStreamer
+
+        tokenizer = self.loaded.tokenizer
+        encoded = tokenizer([prompt], return_tensors="pt", add_special_tokens=False)
+        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        kwargs = generation_kwargs(settings)
+        thread = threading.Thread(
+            target=self.loaded.model.generate,
+            kwargs={**encoded, **kwargs, "streamer": streamer, "pad_token_id": tokenizer.pad_token_id},
+            daemon=True,
+        )
+        thread.start()
+        yield from (piece for piece in streamer if piece)
+        thread.join()
+
     def generate(self, items: Sequence[tuple[str, dict[str, Any]]]) -> list[Generated]:
         results: list[Generated | None] = [None] * len(items)
         groups: dict[tuple, list[int]] = {}

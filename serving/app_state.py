@@ -1,0 +1,151 @@
+"""What every route shares: the serving state, its FastAPI dependencies, and the one path a prompt takes to an answer
+(validation of generation settings, the batcher, 429 on a full queue, 504 past the timeout)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, HTTPException, Request
+
+from lifecycle.generation import merge_settings
+from serving.engine import Batcher, Generated, Generator, Overloaded
+from serving.metrics import Metrics
+from serving.schemas import AskResponse
+from serving.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ServingState:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.spec = None
+        self.loaded = None
+        self.generator: Generator | None = None
+        self.batcher: Batcher | None = None
+        self.error: str | None = None
+        self.metrics = Metrics()
+        self.loaded_at = 0
+
+    @property
+    def model_id(self) -> str:
+        spec = self.spec
+        return f"{spec.name}:{spec.version}" if spec and spec.version else (spec.name if spec else "model")
+
+    @property
+    def ready(self) -> bool:
+        return self.batcher is not None
+
+    def _load_blocking(self):
+        from lifecycle.integrations.models import load_model
+        from serving.loader import resolve
+
+        spec = resolve(self.settings.model_uri)
+        loaded = load_model(spec.folder, spec.chat_format or "plain", spec.dtype, spec.threads)
+        if spec.chat_format is None and loaded.tokenizer.chat_template:
+            loaded.chat_format = "chat_template"
+        return spec, loaded
+
+    async def load(self) -> None:
+        started = time.perf_counter()
+        try:
+            self.spec, self.loaded = await asyncio.to_thread(self._load_blocking)
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.error("model %s failed to load: %s", self.settings.model_uri, self.error)
+            return
+        self.generator = generator = Generator(self.loaded, self.spec.system, self.spec.template)
+        s = self.settings
+        batcher = Batcher(generator.generate, s.max_batch_size, s.max_wait_ms, s.max_queue)
+        batcher.start()
+        self.batcher = batcher
+        self.loaded_at = int(time.time())
+        log.info("model %s ready in %.1f s", self.settings.model_uri, time.perf_counter() - started)
+
+
+def settings_for(state: ServingState, overrides: dict[str, Any]) -> dict[str, Any]:
+    cap = state.settings.max_new_tokens_cap
+    if (overrides.get("max_new_tokens") or 0) > cap:
+        raise HTTPException(422, f"max_new_tokens must be at most {cap}")
+    try:
+        return merge_settings(state.spec.generation, overrides)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+def _check_questions(state: ServingState, questions: list[str]) -> list[str]:
+    s = state.settings
+    if len(questions) > s.max_batch_questions:
+        raise HTTPException(422, f"at most {s.max_batch_questions} questions per request, got {len(questions)}")
+    cleaned = []
+    for question in questions:
+        if not isinstance(question, str) or not question.strip():
+            raise HTTPException(422, "every question must be a non-empty string")
+        if len(question) > s.max_question_chars:
+            raise HTTPException(422, f"a question may have at most {s.max_question_chars} characters")
+        cleaned.append(question.strip())
+    return cleaned
+
+
+async def answer_prompt(state: ServingState, prompt: str, settings: dict[str, Any]) -> Generated:
+    """A rendered prompt through the batcher: 429 at once on a full queue, 504 past the request timeout."""
+    try:
+        return await asyncio.wait_for(state.batcher.submit(prompt, settings), state.settings.request_timeout_s)
+    except Overloaded as exc:
+        raise HTTPException(429, f"server busy: {exc}; retry shortly", headers={"Retry-After": "1"}) from None
+    except TimeoutError:
+        raise HTTPException(504, f"no answer within {state.settings.request_timeout_s} s") from None
+
+
+async def _answer(state: ServingState, question: str, settings: dict[str, Any]) -> AskResponse:
+    started = time.perf_counter()
+    out = await answer_prompt(state, state.generator.render(question), settings)
+    return AskResponse(
+        question=question,
+        answer=out.text,
+        tokens=out.tokens,
+        latency_s=time.perf_counter() - started,
+        model_version=state.spec.version,
+    )
+
+
+async def answer_all(state: ServingState, questions: list[str], overrides: dict[str, Any]) -> list[AskResponse]:
+    settings = settings_for(state, overrides)
+    tasks = [asyncio.ensure_future(_answer(state, q, settings)) for q in _check_questions(state, questions)]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for task in tasks:
+            task.cancel()  # one failed: free the others' slots
+
+
+def serving_state(request: Request) -> ServingState:
+    return request.app.state.serving
+
+
+State = Annotated[ServingState, Depends(serving_state)]
+
+
+async def authorized(
+    state: State,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> None:
+    key = state.settings.api_key
+    if key is None:
+        return
+    given = x_api_key or (authorization or "").removeprefix("Bearer ").strip()
+    if given != key.get_secret_value():
+        raise HTTPException(401, "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+
+
+async def ready_state(state: State) -> ServingState:
+    if not state.ready:
+        raise HTTPException(503, f"model not loaded: {state.error or 'loading'}", headers={"Retry-After": "5"})
+    return state
+
+
+Ready = Annotated[ServingState, Depends(ready_state)]
