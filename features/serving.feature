@@ -103,3 +103,7 @@ Feature: The HTTP server answers questions about the registered model
     Given a server for the registered model with "SERVING_API_KEY=k-feature-test-123"
     Then "/health" answers 200 without a key
     And "/ask" answers 401 without a key and 200 with it
+
+  Scenario: mode=serve serve.run=true starts the server for the registered model
+    When I start "python main.py mode=serve serve.run=true" on a free port
+    Then it becomes ready and answers "/ask"

@@ -43,12 +43,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(workspace, extra_env: dict[str, str], log: Path) -> Server:
+def serving_command(port: int) -> list[str]:
+    return [sys.executable, "-m", "serving", "--model-uri", MODEL_URI, "--port", str(port)]
+
+
+def start_server(workspace, extra_env: dict[str, str], log: Path, command=serving_command) -> Server:
+    """Start ``command(port)`` on a free port and wait until /health answers 200."""
     port = free_port()
     env = workspace.env({"MLFLOW_TRACKING_URI": workspace.tracking_uri, **extra_env})
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "serving", "--model-uri", MODEL_URI, "--port", str(port)],
+            command(port),
             cwd=Path(__file__).resolve().parents[1],
             env=env,
             stdout=out,
@@ -257,3 +262,20 @@ def token_events(events):
     tokens = [e["token"] for e in events[:-1]]
     assert len(tokens) > 2 and events[-1]["done"] is True
     assert events[-1]["answer"] == "".join(tokens).strip()
+
+
+@when(parsers.parse('I start "{command}" on a free port'), target_fixture="server")
+def start_main(workspace, servers, tmp_path_factory, command):
+    def main_command(port: int) -> list[str]:
+        return [sys.executable, "main.py", *command.split()[2:], f"data_dir={workspace.data_dir}", f"serve.port={port}"]
+
+    log = tmp_path_factory.mktemp("main-serve") / "serve.log"
+    servers[command] = start_server(workspace, {}, log, main_command)
+    return servers[command]
+
+
+@then(parsers.parse('it becomes ready and answers "{path}"'))
+def main_serves(server, path):
+    response = server.post(path, json=ASK)
+    assert response.status_code == 200 and "Paris" in response.json()["answer"], response.text
+    assert response.json()["model_version"] == "1"

@@ -144,6 +144,7 @@ class DeploySettings:
 
 @dataclass
 class ServeSettings:
+    run: bool = MISSING
     host: str = MISSING
     port: int = MISSING
     mlflow_port: int = MISSING

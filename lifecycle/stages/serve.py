@@ -1,4 +1,5 @@
-"""serve: print (and log) the commands that serve the registered model over HTTP.
+"""serve: print (and log) the commands that serve the registered model over HTTP; with ``serve.run=true``, also
+start this project's server for it, in this process, until it is stopped (Ctrl-C).
 
 Two servers for the same ``models:/<name>@<alias>`` URI: MLflow's own scoring server (``mlflow models serve``) and
 this project's FastAPI server (``python -m serving``).
@@ -29,6 +30,8 @@ class ServeStage(Stage):
         uri = model_uri(self.cfg)
         commands = serving_commands(self.cfg, uri)
         mlflow.log_text("\n".join(commands) + "\n", "serving/commands.sh")
+        if self.cfg.serve.run:
+            self._run_server(uri)
         return StageResult(
             stage=self.name,
             outputs={"serving_commands": commands, "served_version": version},
@@ -37,3 +40,14 @@ class ServeStage(Stage):
                 *commands,
             ],
         )
+
+    def _run_server(self, uri: str) -> None:
+        import uvicorn
+
+        from serving.app import create_app
+        from serving.settings import Settings
+
+        serve = self.cfg.serve
+        print(f"serving {uri} on http://{serve.host}:{serve.port} (docs at /docs); Ctrl-C stops it", flush=True)
+        settings = Settings.from_env(model_uri=uri, host=serve.host, port=serve.port)
+        uvicorn.run(create_app(settings), host=serve.host, port=serve.port, log_level="info")
