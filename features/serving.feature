@@ -99,6 +99,11 @@ Feature: The HTTP server answers questions about the registered model
     Then some clients got 429 with Retry-After and the others 200
     And the server still answers "/ask" with 200
 
+  Scenario: A client that disconnects while queued frees its slot
+    Given a server for the registered model with "SERVING_MAX_BATCH_SIZE=1 SERVING_MAX_WAIT_MS=0"
+    When one client's long question is being generated and another client gives up while queued
+    Then the abandoned request is dropped before generation and the first client still gets its answer
+
   Scenario: An API key protects everything but /health
     Given a server for the registered model with "SERVING_API_KEY=k-feature-test-123"
     Then "/health" answers 200 without a key

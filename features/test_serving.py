@@ -279,3 +279,37 @@ def main_serves(server, path):
     response = server.post(path, json=ASK)
     assert response.status_code == 200 and "Paris" in response.json()["answer"], response.text
     assert response.json()["model_version"] == "1"
+
+
+def wait_for_stats(server, predicate, timeout_s: float = 60) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stats = server.get("/model/info").json()["stats"]
+        if predicate(stats):
+            return stats
+        time.sleep(0.05)  # polling the server's own counters
+    raise AssertionError(f"stats never matched: {stats}")
+
+
+@when(
+    "one client's long question is being generated and another client gives up while queued",
+    target_fixture="first_answer",
+)
+def give_up_while_queued(server):
+    before = server.get("/model/info").json()["stats"]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        long = pool.submit(server.post, "/ask", json={**ASK, "max_new_tokens": 64})
+        wait_for_stats(server, lambda s: s["running"] == 1)
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(server.base + "/ask", json=ASK, timeout=0.5)
+        answer = long.result()
+    wait_for_stats(server, lambda s: s["abandoned"] > before["abandoned"])
+    return answer
+
+
+@then("the abandoned request is dropped before generation and the first client still gets its answer")
+def abandoned(server, first_answer):
+    assert first_answer.status_code == 200 and "Paris" in first_answer.json()["answer"]
+    stats = server.get("/model/info").json()["stats"]
+    assert stats["abandoned"] >= 1 and stats["running"] == 0 and stats["batch_sizes"] == {"1": stats["batches"]}
+    assert server.post("/ask", json=ASK).status_code == 200

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -25,6 +24,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from serving import protocol
 from serving.app_state import Ready, ServingState, answer_all, authorized
+from serving.metrics import MetricsMiddleware
 from serving.openai_routes import router as openai_router
 from serving.schemas import AskRequest, AskResponse, BatchRequest, BatchResponse, Health, ModelInfo, Predictions
 from serving.settings import Settings
@@ -49,21 +49,13 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.serving = state
     app.include_router(openai_router, dependencies=[Depends(authorized)])
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
 
     protected = [Depends(authorized)]
-
-    @app.middleware("http")
-    async def measure(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = route.path if route is not None else "unmatched"
-        state.metrics.record(path, response.status_code, time.perf_counter() - started)
-        return response
 
     @app.get("/metrics", response_class=PlainTextResponse, dependencies=protected)
     async def metrics() -> str:
@@ -78,13 +70,14 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse(body.model_dump(), status_code=503)
 
     @app.post("/ask", response_model=AskResponse, dependencies=protected)
-    async def ask(body: AskRequest, st: Ready) -> AskResponse:
+    async def ask(body: AskRequest, st: Ready, request: Request) -> AskResponse:
         overrides = body.model_dump(exclude={"question"})
-        return (await answer_all(st, [body.question], overrides))[0]
+        return (await answer_all(st, [body.question], overrides, request))[0]
 
     @app.post("/ask/batch", response_model=BatchResponse, dependencies=protected)
-    async def ask_batch(body: BatchRequest, st: Ready) -> BatchResponse:
-        return BatchResponse(answers=await answer_all(st, body.questions, body.model_dump(exclude={"questions"})))
+    async def ask_batch(body: BatchRequest, st: Ready, request: Request) -> BatchResponse:
+        overrides = body.model_dump(exclude={"questions"})
+        return BatchResponse(answers=await answer_all(st, body.questions, overrides, request))
 
     @app.post(
         "/invocations",
@@ -115,7 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
             questions, params = protocol.parse_invocation(payload)
         except protocol.ProtocolError as exc:
             raise HTTPException(400, str(exc)) from None
-        answers = await answer_all(st, questions, params)
+        answers = await answer_all(st, questions, params, request)
         return Predictions(predictions=[a.answer for a in answers])
 
     @app.get("/model/info", response_model=ModelInfo, dependencies=protected)

@@ -112,14 +112,40 @@ async def _answer(state: ServingState, question: str, settings: dict[str, Any]) 
     )
 
 
-async def answer_all(state: ServingState, questions: list[str], overrides: dict[str, Any]) -> list[AskResponse]:
+DISCONNECT_POLL_S = 0.1
+
+
+async def _until_disconnected(request: Request) -> None:
+    while not await request.is_disconnected():
+        await asyncio.sleep(DISCONNECT_POLL_S)  # Starlette has no disconnect callback: poll the connection
+
+
+async def unless_disconnected(request: Request | None, work):
+    """Await ``work``; if the client goes away first, cancel it so its queued requests free their slots."""
+    task = asyncio.ensure_future(work)
+    if request is None:
+        return await task
+    watcher = asyncio.ensure_future(_until_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise HTTPException(499, "client disconnected")  # nobody reads this; it ends the request
+    return task.result()
+
+
+async def answer_all(
+    state: ServingState, questions: list[str], overrides: dict[str, Any], request: Request | None = None
+) -> list[AskResponse]:
     settings = settings_for(state, overrides)
     tasks = [asyncio.ensure_future(_answer(state, q, settings)) for q in _check_questions(state, questions)]
     try:
-        return list(await asyncio.gather(*tasks))
+        return list(await unless_disconnected(request, asyncio.gather(*tasks)))
     finally:
         for task in tasks:
-            task.cancel()  # one failed: free the others' slots
+            task.cancel()  # one failed or the client left: free the others' slots
 
 
 def serving_state(request: Request) -> ServingState:

@@ -42,6 +42,8 @@ class Stats:
     requests: int = 0
     batches: int = 0
     rejected: int = 0
+    abandoned: int = 0  # dropped before generation: their caller timed out or disconnected
+    running: int = 0  # requests in the batch being generated now
     tokens: int = 0
     generate_s: float = 0.0
     batch_sizes: Counter = field(default_factory=Counter)
@@ -51,6 +53,8 @@ class Stats:
             "requests": self.requests,
             "batches": self.batches,
             "rejected": self.rejected,
+            "abandoned": self.abandoned,
+            "running": self.running,
             "tokens_generated": self.tokens,
             "tokens_per_s": self.tokens / self.generate_s if self.generate_s else 0.0,
             "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
@@ -193,7 +197,9 @@ class Batcher:
                 batch.append(await asyncio.wait_for(self._queue.get(), max(remaining, 0)))
             except TimeoutError:
                 break
-        return [job for job in batch if not job.future.done()]  # callers that gave up free their slot
+        alive = [job for job in batch if not job.future.done()]  # callers that gave up free their slot
+        self.stats.abandoned += len(batch) - len(alive)
+        return alive
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -202,6 +208,7 @@ class Batcher:
             if not batch:
                 continue
             started = time.perf_counter()
+            self.stats.running = len(batch)
             try:
                 outputs = await loop.run_in_executor(
                     self._executor, self._generate, [(job.prompt, job.settings) for job in batch]
@@ -211,6 +218,8 @@ class Batcher:
                     if not job.future.done():
                         job.future.set_exception(exc)
                 continue
+            finally:
+                self.stats.running = 0
             self.stats.batches += 1
             self.stats.batch_sizes[len(batch)] += 1
             self.stats.generate_s += time.perf_counter() - started

@@ -8,6 +8,7 @@ serving_tokens_generated_total, serving_generation_tokens_per_second.
 from __future__ import annotations
 
 import bisect
+import time
 from collections import Counter, defaultdict
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -67,3 +68,30 @@ class Metrics:
         ):
             lines += [f"# TYPE {name} {kind}", f"{name} {value}"]
         return "\n".join(lines) + "\n"
+
+
+class MetricsMiddleware:
+    """Plain ASGI middleware recording each request's route, status and duration (unlike Starlette's
+    BaseHTTPMiddleware it leaves ``receive`` alone, so handlers still see a client's disconnect)."""
+
+    def __init__(self, app, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), 500
+
+        async def send_status(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            self.metrics.record(route.path if route else "unmatched", status, time.perf_counter() - started)

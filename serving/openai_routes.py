@@ -18,11 +18,11 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Literal
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.app_state import Ready, answer_prompt, settings_for
+from serving.app_state import Ready, answer_prompt, settings_for, unless_disconnected
 from serving.schemas import AskRequest
 
 
@@ -69,7 +69,7 @@ async def models(st: Ready) -> dict:
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(body: ChatRequest, st: Ready):
+async def chat_completions(body: ChatRequest, st: Ready, request: Request):
     overrides = {
         "max_new_tokens": body.max_completion_tokens or body.max_tokens,
         "temperature": body.temperature,
@@ -83,7 +83,7 @@ async def chat_completions(body: ChatRequest, st: Ready):
     head = {"id": completion_id, "created": created, "model": st.model_id}
     prompt_tokens = st.generator.count_tokens(prompt)
     if not body.stream:
-        out = await answer_prompt(st, prompt, settings)
+        out = await unless_disconnected(request, answer_prompt(st, prompt, settings))
         finish = "length" if out.tokens >= settings["max_new_tokens"] else "stop"
         return {
             **head,
