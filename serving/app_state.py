@@ -100,9 +100,9 @@ async def answer_prompt(state: ServingState, prompt: str, settings: dict[str, An
         raise HTTPException(504, f"no answer within {state.settings.request_timeout_s} s") from None
 
 
-async def _answer(state: ServingState, question: str, settings: dict[str, Any]) -> AskResponse:
+async def _answer(state: ServingState, question: str, settings: dict[str, Any], template: str | None) -> AskResponse:
     started = time.perf_counter()
-    out = await answer_prompt(state, state.generator.render(question), settings)
+    out = await answer_prompt(state, state.generator.render(question, template), settings)
     return AskResponse(
         question=question,
         answer=out.text,
@@ -139,8 +139,13 @@ async def unless_disconnected(request: Request | None, work):
 async def answer_all(
     state: ServingState, questions: list[str], overrides: dict[str, Any], request: Request | None = None
 ) -> list[AskResponse]:
+    overrides = dict(overrides)
+    template = overrides.pop("prompt_template", None)
+    if template is not None and "{{question}}" not in template:
+        raise HTTPException(422, "prompt_template must contain {{question}}, e.g. 'Answer briefly: {{question}}'")
     settings = settings_for(state, overrides)
-    tasks = [asyncio.ensure_future(_answer(state, q, settings)) for q in _check_questions(state, questions)]
+    questions = _check_questions(state, questions)
+    tasks = [asyncio.ensure_future(_answer(state, q, settings, template)) for q in questions]
     try:
         return list(await unless_disconnected(request, asyncio.gather(*tasks)))
     finally:

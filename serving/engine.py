@@ -71,8 +71,10 @@ class Generator:
         self.template = template
         self.max_input_tokens = max_input_tokens
 
-    def render(self, question: str) -> str:
-        return render(self.loaded.tokenizer, self.loaded.chat_format, self.system, self.template, question)
+    def render(self, question: str, template: str | None = None) -> str:
+        """The question in the model's format, with the model's template unless another is given."""
+        template = template or self.template
+        return render(self.loaded.tokenizer, self.loaded.chat_format, self.system, template, question)
 
     def render_messages(self, messages: list[dict[str, str]]) -> str:
         """An OpenAI-style conversation in the model's format; models without a chat template get a plain one."""

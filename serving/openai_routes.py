@@ -112,11 +112,13 @@ async def chat_completions(body: ChatRequest, st: Ready, request: Request):
 
 @router.post("/ask/stream")
 async def ask_stream(body: AskRequest, st: Ready):
-    settings = settings_for(st, body.model_dump(exclude={"question"}))
+    settings = settings_for(st, body.model_dump(exclude={"question", "prompt_template"}))
     question = body.question.strip()
     if not question or len(question) > st.settings.max_question_chars:
         raise HTTPException(422, f"question must be 1 to {st.settings.max_question_chars} non-blank characters")
-    prompt = st.generator.render(question)
+    if body.prompt_template is not None and "{{question}}" not in body.prompt_template:
+        raise HTTPException(422, "prompt_template must contain {{question}}, e.g. 'Answer briefly: {{question}}'")
+    prompt = st.generator.render(question, body.prompt_template)
 
     async def events() -> AsyncIterator[str]:
         text = ""

@@ -7,18 +7,24 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class GenerationParams(BaseModel):
+class AskOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_new_tokens: int | None = Field(None, ge=1, description="cap on generated tokens (server default if unset)")
     temperature: float | None = Field(None, ge=0, le=2, description="0 = greedy (deterministic)")
+    prompt_template: str | None = Field(
+        None,
+        max_length=4000,
+        description="an MLflow-style template containing {{question}}, used instead of the model's for this request",
+        examples=["Answer in one word: {{question}}"],
+    )
 
 
-class AskRequest(GenerationParams):
+class AskRequest(AskOptions):
     question: str = Field(min_length=1, examples=["What is the capital of France?"])
 
 
-class BatchRequest(GenerationParams):
+class BatchRequest(AskOptions):
     questions: list[str] = Field(min_length=1, examples=[["What is Python?", "How many days are in a week?"]])
 
 
