@@ -8,3 +8,4 @@ Feature: mode=serve prints commands that serve the registered model
     Then it succeeds
     And the output mentions "mlflow models serve -m models:/langchain-e2e-model@champion --env-manager local"
     And the printed mlflow models serve command, on a free port, answers dataframe_split and inputs payloads
+    And python -m serving answers the same payloads with the same predictions

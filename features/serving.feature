@@ -114,10 +114,21 @@ Feature: The HTTP server answers questions about the registered model
     When one client's long question is being generated and another client gives up while queued
     Then the abandoned request is dropped before generation and the first client still gets its answer
 
-  Scenario: An API key protects everything but /health
-    Given a server for the registered model with "SERVING_API_KEY=k-feature-test-123"
+  Scenario: A request that outlives its timeout answers 504 and the server keeps serving
+    Given a server for the registered model with "SERVING_REQUEST_TIMEOUT_S=0.3"
+    When I POST to "/ask"
+      """
+      {"question": "What is machine learning?", "max_new_tokens": 64}
+      """
+    Then the response status is 504
+    And the error mentions "no answer within 0.3 s"
+    And "/health" answers 200 without a key
+
+  Scenario: An API key protects everything but /health, and CORS allows only the configured origins
+    Given a server for the registered model with "SERVING_API_KEY=k-feature-test-123 SERVING_CORS_ORIGINS=http://ui.test"
     Then "/health" answers 200 without a key
     And "/ask" answers 401 without a key and 200 with it
+    And a browser preflight from "http://ui.test" is allowed and one from "http://evil.test" is not
 
   Scenario: mode=serve serve.run=true starts the server for the registered model
     When I start "python main.py mode=serve serve.run=true" on a free port

@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
 from pytest_bdd import scenarios, then
 
 scenarios("serve.feature")
@@ -45,8 +46,34 @@ def wait_ready(proc: subprocess.Popen, url: str, log: Path) -> None:
     raise AssertionError(f"not ready after {READY_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
 
 
+PAYLOADS = [
+    {
+        "dataframe_split": {"columns": ["question"], "data": [["What is the capital of France?"]]},
+        "params": {"max_new_tokens": 12},
+    },
+    {"inputs": ["What is Python?", "Hi"], "params": {"max_new_tokens": 8}},
+]
+
+
+def run_and_post(command: list[str], env: dict, ready_path: str, port: int, log: Path) -> list[dict]:
+    with log.open("w") as out:
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(proc, base + ready_path, log)
+        return [post(f"{base}/invocations", payload) for payload in PAYLOADS]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+def mlflow_predictions() -> list:
+    return []
+
+
 @then("the printed mlflow models serve command, on a free port, answers dataframe_split and inputs payloads")
-def printed_command_serves(workspace, invocation, tmp_path):
+def printed_command_serves(workspace, invocation, tmp_path, mlflow_predictions):
     line = next(ln.strip() for ln in invocation.stdout.splitlines() if "mlflow models serve" in ln)
     words = shlex.split(line)
     prefix = next(i for i, w in enumerate(words) if "=" not in w)  # VAR=value words before the command
@@ -55,28 +82,17 @@ def printed_command_serves(workspace, invocation, tmp_path):
     port = free_port()
     command[command.index("--port") + 1] = str(port)
     venv_bin = str(Path(sys.executable).parent)  # as with `source .venv/bin/activate`
-    log = tmp_path / "serve.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            command,
-            env=workspace.env({**env, "PATH": f"{venv_bin}:{os.environ['PATH']}"}),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_ready(proc, f"{base}/ping", log)
-        split = post(
-            f"{base}/invocations",
-            {
-                "dataframe_split": {"columns": ["question"], "data": [["What is the capital of France?"]]},
-                "params": {"max_new_tokens": 12},
-            },
-        )
-        assert len(split["predictions"]) == 1 and "Paris" in split["predictions"][0], split
-        inputs = post(f"{base}/invocations", {"inputs": ["What is Python?", "Hi"], "params": {"max_new_tokens": 8}})
-        assert len(inputs["predictions"]) == 2 and all(p.strip() for p in inputs["predictions"]), inputs
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+    env = workspace.env({**env, "PATH": f"{venv_bin}:{os.environ['PATH']}"})
+    split, inputs = run_and_post(command, env, "/ping", port, tmp_path / "serve.log")
+    assert len(split["predictions"]) == 1 and "Paris" in split["predictions"][0], split
+    assert len(inputs["predictions"]) == 2 and all(p.strip() for p in inputs["predictions"]), inputs
+    mlflow_predictions.extend([split, inputs])
+
+
+@then("python -m serving answers the same payloads with the same predictions")
+def same_predictions(workspace, tmp_path, mlflow_predictions):
+    port = free_port()
+    command = [sys.executable, "-m", "serving", "--model-uri", "models:/langchain-e2e-model@champion"]
+    env = workspace.env({"MLFLOW_TRACKING_URI": workspace.tracking_uri})
+    ours = run_and_post([*command, "--port", str(port)], env, "/health", port, tmp_path / "ours.log")
+    assert ours == mlflow_predictions  # greedy decoding: the same text, word for word

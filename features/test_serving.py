@@ -313,3 +313,13 @@ def abandoned(server, first_answer):
     stats = server.get("/model/info").json()["stats"]
     assert stats["abandoned"] >= 1 and stats["running"] == 0 and stats["batch_sizes"] == {"1": stats["batches"]}
     assert server.post("/ask", json=ASK).status_code == 200
+
+
+@then(parsers.parse('a browser preflight from "{allowed}" is allowed and one from "{other}" is not'))
+def cors(server, allowed, other):
+    def preflight(origin):
+        headers = {"Origin": origin, "Access-Control-Request-Method": "POST"}
+        return httpx.options(server.base + "/ask", headers=headers, timeout=10)
+
+    assert preflight(allowed).headers.get("access-control-allow-origin") == allowed
+    assert "access-control-allow-origin" not in preflight(other).headers

@@ -76,7 +76,13 @@ def settings_for(state: ServingState, overrides: dict[str, Any]) -> dict[str, An
         raise HTTPException(422, str(exc)) from None
 
 
-def _check_questions(state: ServingState, questions: list[str]) -> list[str]:
+def check_template(template: str | None) -> str | None:
+    if template is not None and "{{question}}" not in template:
+        raise HTTPException(422, "prompt_template must contain {{question}}, e.g. 'Answer briefly: {{question}}'")
+    return template
+
+
+def check_questions(state: ServingState, questions: list[str]) -> list[str]:
     s = state.settings
     if len(questions) > s.max_batch_questions:
         raise HTTPException(422, f"at most {s.max_batch_questions} questions per request, got {len(questions)}")
@@ -140,11 +146,9 @@ async def answer_all(
     state: ServingState, questions: list[str], overrides: dict[str, Any], request: Request | None = None
 ) -> list[AskResponse]:
     overrides = dict(overrides)
-    template = overrides.pop("prompt_template", None)
-    if template is not None and "{{question}}" not in template:
-        raise HTTPException(422, "prompt_template must contain {{question}}, e.g. 'Answer briefly: {{question}}'")
+    template = check_template(overrides.pop("prompt_template", None))
     settings = settings_for(state, overrides)
-    questions = _check_questions(state, questions)
+    questions = check_questions(state, questions)
     tasks = [asyncio.ensure_future(_answer(state, q, settings, template)) for q in questions]
     try:
         return list(await unless_disconnected(request, asyncio.gather(*tasks)))

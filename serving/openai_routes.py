@@ -22,7 +22,14 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.app_state import Ready, answer_prompt, settings_for, unless_disconnected
+from serving.app_state import (
+    Ready,
+    answer_prompt,
+    check_questions,
+    check_template,
+    settings_for,
+    unless_disconnected,
+)
 from serving.schemas import AskRequest
 
 
@@ -113,12 +120,8 @@ async def chat_completions(body: ChatRequest, st: Ready, request: Request):
 @router.post("/ask/stream")
 async def ask_stream(body: AskRequest, st: Ready):
     settings = settings_for(st, body.model_dump(exclude={"question", "prompt_template"}))
-    question = body.question.strip()
-    if not question or len(question) > st.settings.max_question_chars:
-        raise HTTPException(422, f"question must be 1 to {st.settings.max_question_chars} non-blank characters")
-    if body.prompt_template is not None and "{{question}}" not in body.prompt_template:
-        raise HTTPException(422, "prompt_template must contain {{question}}, e.g. 'Answer briefly: {{question}}'")
-    prompt = st.generator.render(question, body.prompt_template)
+    question = check_questions(st, [body.question])[0]
+    prompt = st.generator.render(question, check_template(body.prompt_template))
 
     async def events() -> AsyncIterator[str]:
         text = ""

@@ -138,3 +138,13 @@ def test_a_cached_hub_model_is_used_without_the_network(compose_cfg, empty_hf_ca
     loaded = models.load_for_config(cfg.model, cfg.paths.model_cache)
     assert loaded.folder == repo / "snapshots" / revision
     assert loaded.chat_format == "plain" and loaded.tokenizer.pad_token == EOS
+
+
+def test_openai_messages_get_a_plain_template_on_a_model_without_one(tiny_gpt2):
+    from serving.engine import Generator
+
+    generator = Generator(models.load_model(tiny_gpt2, "plain"), system=None, template="{{question}}")
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
+    assert generator.render_messages(messages) == "System: Be brief.\nUser: Hi?\nAssistant:"
+    eos = Generator(models.load_model(tiny_gpt2, "eos_turns"), system=None, template="{{question}}")
+    assert eos.render_messages(messages) == "Hi?" + EOS
