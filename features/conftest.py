@@ -100,23 +100,6 @@ class Workspace:
 
 
 @pytest.fixture(scope="session")
-def model_cache(tmp_path_factory) -> Path:
-    """The offline model converted once for the session (the first conversion takes ~25 s)."""
-    from hydra import compose, initialize_config_dir
-
-    from lifecycle.config import register_configs
-    from lifecycle.integrations.models import MARKER, resolve_model_folder
-
-    cache = Path(os.environ.get("LIFECYCLE_TEST_MODEL_CACHE") or tmp_path_factory.mktemp("model-cache"))
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"paths.model_cache={cache}", "data_dir=unused"])
-    folder = resolve_model_folder(cfg.model, cache)
-    assert (folder / MARKER).exists()
-    return cache
-
-
-@pytest.fixture(scope="session")
 def registered_workspace(tmp_path_factory, model_cache) -> Workspace:
     """A backend where `mode=deploy` registered the model once (shared by the scenarios that only read it)."""
     workspace = Workspace(tmp_path_factory.mktemp("registered"), model_cache)
