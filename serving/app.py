@@ -8,6 +8,8 @@ HTTP contract (Swagger at /docs):
 - ``GET /model/info``: name, version, alias, run id, parameters, dtype, device, generation defaults, batching, counters.
 - ``GET /metrics``: Prometheus text (requests, latency histogram, queue depth, batch sizes, tokens/s).
 - ``GET /v1/models``, ``POST /v1/chat/completions`` (with ``stream``), ``POST /ask/stream``: serving.openai_routes.
+Requests are batched continuously (serving.engine, serving.decoding): each joins the running batch at the next
+decoding step and leaves it when done, its caller times out, or its client disconnects.
 Bad input answers 4xx with what is allowed; a full queue 429 with Retry-After; a request past its timeout 504.
 With ``api_key`` set, every endpoint but /health needs ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
 """
@@ -127,6 +129,8 @@ def create_app(settings: Settings) -> FastAPI:
             parameters=sum(p.numel() for p in model.parameters()),
             generation_defaults=spec.generation,
             batching={
+                "mode": "continuous (requests join and leave the batch at every decoding step)",
+                "shared_prefix_tokens": len(st.batcher.batch.prefix_ids),
                 "max_batch_size": s.max_batch_size,
                 "max_wait_ms": s.max_wait_ms,
                 "max_queue": s.max_queue,

@@ -6,15 +6,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Request
 
 from lifecycle.generation import merge_settings
-from serving.engine import Batcher, Generated, Generator, Overloaded
+from serving.engine import Batcher, Overloaded, Sequence, ShuttingDown
 from serving.metrics import Metrics
+from serving.prompting import Prompter, PromptTooLong, TextStream
 from serving.schemas import AskResponse
 from serving.settings import Settings
+
+if TYPE_CHECKING:
+    from serving.decoding import DecodeBatch
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +28,7 @@ class ServingState:
         self.settings = settings
         self.spec = None
         self.loaded = None
-        self.generator: Generator | None = None
+        self.prompter: Prompter | None = None
         self.batcher: Batcher | None = None
         self.error: str | None = None
         self.metrics = Metrics()
@@ -39,31 +43,56 @@ class ServingState:
     def ready(self) -> bool:
         return self.batcher is not None
 
-    def _load_blocking(self):
+    def _load_blocking(self) -> tuple[Any, Any, Prompter, DecodeBatch]:
         from lifecycle.integrations.models import load_model
+        from serving.decoding import DecodeBatch
         from serving.loader import resolve
 
         spec = resolve(self.settings.model_uri)
         loaded = load_model(spec.folder, spec.chat_format or "plain", spec.dtype, spec.threads)
         if spec.chat_format is None and loaded.tokenizer.chat_template:
             loaded.chat_format = "chat_template"
-        return spec, loaded
+        prompter = Prompter(loaded, spec.system, spec.template, spec.max_input_tokens)
+        batch = DecodeBatch(loaded.model, loaded.tokenizer.pad_token_id, eos_token_ids(loaded))
+        warm_up(batch, prompter)
+        return spec, loaded, prompter, batch
 
     async def load(self) -> None:
         started = time.perf_counter()
         try:
-            self.spec, self.loaded = await asyncio.to_thread(self._load_blocking)
+            self.spec, self.loaded, self.prompter, batch = await asyncio.to_thread(self._load_blocking)
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             log.error("model %s failed to load: %s", self.settings.model_uri, self.error)
             return
-        self.generator = generator = Generator(self.loaded, self.spec.system, self.spec.template)
         s = self.settings
-        batcher = Batcher(generator.generate, s.max_batch_size, s.max_wait_ms, s.max_queue)
+        batcher = Batcher(batch, s.max_batch_size, s.max_wait_ms, s.max_queue)
         batcher.start()
         self.batcher = batcher
         self.loaded_at = int(time.time())
         log.info("model %s ready in %.1f s", self.settings.model_uri, time.perf_counter() - started)
+
+
+def eos_token_ids(loaded: Any) -> set[int]:
+    """Every token id that ends an answer: the generation config's (one or a list) and the tokenizer's."""
+    configured = loaded.model.generation_config.eos_token_id
+    ids = set(configured if isinstance(configured, list) else [configured])
+    ids.add(loaded.tokenizer.eos_token_id)
+    return {i for i in ids if i is not None}
+
+
+def warm_up(batch: DecodeBatch, prompter: Prompter) -> None:
+    """Cache the shared prompt prefix, then two tokens through the real path before /health says ready: proves the
+    model can be batched this way."""
+    if len(prefix := prompter.shared_prefix()) >= MIN_SHARED_PREFIX:
+        batch.share_prefix(prefix)
+    batch.admit([prompter.sequence(prompter.render("Hello"), {**WARM_UP, "max_new_tokens": 2})])
+    while len(batch):
+        batch.step()
+
+
+MIN_SHARED_PREFIX = 4  # tokens; a shorter shared prefix saves less than its bookkeeping costs
+WARM_UP = {"temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.0}
 
 
 def settings_for(state: ServingState, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -96,34 +125,65 @@ def check_questions(state: ServingState, questions: list[str]) -> list[str]:
     return cleaned
 
 
-async def answer_prompt(state: ServingState, prompt: str, settings: dict[str, Any]) -> Generated:
-    """A rendered prompt through the batcher: 429 at once on a full queue, 504 past the request timeout."""
+def sequence_for(state: ServingState, prompt: str, settings: dict[str, Any]) -> Sequence:
+    """A generation request for a rendered prompt; 422 when it does not fit the model's limits."""
     try:
-        return await asyncio.wait_for(state.batcher.submit(prompt, settings), state.settings.request_timeout_s)
-    except Overloaded as exc:
-        raise HTTPException(429, f"server busy: {exc}; retry shortly", headers={"Retry-After": "1"}) from None
+        return state.prompter.sequence(prompt, settings)
+    except PromptTooLong as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+def _busy(exc: Exception) -> HTTPException:
+    if isinstance(exc, Overloaded):
+        return HTTPException(429, f"server busy: {exc}; retry shortly", headers={"Retry-After": "1"})
+    return HTTPException(503, str(exc), headers={"Retry-After": "5"})
+
+
+async def generate(state: ServingState, seq: Sequence) -> Sequence:
+    """``seq`` through the batcher: 429 at once when the queue is full, 504 past the request timeout."""
+    try:
+        return await asyncio.wait_for(state.batcher.submit(seq), state.settings.request_timeout_s)
+    except (Overloaded, ShuttingDown) as exc:
+        raise _busy(exc) from None
     except TimeoutError:
         raise HTTPException(504, f"no answer within {state.settings.request_timeout_s} s") from None
 
 
-async def _answer(state: ServingState, question: str, settings: dict[str, Any], template: str | None) -> AskResponse:
+def stream_text(state: ServingState, prompt: str, settings: dict[str, Any]):
+    """(job, text pieces) for a streamed answer. Queueing happens now, so a full queue is a 429 before any byte is
+    sent; the request timeout does not apply once a stream has started (the client ends it by disconnecting)."""
+    seq = sequence_for(state, prompt, settings)
+    try:
+        job = state.batcher.enqueue(seq, stream=True)
+    except (Overloaded, ShuttingDown) as exc:
+        raise _busy(exc) from None
+
+    async def pieces():
+        text = TextStream(state.prompter)
+        async for token in state.batcher.stream(job):
+            if piece := text.push(token):
+                yield piece
+
+    return job, pieces()
+
+
+async def _answer(state: ServingState, question: str, seq: Sequence) -> AskResponse:
     started = time.perf_counter()
-    out = await answer_prompt(state, state.generator.render(question, template), settings)
+    out = await generate(state, seq)
     return AskResponse(
         question=question,
-        answer=out.text,
-        tokens=out.tokens,
+        answer=state.prompter.decode(out.tokens).strip(),
+        tokens=len(out.tokens),
         latency_s=time.perf_counter() - started,
         model_version=state.spec.version,
     )
 
 
-DISCONNECT_POLL_S = 0.1
-
-
 async def _until_disconnected(request: Request) -> None:
-    while not await request.is_disconnected():
-        await asyncio.sleep(DISCONNECT_POLL_S)  # Starlette has no disconnect callback: poll the connection
+    """Returns when the client goes away: once the body is read, the next ASGI message is ``http.disconnect``
+    (event-driven, as Starlette's StreamingResponse listens; no polling that would wake the loop for nothing)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def unless_disconnected(request: Request | None, work):
@@ -149,7 +209,8 @@ async def answer_all(
     template = check_template(overrides.pop("prompt_template", None))
     settings = settings_for(state, overrides)
     questions = check_questions(state, questions)
-    tasks = [asyncio.ensure_future(_answer(state, q, settings, template)) for q in questions]
+    seqs = [sequence_for(state, state.prompter.render(q, template), settings) for q in questions]  # all valid first
+    tasks = [asyncio.ensure_future(_answer(state, q, seq)) for q, seq in zip(questions, seqs, strict=True)]
     try:
         return list(await unless_disconnected(request, asyncio.gather(*tasks)))
     finally:

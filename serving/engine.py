@@ -1,231 +1,251 @@
-"""Dynamic batching: concurrent requests gathered into one left-padded ``generate()`` call.
+"""The batching engine: one generation thread running continuous batching, and the asyncio side that feeds it.
 
-``Batcher.submit`` puts a request on a bounded queue (full: ``Overloaded`` at once, the caller answers 429) and awaits
-its result. One worker task takes the first waiting request, gathers more for up to ``max_wait_ms`` or until
-``max_batch_size``, drops those whose caller already gave up (timeout or disconnect), and runs the batch on a single
-generation thread. Requests with different sampling settings share a batch by running as separate groups in it;
-different ``max_new_tokens`` share one group (each answer is cut to its own limit).
+- ``Batcher.enqueue`` puts a request (a ``Sequence``) on a bounded waiting list; when the list is full it raises
+  ``Overloaded`` at once (the HTTP layer answers 429 with Retry-After).
+- The generation thread admits waiting requests into the running batch at every decoding step, up to
+  ``max_batch_size`` rows. When it is idle, it waits up to ``max_wait_ms`` for more requests before the first prefill,
+  so a burst is prefilled together.
+- A caller that gives up (timeout, disconnect) marks its job gone: it leaves the waiting list or the running batch
+  before the next step, and its row goes to the next request.
+- ``submit`` awaits the whole answer. ``stream`` yields token ids as they are generated. Streams share the batch
+  with everything else.
+- A failing prefill fails only the requests it was admitting. A failing step fails the rows of that batch. The
+  thread goes on either way, so the server keeps serving.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lifecycle.generation import generation_kwargs, render
+if TYPE_CHECKING:
+    from serving.decoding import DecodeBatch
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One request's generation: its prompt ids, its settings and, as it goes, its tokens."""
+
+    prompt_ids: list[int]
+    max_new_tokens: int
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    tokens: list[int] = field(default_factory=list)
+    finish_reason: str | None = None  # "stop" (end-of-sequence token) or "length" (max_new_tokens reached)
+    on_token: Callable[[int], None] | None = None  # called from the generation thread for each new token
 
 
 class Overloaded(RuntimeError):
-    """The queue is full: try again later."""
+    """The waiting list is full: try again later."""
 
 
-@dataclass(frozen=True)
-class Generated:
-    text: str
-    tokens: int
+class ShuttingDown(RuntimeError):
+    """The server is stopping; the request was not generated."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Job:
-    prompt: str
-    settings: dict[str, Any]
-    future: asyncio.Future
+    seq: Sequence
+    loop: asyncio.AbstractEventLoop
+    done: asyncio.Future  # the finished Sequence, or the generation error
+    tokens: asyncio.Queue | None = None  # streaming: token ids, then the finished Sequence or the error
+    gone: bool = False  # the caller gave up: drop the job before the next step
+
+    def finish(self, outcome: Sequence | BaseException) -> None:
+        """From the generation thread: hand the outcome to the caller's event loop."""
+        self.loop.call_soon_threadsafe(self._settle, outcome)
+
+    def _settle(self, outcome: Sequence | BaseException) -> None:
+        if self.tokens is not None:
+            self.tokens.put_nowait(outcome)
+        if self.done.done():
+            return
+        if isinstance(outcome, BaseException):
+            self.done.set_exception(outcome)
+            self.done.exception()  # retrieved here: a stream reports it through its queue instead
+        else:
+            self.done.set_result(outcome)
 
 
 @dataclass
 class Stats:
     requests: int = 0
-    batches: int = 0
     rejected: int = 0
-    abandoned: int = 0  # dropped before generation: their caller timed out or disconnected
-    running: int = 0  # requests in the batch being generated now
+    abandoned: int = 0  # callers that gave up (timeout, disconnect) before their answer was complete
+    failed: int = 0
+    running: int = 0  # rows in the batch now
+    steps: int = 0  # decoding steps (one forward pass each)
+    prefills: int = 0
     tokens: int = 0
-    generate_s: float = 0.0
-    batch_sizes: Counter = field(default_factory=Counter)
+    prefill_s: float = 0.0  # model time spent reading prompts
+    generate_s: float = 0.0  # model time in all: prefills and decoding steps
+    batch_sizes: Counter = field(default_factory=Counter)  # decoding steps by the number of rows in them
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
-            "batches": self.batches,
             "rejected": self.rejected,
             "abandoned": self.abandoned,
+            "failed": self.failed,
             "running": self.running,
+            "steps": self.steps,
+            "prefills": self.prefills,
             "tokens_generated": self.tokens,
+            "prefill_s": round(self.prefill_s, 3),
+            "generate_s": round(self.generate_s, 3),
             "tokens_per_s": self.tokens / self.generate_s if self.generate_s else 0.0,
             "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
             "max_batch_size_seen": max(self.batch_sizes, default=0),
         }
 
 
-class Generator:
-    """Renders questions in the model's format and generates for a list of (prompt, settings) in groups."""
-
-    def __init__(self, loaded: Any, system: str | None, template: str, max_input_tokens: int = 1024) -> None:
-        self.loaded = loaded
-        self.system = system
-        self.template = template
-        self.max_input_tokens = max_input_tokens
-
-    def render(self, question: str, template: str | None = None) -> str:
-        """The question in the model's format, with the model's template unless another is given."""
-        template = template or self.template
-        return render(self.loaded.tokenizer, self.loaded.chat_format, self.system, template, question)
-
-    def render_messages(self, messages: list[dict[str, str]]) -> str:
-        """An OpenAI-style conversation in the model's format; models without a chat template get a plain one."""
-        tokenizer = self.loaded.tokenizer
-        if self.loaded.chat_format == "chat_template":
-            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        if self.loaded.chat_format == "eos_turns":
-            return "".join(m["content"] + tokenizer.eos_token for m in messages if m["role"] != "system")
-        lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
-        return "\n".join([*lines, "Assistant:"])
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.loaded.tokenizer.encode(text, add_special_tokens=False))
-
-    def stream(self, prompt: str, settings: dict[str, Any]):
-        """Text pieces as they are generated (outside the batcher: generation runs on its own thread)."""
-        import threading
-
-        from transformers import TextIteratorStreamer
-
-        tokenizer = self.loaded.tokenizer
-        encoded = tokenizer([prompt], return_tensors="pt", add_special_tokens=False)
-        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
-        kwargs = generation_kwargs(settings)
-        thread = threading.Thread(
-            target=self.loaded.model.generate,
-            kwargs={**encoded, **kwargs, "streamer": streamer, "pad_token_id": tokenizer.pad_token_id},
-            daemon=True,
-        )
-        thread.start()
-        yield from (piece for piece in streamer if piece)
-        thread.join()
-
-    def generate(self, items: Sequence[tuple[str, dict[str, Any]]]) -> list[Generated]:
-        results: list[Generated | None] = [None] * len(items)
-        groups: dict[tuple, list[int]] = {}
-        for index, (_, settings) in enumerate(items):
-            kwargs = generation_kwargs(settings)
-            kwargs.pop("max_new_tokens")
-            groups.setdefault(tuple(sorted(kwargs.items())), []).append(index)
-        for key, indices in groups.items():
-            limits = [items[i][1]["max_new_tokens"] for i in indices]
-            outputs = self._generate([items[i][0] for i in indices], dict(key), limits)
-            for i, out in zip(indices, outputs, strict=True):
-                results[i] = out
-        return results  # type: ignore[return-value]
-
-    def _generate(self, prompts: list[str], kwargs: dict[str, Any], limits: list[int]) -> list[Generated]:
-        import torch
-
-        tokenizer, model = self.loaded.tokenizer, self.loaded.model
-        encoded = tokenizer(
-            prompts,
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=self.max_input_tokens,
-            add_special_tokens=False,
-        )
-        with torch.inference_mode():
-            output = model.generate(
-                **encoded, max_new_tokens=max(limits), pad_token_id=tokenizer.pad_token_id, **kwargs
-            )
-        new_tokens = output[:, encoded["input_ids"].shape[1] :]
-        eos = tokenizer.eos_token_id
-        results = []
-        for row, limit in zip(new_tokens.tolist(), limits, strict=True):
-            row = row[:limit]
-            if eos in row:
-                row = row[: row.index(eos)]
-            text = tokenizer.decode(row, skip_special_tokens=True).strip()
-            results.append(Generated(text, len(row)))
-        return results
-
-
 class Batcher:
-    def __init__(
-        self,
-        generate: Callable[[Sequence[tuple[str, dict]]], list[Generated]],
-        max_batch_size: int,
-        max_wait_ms: float,
-        max_queue: int,
-    ) -> None:
-        self._generate = generate
+    def __init__(self, batch: DecodeBatch, max_batch_size: int, max_wait_ms: float, max_queue: int) -> None:
+        self.batch = batch
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
-        self._queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=max_queue)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
-        self._worker: asyncio.Task | None = None
+        self.max_queue = max_queue
         self.stats = Stats()
+        self._waiting: deque[Job] = deque()
+        self._running: list[Job] = []
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize()
+        return len(self._waiting)
 
     def start(self) -> None:
-        self._worker = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+        self._thread = threading.Thread(target=self._loop, name="generate", daemon=True)
+        self._thread.start()
 
     async def stop(self) -> None:
-        if self._worker:
-            self._worker.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread:
+            await asyncio.to_thread(self._thread.join, 30)
 
-    async def submit(self, prompt: str, settings: dict[str, Any]) -> Generated:
-        job = Job(prompt, settings, asyncio.get_running_loop().create_future())
-        try:
-            self._queue.put_nowait(job)
-        except asyncio.QueueFull:
-            self.stats.rejected += 1
-            raise Overloaded(f"{self._queue.maxsize} requests are already queued") from None
-        self.stats.requests += 1
-        return await job.future
-
-    async def _gather(self) -> list[Job]:
-        batch = [await self._queue.get()]
-        deadline = time.monotonic() + self.max_wait_s
-        while len(batch) < self.max_batch_size:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 and self._queue.empty():
-                break
-            try:
-                batch.append(await asyncio.wait_for(self._queue.get(), max(remaining, 0)))
-            except TimeoutError:
-                break
-        alive = [job for job in batch if not job.future.done()]  # callers that gave up free their slot
-        self.stats.abandoned += len(batch) - len(alive)
-        return alive
-
-    async def _run(self) -> None:
+    def enqueue(self, seq: Sequence, stream: bool = False) -> Job:
+        """Queue a request (from the event loop). ``Overloaded`` at once when the waiting list is full."""
         loop = asyncio.get_running_loop()
-        while True:
-            batch = await self._gather()
-            if not batch:
-                continue
-            started = time.perf_counter()
-            self.stats.running = len(batch)
-            try:
-                outputs = await loop.run_in_executor(
-                    self._executor, self._generate, [(job.prompt, job.settings) for job in batch]
-                )
-            except Exception as exc:  # a failed generate() fails its batch, never the server
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
-                continue
-            finally:
-                self.stats.running = 0
-            self.stats.batches += 1
-            self.stats.batch_sizes[len(batch)] += 1
-            self.stats.generate_s += time.perf_counter() - started
-            for job, out in zip(batch, outputs, strict=True):
-                self.stats.tokens += out.tokens
-                if not job.future.done():
-                    job.future.set_result(out)
+        job = Job(seq, loop, loop.create_future(), asyncio.Queue() if stream else None)
+        if stream:
+            seq.on_token = lambda token: loop.call_soon_threadsafe(job.tokens.put_nowait, token)
+        job.done.add_done_callback(lambda future: setattr(job, "gone", job.gone or future.cancelled()))
+        with self._cond:
+            if self._stopping:
+                raise ShuttingDown("the server is shutting down")
+            if len(self._waiting) >= self.max_queue:
+                self.stats.rejected += 1
+                raise Overloaded(f"{self.max_queue} requests are already waiting")
+            self._waiting.append(job)
+            self.stats.requests += 1
+            self._cond.notify()
+        return job
+
+    async def submit(self, seq: Sequence) -> Sequence:
+        """Generate ``seq`` to its end. Cancelling the awaiting task frees its place (waiting or running)."""
+        return await self.enqueue(seq).done
+
+    async def stream(self, job: Job) -> AsyncIterator[int]:
+        """Token ids of a job queued with ``stream=True`` as they come. Closing the iterator early frees its row."""
+        try:
+            while True:
+                item = await job.tokens.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, Sequence):
+                    return
+                yield item
+        finally:
+            job.gone = job.gone or not job.done.done()
+
+    # ---- the generation thread ----
+
+    def _take(self) -> list[Job] | None:
+        """Waiting jobs that fit in the batch now; blocks while idle. None when stopping."""
+        with self._cond:
+            if not self._running:
+                while not self._waiting and not self._stopping:
+                    self._cond.wait()
+                deadline = time.monotonic() + self.max_wait_s
+                while len(self._waiting) < self.max_batch_size and not self._stopping:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+            if self._stopping:
+                return None
+            room = self.max_batch_size - len(self._running)
+            return [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
+
+    def _loop(self) -> None:
+        while (newcomers := self._take()) is not None:
+            self._admit(newcomers)
+            self._drop_gone()
+            if self._running:
+                self._step()
+        self._fail(list(self._waiting) + self._running, ShuttingDown("the server stopped before answering"))
+        self._waiting.clear()
+
+    def _admit(self, jobs: list[Job]) -> None:
+        alive = [job for job in jobs if not job.gone]
+        self.stats.abandoned += len(jobs) - len(alive)
+        if not alive:
+            return
+        started = time.perf_counter()
+        try:
+            self.batch.admit([job.seq for job in alive])
+        except Exception as exc:  # e.g. a prompt the model cannot take: fail these requests, not the batch
+            self._fail(alive, exc)
+            return
+        elapsed = time.perf_counter() - started
+        self.stats.prefills += 1
+        self.stats.prefill_s += elapsed
+        self.stats.generate_s += elapsed
+        self._set_running(self._running + alive)
+
+    def _drop_gone(self) -> None:
+        gone = [job for job in self._running if job.gone]
+        if gone:
+            self.batch.drop([job.seq for job in gone])
+            self._set_running([job for job in self._running if not job.gone])
+            self.stats.abandoned += len(gone)
+
+    def _step(self) -> None:
+        rows = len(self._running)
+        before = sum(len(job.seq.tokens) for job in self._running)
+        started = time.perf_counter()
+        try:
+            finished = self.batch.step()
+        except Exception as exc:  # a failed forward pass fails its rows, never the server
+            self.batch.drop([job.seq for job in self._running])
+            self._fail(self._running, exc)
+            self._set_running([])
+            return
+        self.stats.generate_s += time.perf_counter() - started
+        self.stats.steps += 1
+        self.stats.batch_sizes[rows] += 1
+        self.stats.tokens += sum(len(job.seq.tokens) for job in self._running) - before
+        ended = {id(seq) for seq in finished}
+        for job in self._running:
+            if id(job.seq) in ended:
+                job.finish(job.seq)
+        self._set_running([job for job in self._running if id(job.seq) not in ended])
+
+    def _set_running(self, jobs: list[Job]) -> None:
+        self._running = jobs
+        self.stats.running = len(jobs)
+
+    def _fail(self, jobs: list[Job], exc: BaseException) -> None:
+        self.stats.failed += len(jobs)
+        for job in jobs:
+            job.finish(exc)

@@ -19,6 +19,7 @@ import yaml
 
 DEFAULT_GENERATION = {"max_new_tokens": 64, "temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.1}
 DEFAULT_TEMPLATE = "{{question}}"
+DEFAULT_MAX_INPUT_TOKENS = 1024
 SERVING_JSON = "serving.json"
 
 
@@ -32,6 +33,7 @@ class ServingSpec:
     chat_format: str | None = None  # None: decided from the tokenizer once loaded
     dtype: str = "float32"
     threads: int | None = None
+    max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS
     system: str | None = None
     template: str = DEFAULT_TEMPLATE
     generation: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_GENERATION))
@@ -48,6 +50,7 @@ def _from_config(folder: Path, config: dict, **info) -> ServingSpec:
         chat_format=config.get("chat_format"),
         dtype=config.get("dtype") or "float32",
         threads=config.get("threads"),
+        max_input_tokens=config.get("max_input_tokens") or DEFAULT_MAX_INPUT_TOKENS,
         system=config.get("system"),
         template=config.get("template") or DEFAULT_TEMPLATE,
         generation={**DEFAULT_GENERATION, **(config.get("generation") or {})},

@@ -1,8 +1,9 @@
 """Prometheus text exposition for ``GET /metrics`` (format 0.0.4), without a client library.
 
 Series: serving_requests_total{path,status}, serving_request_duration_seconds (histogram per path),
-serving_queue_depth, serving_batches_total, serving_batch_size (histogram), serving_rejected_total,
-serving_tokens_generated_total, serving_generation_tokens_per_second.
+serving_queue_depth, serving_running_requests, serving_decode_steps_total, serving_batch_size (histogram of the rows in
+each decoding step), serving_rejected_total, serving_abandoned_total, serving_tokens_generated_total,
+serving_generation_tokens_per_second.
 """
 
 from __future__ import annotations
@@ -61,8 +62,10 @@ class Metrics:
         tokens_per_s = stats.tokens / stats.generate_s if stats and stats.generate_s else 0.0
         for name, kind, value in (
             ("serving_queue_depth", "gauge", queue_depth),
-            ("serving_batches_total", "counter", stats.batches if stats else 0),
+            ("serving_running_requests", "gauge", stats.running if stats else 0),
+            ("serving_decode_steps_total", "counter", stats.steps if stats else 0),
             ("serving_rejected_total", "counter", stats.rejected if stats else 0),
+            ("serving_abandoned_total", "counter", stats.abandoned if stats else 0),
             ("serving_tokens_generated_total", "counter", stats.tokens if stats else 0),
             ("serving_generation_tokens_per_second", "gauge", round(tokens_per_s, 3)),
         ):

@@ -3,19 +3,18 @@ ChatOpenAI) talk to this server unchanged.
 
 - ``GET /v1/models``: the served model.
 - ``POST /v1/chat/completions``: messages rendered with the model's chat template (a plain "Role: text" template for
-  models without one). Without ``stream`` it goes through the batcher; with ``stream: true`` it answers server-sent
-  events of ``chat.completion.chunk`` objects ending with ``data: [DONE]``.
-- ``POST /ask/stream``: server-sent events ``{"token": ...}`` then ``{"done": true, "tokens": n}``.
-Streaming runs outside the batcher (one generation thread per stream): simpler, and a stream holds no batch back.
+  models without one); with ``stream: true`` it answers server-sent events of ``chat.completion.chunk`` objects
+  ending with ``data: [DONE]``.
+- ``POST /ask/stream``: server-sent events ``{"token": ...}`` then ``{"done": true, "tokens": n, "answer": ...}``.
+Streams share the continuous batch with every other request: a streamed token is one row's token of a batched step.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Literal
 
 from fastapi import APIRouter, HTTPException, Request
@@ -24,10 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serving.app_state import (
     Ready,
-    answer_prompt,
     check_questions,
     check_template,
+    generate,
+    sequence_for,
     settings_for,
+    stream_text,
     unless_disconnected,
 )
 from serving.schemas import AskRequest
@@ -54,16 +55,6 @@ def _sse(data: dict | str) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
 
 
-async def _pieces(iterator: Iterator[str]) -> AsyncIterator[str]:
-    """Each piece of a blocking iterator, fetched on a worker thread."""
-    done = object()
-    while True:
-        piece = await asyncio.to_thread(next, iterator, done)
-        if piece is done:
-            return
-        yield piece
-
-
 router = APIRouter()
 
 
@@ -83,35 +74,39 @@ async def chat_completions(body: ChatRequest, st: Ready, request: Request):
         "top_p": body.top_p,
     }
     settings = settings_for(st, overrides)
-    prompt = st.generator.render_messages([m.model_dump() for m in body.messages])
-    if len(prompt) > st.settings.max_question_chars * 4:
+    if sum(len(m.content) for m in body.messages) > st.settings.max_question_chars * 4:
         raise HTTPException(422, f"the conversation is too long (limit {st.settings.max_question_chars * 4} chars)")
-    completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-    head = {"id": completion_id, "created": created, "model": st.model_id}
-    prompt_tokens = st.generator.count_tokens(prompt)
+    prompt = st.prompter.render_messages([m.model_dump() for m in body.messages])
+    head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": st.model_id}
     if not body.stream:
-        out = await unless_disconnected(request, answer_prompt(st, prompt, settings))
-        finish = "length" if out.tokens >= settings["max_new_tokens"] else "stop"
+        seq = sequence_for(st, prompt, settings)
+        out = await unless_disconnected(request, generate(st, seq))
+        prompt_tokens, completion_tokens = len(out.prompt_ids), len(out.tokens)
         return {
             **head,
             "object": "chat.completion",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": out.text}, "finish_reason": finish}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": st.prompter.decode(out.tokens).strip()},
+                    "finish_reason": out.finish_reason,
+                }
+            ],
             "usage": {
                 "prompt_tokens": prompt_tokens,
-                "completion_tokens": out.tokens,
-                "total_tokens": prompt_tokens + out.tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
             },
         }
+
+    job, pieces = stream_text(st, prompt, settings)
 
     async def events() -> AsyncIterator[str]:
         chunk = {**head, "object": "chat.completion.chunk"}
         yield _sse({**chunk, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
-        text = ""
-        async for piece in _pieces(st.generator.stream(prompt, settings)):
-            text += piece
+        async for piece in pieces:
             yield _sse({**chunk, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
-        finish = "length" if st.generator.count_tokens(text) >= settings["max_new_tokens"] else "stop"
-        yield _sse({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+        yield _sse({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": job.seq.finish_reason}]})
         yield _sse("[DONE]")
 
     return StreamingResponse(events(), media_type="text/event-stream")
@@ -121,13 +116,13 @@ async def chat_completions(body: ChatRequest, st: Ready, request: Request):
 async def ask_stream(body: AskRequest, st: Ready):
     settings = settings_for(st, body.model_dump(exclude={"question", "prompt_template"}))
     question = check_questions(st, [body.question])[0]
-    prompt = st.generator.render(question, check_template(body.prompt_template))
+    job, pieces = stream_text(st, st.prompter.render(question, check_template(body.prompt_template)), settings)
 
     async def events() -> AsyncIterator[str]:
         text = ""
-        async for piece in _pieces(st.generator.stream(prompt, settings)):
+        async for piece in pieces:
             text += piece
             yield _sse({"token": piece})
-        yield _sse({"done": True, "tokens": st.generator.count_tokens(text), "answer": text.strip()})
+        yield _sse({"done": True, "tokens": len(job.seq.tokens), "answer": text.strip()})
 
     return StreamingResponse(events(), media_type="text/event-stream")

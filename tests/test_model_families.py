@@ -141,10 +141,25 @@ def test_a_cached_hub_model_is_used_without_the_network(compose_cfg, empty_hf_ca
 
 
 def test_openai_messages_get_a_plain_template_on_a_model_without_one(tiny_gpt2):
-    from serving.engine import Generator
+    from serving.prompting import Prompter
 
-    generator = Generator(models.load_model(tiny_gpt2, "plain"), system=None, template="{{question}}")
+    plain = Prompter(models.load_model(tiny_gpt2, "plain"), system=None, template="{{question}}", max_input_tokens=64)
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
-    assert generator.render_messages(messages) == "System: Be brief.\nUser: Hi?\nAssistant:"
-    eos = Generator(models.load_model(tiny_gpt2, "eos_turns"), system=None, template="{{question}}")
+    assert plain.render_messages(messages) == "System: Be brief.\nUser: Hi?\nAssistant:"
+    eos = Prompter(models.load_model(tiny_gpt2, "eos_turns"), system=None, template="{{question}}", max_input_tokens=64)
     assert eos.render_messages(messages) == "Hi?" + EOS
+
+
+def test_a_prompt_over_the_limits_is_refused_with_the_numbers(tiny_gpt2):
+    from serving.prompting import Prompter, PromptTooLong
+
+    prompter = Prompter(
+        models.load_model(tiny_gpt2, "plain"), system=None, template="{{question}}", max_input_tokens=64
+    )
+    settings = {"max_new_tokens": 8, "temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.0}
+    assert len(prompter.sequence("What is the capital of France?", settings).prompt_ids) < 64
+    with pytest.raises(PromptTooLong, match=r"at most 64"):
+        prompter.sequence("Paris is the capital of France. " * 40, settings)
+    prompter.max_input_tokens = 1000  # now the model's context (256 positions for this tiny GPT-2) is the limit
+    with pytest.raises(PromptTooLong, match=r"context of 256 tokens"):
+        prompter.sequence("Paris is the capital of France. " * 30, {**settings, "max_new_tokens": 200})

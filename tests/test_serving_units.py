@@ -1,5 +1,5 @@
-"""Serving parts without a model: the scoring protocol, settings from the environment, and the batcher's scheduling
-(with a stand-in generate function, so batch composition is observable)."""
+"""Serving parts without a model: the scoring protocol, settings from the environment, and the engine's scheduling
+(with a stand-in decode batch, so who is admitted, dropped or refused, and when, is observable)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from serving import protocol
-from serving.engine import Batcher, Generated, Overloaded
+from serving.engine import Batcher, Overloaded, Sequence
 from serving.settings import Settings
 
 
@@ -64,87 +64,180 @@ def test_settings_from_environment():
     assert "k-123456" not in repr(settings)  # a SecretStr never prints
 
 
-class RecordingGenerate:
-    """Stands in for the model: records each batch and can be held to let requests pile up."""
+class StandInBatch:
+    """Stands in for serving.decoding.DecodeBatch (same four calls), so scheduling is observable: each step gives
+    every row one token (its count); a row ends at its max_new_tokens. Prompt [666] fails at admission, [999] makes
+    a step fail. Each step takes a permit, so a test can hold the batch still."""
 
     def __init__(self) -> None:
-        self.batches: list[list[str]] = []
-        self.release = threading.Event()
-        self.release.set()
+        self.rows: list[Sequence] = []
+        self.admissions: list[list[list[int]]] = []
+        self.dropped: list[Sequence] = []
+        self.sizes: list[int] = []
+        self.permits = threading.Semaphore(10_000)
 
-    def __call__(self, items):
-        self.release.wait(10)
-        prompts = [p for p, _ in items]
-        if "boom" in prompts:
-            raise RuntimeError("generation failed")
-        self.batches.append(prompts)
-        return [Generated(text=p.upper(), tokens=len(p)) for p in prompts]
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def admit(self, seqs: list[Sequence]) -> None:
+        if any(s.prompt_ids == [666] for s in seqs):
+            raise ValueError("cannot read this prompt")
+        self.admissions.append([s.prompt_ids for s in seqs])
+        self.rows += seqs
+
+    def drop(self, seqs: list[Sequence]) -> None:
+        self.dropped += seqs
+        self.rows = [r for r in self.rows if all(r is not s for s in seqs)]
+
+    def step(self) -> list[Sequence]:
+        assert self.permits.acquire(timeout=10), "the test never released this step"
+        if any(r.prompt_ids == [999] for r in self.rows):
+            raise RuntimeError("the forward pass failed")
+        self.sizes.append(len(self.rows))
+        for row in self.rows:
+            row.tokens.append(len(row.tokens) + 1)
+            if row.on_token:
+                row.on_token(row.tokens[-1])
+            if len(row.tokens) >= row.max_new_tokens:
+                row.finish_reason = "length"
+        finished = [r for r in self.rows if r.finish_reason]
+        self.rows = [r for r in self.rows if not r.finish_reason]
+        return finished
 
 
-async def with_batcher(generate, coro, **limits):
-    batcher = Batcher(generate, **{"max_batch_size": 8, "max_wait_ms": 50, "max_queue": 16, **limits})
+def request(prompt: int, max_new_tokens: int = 3) -> Sequence:
+    return Sequence(prompt_ids=[prompt], max_new_tokens=max_new_tokens)
+
+
+async def until(predicate, timeout_s: float = 10) -> None:
+    """Wait for the generation thread to reach a state the test can observe."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "the engine never got there"
+        await asyncio.sleep(0.001)
+
+
+async def with_batcher(batch, scenario, **limits):
+    batcher = Batcher(batch, **{"max_batch_size": 8, "max_wait_ms": 50, "max_queue": 16, **limits})
     batcher.start()
     try:
-        return await coro(batcher)
+        return await scenario(batcher)
     finally:
         await batcher.stop()
 
 
-def test_concurrent_requests_share_one_generate_call():
-    generate = RecordingGenerate()
+def test_a_burst_is_prefilled_together_and_each_caller_gets_its_own_answer():
+    batch = StandInBatch()
 
     async def scenario(batcher):
-        return await asyncio.gather(*[batcher.submit(f"q{i}", {}) for i in range(6)])
+        return await asyncio.gather(*[batcher.submit(request(i, max_new_tokens=i + 1)) for i in range(6)])
 
-    results = asyncio.run(with_batcher(generate, scenario))
-    assert [r.text for r in results] == [f"Q{i}" for i in range(6)]
-    assert generate.batches == [[f"q{i}" for i in range(6)]]
+    results = asyncio.run(with_batcher(batch, scenario))
+    assert [r.tokens for r in results] == [list(range(1, i + 2)) for i in range(6)]
+    assert batch.admissions == [[[i] for i in range(6)]] and batch.sizes[0] == 6
 
 
-def test_a_full_queue_refuses_at_once():
-    generate = RecordingGenerate()
-    generate.release.clear()  # the first batch blocks: later requests queue up
+def test_a_request_joins_the_running_batch_at_the_next_step():
+    batch = StandInBatch()
+    batch.permits = threading.Semaphore(5)
 
     async def scenario(batcher):
-        first = asyncio.ensure_future(batcher.submit("first", {}))
-        await asyncio.sleep(0.1)  # let the worker take "first" into a (blocked) batch
-        queued = [asyncio.ensure_future(batcher.submit(f"q{i}", {})) for i in range(2)]
-        await asyncio.sleep(0)
-        with pytest.raises(Overloaded):
-            await batcher.submit("one too many", {})
-        generate.release.set()
+        long = asyncio.ensure_future(batcher.submit(request(1, max_new_tokens=50)))
+        await until(lambda: len(batch.sizes) == 5)
+        short = asyncio.ensure_future(batcher.submit(request(2, max_new_tokens=2)))
+        batch.permits.release(10)
+        await short
+        assert not long.done()  # the short one finished while the long one was still generating
+        batch.permits.release(100)
+        return await long, short.result()
+
+    long, short = asyncio.run(with_batcher(batch, scenario, max_wait_ms=0))
+    assert len(long.tokens) == 50 and short.tokens == [1, 2]
+    assert 2 in batch.sizes and batch.admissions == [[[1]], [[2]]]
+
+
+def test_a_full_queue_refuses_at_once_and_the_others_are_served():
+    batch = StandInBatch()
+    batch.permits = threading.Semaphore(0)  # the first step waits: later requests stay queued
+
+    async def scenario(batcher):
+        first = asyncio.ensure_future(batcher.submit(request(1)))
+        await until(lambda: len(batch) == 1)
+        queued = [asyncio.ensure_future(batcher.submit(request(i))) for i in (2, 3)]
+        await until(lambda: batcher.queue_depth == 2)
+        with pytest.raises(Overloaded, match="2 requests are already waiting"):
+            await batcher.submit(request(4))
+        for _ in range(20):
+            batch.permits.release()
         return await asyncio.gather(first, *queued), batcher.stats
 
-    results, stats = asyncio.run(with_batcher(generate, scenario, max_batch_size=1, max_queue=2))
-    assert [r.text for r in results] == ["FIRST", "Q0", "Q1"] and stats.rejected == 1
+    results, stats = asyncio.run(with_batcher(batch, scenario, max_batch_size=1, max_queue=2))
+    assert [r.prompt_ids for r in results] == [[1], [2], [3]] and stats.rejected == 1
 
 
-def test_a_caller_that_gave_up_frees_its_slot():
-    generate = RecordingGenerate()
-    generate.release.clear()
+def test_callers_that_give_up_free_their_place_waiting_or_running():
+    batch = StandInBatch()
+    batch.permits = threading.Semaphore(0)
 
     async def scenario(batcher):
-        first = asyncio.ensure_future(batcher.submit("first", {}))
-        await asyncio.sleep(0.1)
+        running = asyncio.ensure_future(batcher.submit(request(1, max_new_tokens=100)))
+        await until(lambda: len(batch) == 1)
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(batcher.submit("impatient", {}), 0.05)
-        kept = asyncio.ensure_future(batcher.submit("kept", {}))
-        generate.release.set()
-        return await asyncio.gather(first, kept)
+            await asyncio.wait_for(batcher.submit(request(2)), 0.05)  # gives up while waiting
+        running.cancel()  # gives up while generating
+        await until(running.done)  # its job is marked gone once the cancellation has run
+        kept = asyncio.ensure_future(batcher.submit(request(3)))
+        batch.permits.release(10)
+        return await kept, batcher.stats
 
-    asyncio.run(with_batcher(generate, scenario))
-    assert all("impatient" not in batch for batch in generate.batches)
+    kept, stats = asyncio.run(with_batcher(batch, scenario, max_batch_size=1))
+    assert kept.tokens == [1, 2, 3]
+    assert [s.prompt_ids for s in batch.dropped] == [[1]]  # left the running batch before the next step
+    assert [[2]] not in batch.admissions and stats.abandoned == 2
 
 
-def test_a_failed_generate_fails_its_batch_and_the_batcher_goes_on():
-    generate = RecordingGenerate()
+def test_a_failed_step_fails_its_rows_and_the_engine_goes_on():
+    async def scenario(batcher):
+        with pytest.raises(RuntimeError, match="forward pass failed"):
+            await batcher.submit(request(999))
+        return await batcher.submit(request(5))
+
+    assert asyncio.run(with_batcher(StandInBatch(), scenario)).tokens == [1, 2, 3]
+
+
+def test_a_prompt_that_cannot_be_admitted_fails_alone():
+    batch = StandInBatch()
+    batch.permits = threading.Semaphore(0)
 
     async def scenario(batcher):
-        with pytest.raises(RuntimeError, match="generation failed"):
-            await batcher.submit("boom", {})
-        return await batcher.submit("after", {})
+        running = asyncio.ensure_future(batcher.submit(request(1)))
+        await until(lambda: len(batch) == 1)
+        bad = asyncio.ensure_future(batcher.submit(request(666)))
+        await until(lambda: batcher.queue_depth == 1)
+        batch.permits.release(5)  # the running step ends; the bad prompt is admitted next, and fails
+        with pytest.raises(ValueError, match="cannot read this prompt"):
+            await bad
+        return await running
 
-    assert asyncio.run(with_batcher(generate, scenario)).text == "AFTER"
+    assert asyncio.run(with_batcher(batch, scenario, max_wait_ms=0)).tokens == [1, 2, 3]
+
+
+def test_a_stream_yields_tokens_as_they_come_and_an_early_close_frees_the_row():
+    batch = StandInBatch()
+
+    async def scenario(batcher):
+        whole = [token async for token in batcher.stream(batcher.enqueue(request(1, max_new_tokens=4), stream=True))]
+        batch.permits = threading.Semaphore(2)
+        tokens = batcher.stream(batcher.enqueue(request(2, max_new_tokens=100), stream=True))
+        first = [await anext(tokens), await anext(tokens)]
+        await tokens.aclose()  # the client went away
+        batch.permits.release(5)
+        await until(lambda: batch.dropped)
+        return whole, first
+
+    whole, first = asyncio.run(with_batcher(batch, scenario))
+    assert whole == [1, 2, 3, 4] and first == [1, 2]
+    assert [s.prompt_ids for s in batch.dropped] == [[2]]
 
 
 def test_a_plain_model_folder_is_served_without_importing_mlflow_or_langchain(tmp_path):

@@ -29,6 +29,7 @@ class DeployStage(Stage):
             "chat_format": cfg.model.chat_format.value,
             "dtype": cfg.model.dtype.value,
             "threads": cfg.model.threads,
+            "max_input_tokens": cfg.model.max_input_tokens,
             "system": cfg.prompt.system,
             "template": cfg.prompt.template,
             "prompt_name": cfg.prompt.name,
