@@ -96,12 +96,34 @@ Feature: The HTTP server answers questions about the registered model
       | /invocations | application/json | {"inputs": [1]}                              | 400    | unsupported input int                |
       | /invocations | application/json | {"inputs": ["hi"], "params": {"top_k": 3}}   | 422    | unknown generation parameter 'top_k' |
 
-  Scenario: Concurrent requests are batched into one generate call
+  Scenario: Concurrent requests are batched into the same decoding steps
     Given a server for the registered model
     When 12 clients ask at once
     Then every client got 200
     And the model info shows a batch of more than 1 request
     And /metrics counts 12 answered "/ask" requests and a batch size histogram
+
+  Scenario: A request that arrives mid-generation joins the running batch
+    Given a server for the registered model
+    When a short question arrives while a long answer is being generated
+    Then the short answer comes back before the long one
+    And the model info shows a decoding step with both requests in it
+
+  Scenario Outline: Limits come from the settings and answer 422 with what is allowed
+    Given a server for the registered model with "SERVING_MAX_QUESTION_CHARS=40 SERVING_MAX_BATCH_QUESTIONS=2 SERVING_MAX_NEW_TOKENS_CAP=16"
+    When I POST to "<path>"
+      """
+      <body>
+      """
+    Then the response status is 422
+    And the error mentions "<message>"
+
+    Examples:
+      | path                 | body                                                                                 | message                            |
+      | /ask                 | {"question": "Why is the sky blue and the grass green and the sea so salty?"}      | at most 40 characters              |
+      | /ask/batch           | {"questions": ["a?", "b?", "c?"]}                                                    | at most 2 questions per request    |
+      | /ask                 | {"question": "hi", "max_new_tokens": 17}                                             | max_new_tokens must be at most 16  |
+      | /v1/chat/completions | {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 17}                  | max_new_tokens must be at most 16  |
 
   Scenario: An overloaded server answers 429 at once and keeps serving
     Given a server for the registered model with "SERVING_MAX_BATCH_SIZE=1 SERVING_MAX_QUEUE=1"
@@ -113,6 +135,11 @@ Feature: The HTTP server answers questions about the registered model
     Given a server for the registered model with "SERVING_MAX_BATCH_SIZE=1 SERVING_MAX_WAIT_MS=0"
     When one client's long question is being generated and another client gives up while queued
     Then the abandoned request is dropped before generation and the first client still gets its answer
+
+  Scenario: A client that disconnects mid-generation frees its row at once
+    Given a server for the registered model with "SERVING_MAX_BATCH_SIZE=1 SERVING_MAX_WAIT_MS=0"
+    When a client gives up while its long answer is being generated
+    Then its row is freed before the answer is complete and the next client is served
 
   Scenario: A request that outlives its timeout answers 504 and the server keeps serving
     Given a server for the registered model with "SERVING_REQUEST_TIMEOUT_S=0.3"

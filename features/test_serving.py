@@ -20,6 +20,7 @@ scenarios("serving.feature")
 MODEL_URI = "models:/langchain-e2e-model@champion"
 READY_TIMEOUT_S = 180
 ASK = {"question": "What is the capital of France?", "max_new_tokens": 24}
+LONG = {"question": "Write the numbers from 1 to 300, separated by commas.", "max_new_tokens": 200}  # runs ~9 s
 
 
 @dataclass
@@ -311,7 +312,7 @@ def give_up_while_queued(server):
 def abandoned(server, first_answer):
     assert first_answer.status_code == 200 and "Paris" in first_answer.json()["answer"]
     stats = server.get("/model/info").json()["stats"]
-    assert stats["abandoned"] >= 1 and stats["running"] == 0 and stats["batch_sizes"] == {"1": stats["batches"]}
+    assert stats["abandoned"] >= 1 and stats["running"] == 0 and stats["max_batch_size_seen"] == 1
     assert server.post("/ask", json=ASK).status_code == 200
 
 
@@ -323,3 +324,48 @@ def cors(server, allowed, other):
 
     assert preflight(allowed).headers.get("access-control-allow-origin") == allowed
     assert "access-control-allow-origin" not in preflight(other).headers
+
+
+def stats_of(server) -> dict:
+    return server.get("/model/info").json()["stats"]
+
+
+@when("a short question arrives while a long answer is being generated", target_fixture="race")
+def short_during_long(server):
+    before = stats_of(server)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        long = pool.submit(server.post, "/ask", json=LONG)
+        wait_for_stats(server, lambda s: s["running"] == 1 and s["requests"] > before["requests"])
+        short = server.post("/ask", json={**ASK, "max_new_tokens": 8})
+        long_was_done = long.done()
+        return {"before": before, "short": short, "long": long.result(), "long_was_done": long_was_done}
+
+
+@then("the short answer comes back before the long one")
+def short_first(race):
+    assert race["short"].status_code == 200 and race["long"].status_code == 200
+    assert not race["long_was_done"], "the long answer finished before the short one came back"
+    assert race["short"].json()["tokens"] <= 8 < race["long"].json()["tokens"]
+
+
+@then("the model info shows a decoding step with both requests in it")
+def shared_step(server, race):
+    steps_of_two = stats_of(server)["batch_sizes"].get("2", 0)
+    assert steps_of_two > race["before"]["batch_sizes"].get("2", 0), stats_of(server)
+
+
+@when("a client gives up while its long answer is being generated", target_fixture="gave_up")
+def give_up_mid_generation(server):
+    before = stats_of(server)
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(server.base + "/ask", json=LONG, timeout=1.5)
+    after = wait_for_stats(server, lambda s: s["abandoned"] > before["abandoned"], timeout_s=5)
+    return {"before": before, "after": after, "gave_up_at": time.monotonic()}
+
+
+@then("its row is freed before the answer is complete and the next client is served")
+def row_freed(server, gave_up):
+    before, after = gave_up["before"], gave_up["after"]
+    assert after["running"] == 0, after  # freed within seconds, where the whole answer takes about 9
+    assert after["tokens_generated"] - before["tokens_generated"] < LONG["max_new_tokens"], after
+    assert server.post("/ask", json=ASK).status_code == 200
