@@ -1,11 +1,16 @@
-"""Fixtures shared by tests/ and features/: the real offline model, converted once per session."""
+"""Fixtures shared by tests/ and features/: the real offline model (converted once per session) and real S3 servers
+on free loopback ports."""
 
 from __future__ import annotations
 
 import os
+import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from lifecycle.local_s3 import LocalS3, free_ports
 
 ROOT = Path(__file__).resolve().parent
 
@@ -34,3 +39,67 @@ def smollm2(model_cache):
     from lifecycle.integrations.models import load_model
 
     return load_model(model_cache / "smollm2", "chat_template")
+
+
+@dataclass
+class S3Store:
+    """A real S3 server for a test (SeaweedFS through lifecycle.local_s3), with its credentials."""
+
+    server: LocalS3
+    key: str
+    secret: str
+    bucket: str
+
+    @property
+    def endpoint_url(self) -> str:
+        return self.server.endpoint_url
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": self.key, "AWS_SECRET_ACCESS_KEY": self.secret}
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.key,
+            aws_secret_access_key=self.secret,
+            region_name="us-east-1",
+        )
+
+    def keys(self, prefix: str = "") -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+    def restart(self) -> None:
+        """Start again on a new free port, with the same data (artifact URIs name the bucket, not the endpoint)."""
+        self.server.stop()
+        self.server.port = free_ports(1)[0]
+        self.server.endpoint_url = f"http://127.0.0.1:{self.server.port}"
+        self.server.start(self.log)
+
+    @property
+    def log(self) -> Path:
+        return self.server.data_dir.parent / "weed.log"
+
+
+@pytest.fixture(scope="session")
+def local_s3(tmp_path_factory):
+    """start(**more) -> a new S3Store on a free loopback port with a bucket and random credentials; all stopped at
+    the end of the session."""
+    started: list[S3Store] = []
+
+    def start(bucket: str = "mlflow", more_identities: tuple[dict, ...] = ()) -> S3Store:
+        folder = tmp_path_factory.mktemp("s3")
+        key, secret = f"key-{secrets.token_hex(4)}", f"secret-{secrets.token_hex(12)}"
+        server = LocalS3(folder / "data", free_ports(1)[0], key, secret, bucket, more_identities)
+        store = S3Store(server, key, secret, bucket)
+        server.start(store.log)
+        started.append(store)
+        return store
+
+    yield start
+    for store in started:
+        store.server.stop()

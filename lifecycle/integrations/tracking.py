@@ -1,7 +1,8 @@
 """MLflow tracking for one invocation: backend set-up, the parent run, one nested run per stage, traces.
 
-Local storage = an embedded SQLite backend (``tracking_uri``) and an artifact folder (``storage.artifact_uri``) set as
-the experiment's artifact location when the experiment is created.
+Embedded (the default): a SQLite backend (``tracking_uri``) and ``storage.artifact_uri`` (a local folder, or
+``s3://bucket/prefix/mlartifacts`` written by this client) as the experiment's artifact location.
+Through a tracking server (``tracking_uri=http://...``): the server decides where artifacts go and proxies them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from mlflow.entities import RunStatus
 from omegaconf import DictConfig
 
 from lifecycle.config import to_container
+from lifecycle.locations import direct_s3, is_server, scheme
 from lifecycle.redact import redact
 from lifecycle.stage import StageError, StageResult
 
@@ -29,6 +31,7 @@ TAG_STAGE = "lifecycle.stage"
 TAG_STATUS = "lifecycle.status"
 TAG_ERROR = "lifecycle.error"
 CONFIG_ARTIFACT = "config/resolved.yaml"
+SERVER_PROBE_TIMEOUT_S = 3
 LOGGED_PARAMS = {
     "mode": "mode.name",
     "model": "model.name",
@@ -46,17 +49,37 @@ def quiet() -> None:
 
 
 def ensure_local_dirs(cfg: DictConfig) -> None:
-    for key in ("root", "artifacts", "staging", "logs", "model_cache"):
+    keys = ["root", "staging", "logs", "model_cache"] + (["artifacts"] if cfg.storage.kind.value == "local" else [])
+    for key in keys:
         Path(cfg.paths[key]).mkdir(parents=True, exist_ok=True)
 
 
+def check_tracking_server(tracking_uri: str) -> None:
+    """A tracking server answers within seconds, or StageError with the command that starts one."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=SERVER_PROBE_TIMEOUT_S):
+            return
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+    raise StageError(
+        f"the tracking server {tracking_uri} does not answer ({reason}). Start it with "
+        "`python main.py mode=server-config serve.run=true` (add the same storage=... as here), or fix tracking_uri."
+    )
+
+
 def check_storage(cfg: DictConfig) -> None:
-    if cfg.storage.kind.value == "s3":
-        raise StageError(
-            "storage=s3 is not available yet (tracked in issue #4: artifacts in an S3-compatible store). "
-            "Use storage=local for now; `python main.py mode=server-config storage=s3` already prints the server "
-            "command for S3."
-        )
+    """Before any run: a tracking server answers; storage=s3 without one checks the store itself (the client
+    talks to it directly), and exports what MLflow's S3 client reads."""
+    if is_server(cfg.tracking_uri):
+        check_tracking_server(cfg.tracking_uri)  # it proxies the artifacts: this client needs no S3 credentials
+    elif direct_s3(cfg):
+        from lifecycle.integrations import storage
+
+        storage.check(cfg.storage)
+        storage.use_for_mlflow(cfg.storage)
 
 
 def use_backend(tracking_uri: str) -> None:
@@ -64,15 +87,20 @@ def use_backend(tracking_uri: str) -> None:
     mlflow.set_registry_uri(tracking_uri)
 
 
-def is_server(tracking_uri: str) -> bool:
-    return tracking_uri.startswith(("http://", "https://", "databricks"))
-
-
 def ensure_experiment(name: str, artifact_uri: str | None) -> str:
-    """The experiment's id, created with ``artifact_uri`` as its artifact location (None: the server decides)."""
+    """The experiment's id, created with ``artifact_uri`` as its artifact location (None: the server decides).
+
+    An existing experiment keeps its location (MLflow cannot move it). A location in another kind of store than the
+    one configured (local files vs S3) is an error: the run would silently write where the user did not ask."""
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
         return mlflow.create_experiment(name, artifact_location=artifact_uri)
+    if artifact_uri and scheme(experiment.artifact_location) != scheme(artifact_uri):
+        raise StageError(
+            f"experiment {name!r} keeps its artifacts at {experiment.artifact_location}, but this run is configured "
+            f"for {artifact_uri}. MLflow cannot move an experiment's artifacts: use another experiment_name "
+            f"(e.g. experiment_name={name}-{scheme(artifact_uri)}) or another data_dir."
+        )
     if artifact_uri and experiment.artifact_location.rstrip("/") != artifact_uri.rstrip("/"):
         log.warning(
             "experiment %r keeps its artifact location %s (config says %s); use another experiment_name to change it",

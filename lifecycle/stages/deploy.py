@@ -3,7 +3,8 @@
 The model folder goes through staging (hard links) into the run's artifacts as a pyfunc with a signature, an input
 example, pinned pip requirements and the prompt/generation settings as ``model_config``. Only after the logged model
 answers a smoke question does it become a registered version with the alias; otherwise nothing is registered and the
-alias stays where it was.
+alias stays where it was. The same holds when the upload itself fails (an S3 endpoint that went down, credentials
+revoked mid-run): the error names the store and the cause, and a re-run once it is back succeeds.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from lifecycle.config import to_container
+from lifecycle.locations import direct_s3
 from lifecycle.stage import Stage, StageContext, StageError, StageResult
 from lifecycle.stages.common import locate
 
@@ -36,6 +38,13 @@ class DeployStage(Stage):
             "generation": to_container(cfg.model.generation),
         }
 
+    def _cause(self, exc: Exception) -> str:
+        if direct_s3(self.cfg):
+            from lifecycle.integrations.storage import explain
+
+            return explain(exc, self.cfg.storage)  # names the endpoint: unreachable, credentials, bucket...
+        return f"{type(exc).__name__}: {exc}"
+
     def run(self, context: StageContext) -> StageResult:
         import mlflow
 
@@ -46,19 +55,24 @@ class DeployStage(Stage):
         name, alias = cfg.registered_model_name, deploy.alias
         folder = resolve_model_folder(cfg.model, cfg.paths.model_cache)
         run_id = mlflow.active_run().info.run_id
+        previous = packaging.alias_version(name, alias)
+        kept = f"alias {alias!r} still points to version {previous}" if previous else f"alias {alias!r} stays unset"
         staged = packaging.stage_folder(folder, Path(cfg.paths.staging) / run_id)
         try:
             info = packaging.log_pyfunc(staged, deploy.artifact_name, self.model_config(), deploy.smoke.question)
+        except Exception as exc:
+            raise StageError(
+                f"logging the model to {mlflow.get_artifact_uri()} failed: {self._cause(exc)}. Nothing was "
+                f"registered; {kept}. Re-run mode=deploy once the artifact store is back."
+            ) from exc
         finally:
             shutil.rmtree(staged, ignore_errors=True)
 
-        previous = packaging.alias_version(name, alias)
         try:
             answer = packaging.smoke_check(
                 info.model_uri, deploy.smoke.question, deploy.smoke.max_new_tokens, deploy.smoke.min_answer_chars
             )
         except StageError as exc:
-            kept = f"alias {alias!r} still points to version {previous}" if previous else f"alias {alias!r} unset"
             raise StageError(f"{exc}. Nothing was registered; {kept}.") from exc
 
         version = packaging.register(

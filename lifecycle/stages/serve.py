@@ -7,12 +7,13 @@ this project's FastAPI server (``python -m serving``).
 
 from __future__ import annotations
 
+from lifecycle.locations import as_prefix, client_environment, direct_s3
 from lifecycle.stage import Stage, StageContext, StageResult
 from lifecycle.stages.common import aliased_version, model_uri
 
 
 def serving_commands(cfg, uri: str) -> list[str]:
-    env = f"MLFLOW_TRACKING_URI={cfg.tracking_uri}"
+    env = as_prefix(client_environment(cfg))
     host, serve = cfg.serve.host, cfg.serve
     return [
         f"{env} mlflow models serve -m {uri} --env-manager local --host {host} --port {serve.mlflow_port}",
@@ -27,6 +28,7 @@ class ServeStage(Stage):
         import mlflow
 
         version = aliased_version(self.cfg)
+        s3 = direct_s3(self.cfg)
         uri = model_uri(self.cfg)
         commands = serving_commands(self.cfg, uri)
         mlflow.log_text("\n".join(commands) + "\n", "serving/commands.sh")
@@ -38,6 +40,7 @@ class ServeStage(Stage):
             lines=[
                 f"serve {uri} (version {version}) with either (inside this project's virtual environment):",
                 *commands,
+                *(["(with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY exported: the model is in S3)"] if s3 else []),
             ],
         )
 
