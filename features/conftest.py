@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
+import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 from pytest_bdd import given, parsers, then, when
 
@@ -52,27 +55,32 @@ class Workspace:
         return f"sqlite:///{self.data_dir.resolve()}/mlflow.db"
 
     @staticmethod
-    def env(extra: dict[str, str]) -> dict[str, str]:
-        """Environment for a subprocess: this one's, without the MLflow URIs earlier tests set, plus ``extra``."""
-        env = {k: v for k, v in os.environ.items() if k not in INHERITED_MLFLOW_VARS}
+    def env(extra: dict[str, str], unset: tuple[str, ...] = ()) -> dict[str, str]:
+        """Environment for a subprocess: this one's, without the MLflow URIs earlier tests set and ``unset``, plus
+        ``extra``."""
+        env = {k: v for k, v in os.environ.items() if k not in (*INHERITED_MLFLOW_VARS, *unset)}
         return {**env, **extra}
 
-    def run(self, command: str, env: dict[str, str] | None = None, timeout: float = 900) -> Invocation:
-        """Run `python main.py <overrides>` with this workspace's data_dir and the session's model cache."""
+    def argv(self, command: str) -> list[str]:
+        """`python main.py <overrides>` with this workspace's data_dir and the session's model cache."""
         words = shlex.split(command)
         assert words[:2] == ["python", "main.py"], f"not a main.py command: {command}"
         ours = [f"data_dir={self.data_dir}", "experiment.progress_bar=false"]
         if self.model_cache:
             ours.append(f"paths.model_cache={self.model_cache}")
-        args = [sys.executable, "main.py", *ours, *words[2:]]  # before the user's words: flags such as --cfg last
+        return [sys.executable, "main.py", *ours, *words[2:]]  # before the user's words: flags such as --cfg last
+
+    def run(
+        self, command: str, env: dict[str, str] | None = None, timeout: float = 900, unset: tuple[str, ...] = ()
+    ) -> Invocation:
         started = time.perf_counter()
         proc = subprocess.run(
-            args,
+            self.argv(command),
             cwd=ROOT,
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=self.env({"TOKENIZERS_PARALLELISM": "false", **(env or {})}),
+            env=self.env({"TOKENIZERS_PARALLELISM": "false", **(env or {})}, unset),
         )
         return Invocation(command, proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - started)
 
@@ -169,6 +177,64 @@ def output_mentions(invocation: Invocation, workspace: Workspace, text: str):
 @then(parsers.parse('the output does not mention "{text}"'))
 def output_lacks(invocation: Invocation, workspace: Workspace, text: str):
     assert workspace.expand(text) not in invocation.output, invocation.explain()
+
+
+@then("no MLflow database was created")
+def no_database(workspace: Workspace):
+    assert not (workspace.data_dir / "mlflow.db").exists()
+
+
+@dataclass
+class Server:
+    """A server process of a scenario (started in its own session, so stopping it stops its children)."""
+
+    base: str
+    proc: subprocess.Popen
+    log: Path
+    first_health: httpx.Response | None = None
+    env: dict = field(default_factory=dict)
+
+    def get(self, path: str, **kw) -> httpx.Response:
+        return httpx.get(self.base + path, timeout=120, **kw)
+
+    def post(self, path: str, **kw) -> httpx.Response:
+        return httpx.post(self.base + path, timeout=120, **kw)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(command, env: dict[str, str], log: Path, timeout_s: float) -> Server:
+    """Start ``command(port)`` on a free loopback port; return once its /health answers 200 (the first answer, 503
+    while loading perhaps, is kept)."""
+    port = free_port()
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            command(port), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = Server(f"http://127.0.0.1:{port}", proc, log)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"server exited {proc.returncode}:\n{log.read_text()[-3000:]}"
+        try:
+            response = server.get("/health")
+        except httpx.TransportError:
+            time.sleep(0.2)  # polling interval until the port accepts connections
+            continue
+        server.first_health = server.first_health or response
+        if response.status_code == 200:
+            return server
+        time.sleep(0.2)  # polling interval while the server loads; readiness is the 200 itself
+    server.stop()
+    raise AssertionError(f"not ready after {timeout_s} s:\n{log.read_text()[-3000:]}")
 
 
 def load_json(path: Path) -> dict:

@@ -2,18 +2,15 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 from pytest_bdd import given, parsers, scenarios, then, when
+
+from .conftest import Server, launch
 
 scenarios("serving.feature")
 
@@ -23,59 +20,16 @@ ASK = {"question": "What is the capital of France?", "max_new_tokens": 24}
 LONG = {"question": "Write the numbers from 1 to 300, separated by commas.", "max_new_tokens": 200}  # runs ~9 s
 
 
-@dataclass
-class Server:
-    base: str
-    proc: subprocess.Popen
-    log: Path
-    first_health: tuple[int, dict] | None = None
-    env: dict = field(default_factory=dict)
-
-    def get(self, path: str, **kw) -> httpx.Response:
-        return httpx.get(self.base + path, timeout=120, **kw)
-
-    def post(self, path: str, **kw) -> httpx.Response:
-        return httpx.post(self.base + path, timeout=120, **kw)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def serving_command(port: int) -> list[str]:
     return [sys.executable, "-m", "serving", "--model-uri", MODEL_URI, "--port", str(port)]
 
 
 def start_server(workspace, extra_env: dict[str, str], log: Path, command=serving_command) -> Server:
-    """Start ``command(port)`` on a free port and wait until /health answers 200."""
-    port = free_port()
+    """Start ``command(port)`` on a free port, tracking the workspace's backend, and wait until /health answers 200."""
     env = workspace.env({"MLFLOW_TRACKING_URI": workspace.tracking_uri, **extra_env})
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            command(port),
-            cwd=Path(__file__).resolve().parents[1],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Server(f"http://127.0.0.1:{port}", proc, log, env=extra_env)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"server exited {proc.returncode}:\n{log.read_text()[-3000:]}"
-        try:
-            response = server.get("/health")
-        except httpx.TransportError:
-            time.sleep(0.2)  # polling interval until the port accepts connections
-            continue
-        if server.first_health is None:
-            server.first_health = (response.status_code, response.json())
-        if response.status_code == 200:
-            return server
-        time.sleep(0.2)  # polling interval while the model loads; readiness is the 200 itself
-    raise AssertionError(f"not ready after {READY_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+    server = launch(command, env, log, READY_TIMEOUT_S)
+    server.env = extra_env
+    return server
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +37,7 @@ def servers(tmp_path_factory):
     running: dict[str, Server] = {}
     yield running
     for server in running.values():
-        os.killpg(server.proc.pid, signal.SIGTERM)
-        server.proc.wait(timeout=30)
+        server.stop()
 
 
 def server_with(workspace, servers, tmp_path_factory, settings: str) -> Server:
@@ -106,8 +59,8 @@ def configured_server(workspace, servers, tmp_path_factory, settings):
 
 @then(parsers.parse('its first health answer was 503 "{status}" and it became ready with 200'))
 def readiness(server, status):
-    code, body = server.first_health
-    assert (code, body["status"], body["ready"]) == (503, status, False)
+    first = server.first_health
+    assert (first.status_code, first.json()["status"], first.json()["ready"]) == (503, status, False)
     assert server.get("/health").json() == {"status": "ok", "ready": True, "detail": None}
 
 

@@ -1,0 +1,53 @@
+@storage @slow
+Feature: storage=s3 keeps artifacts in a real S3-compatible object store
+  A SeaweedFS server (`python -m lifecycle.local_s3`, what `make s3` runs) on a free loopback port, with random
+  credentials that exist only in the environment of the commands that need them.
+
+  Background:
+    Given a local S3 server with the bucket "mlflow"
+
+  Scenario: The whole lifecycle lands the model's files in the bucket
+    Given a fresh data directory
+    When I run "python main.py storage=s3 mode=all eval=quick" against the S3 server
+    Then it succeeds
+    And the bucket holds the registered model's weights and MLmodel under "lifecycle/mlartifacts"
+    And the experiment keeps its artifacts at "s3://mlflow/lifecycle/mlartifacts"
+    And the S3 secret appears nowhere under the data directory, in MLflow params or tags, or in the output
+
+  Scenario Outline: A store that cannot be used fails fast, naming the endpoint and the cause
+    Given a scratch directory
+    When I run "python main.py storage=s3 mode=deploy <override>" against the S3 server with "<env>"
+    Then it fails naming the S3 endpoint and "<cause>"
+    And no MLflow database was created
+
+    Examples:
+      | override                       | env                                   | cause                                                       |
+      |                                | AWS_SECRET_ACCESS_KEY=not-the-secret  | AWS_SECRET_ACCESS_KEY does not match the access key         |
+      |                                | AWS_ACCESS_KEY_ID=nobody              | the access key in AWS_ACCESS_KEY_ID is not known there      |
+      | storage.bucket=no-such-bucket  |                                       | bucket 'no-such-bucket' does not exist; create it, or set storage.create_bucket=true |
+      |                                | AWS_SECRET_ACCESS_KEY=                | needs AWS_SECRET_ACCESS_KEY in the environment              |
+
+  Scenario: An unreachable endpoint fails fast and says so
+    Given a scratch directory
+    When I run "python main.py storage=s3 mode=deploy" against a closed port
+    Then it fails with "cannot reach the S3 endpoint"
+    And no MLflow database was created
+
+  Scenario: An S3 server that stops during deploy leaves the registry unchanged
+    Given a fresh data directory
+    And "python main.py storage=s3 mode=deploy" ran there against the S3 server
+    When the S3 server stops while "python main.py storage=s3 mode=deploy" uploads the model
+    Then it fails with "cannot reach the S3 endpoint"
+    And it fails with "Nothing was registered; alias 'champion' still points to version 1"
+    And the registry holds 1 version with alias "champion" on version 1
+    When the S3 server is back and "python main.py storage=s3 mode=deploy" runs again
+    Then it succeeds
+    And the registry holds 2 versions with alias "champion" on version 2
+
+  Scenario: Through a tracking server, clients need no S3 credentials
+    Given a fresh data directory
+    And a tracking server started by "python main.py mode=server-config storage=s3 storage.prefix=proxied serve.run=true"
+    When I run "python main.py storage=s3 mode=deploy" through the tracking server without AWS credentials
+    Then it succeeds
+    And the bucket holds the registered model's weights and MLmodel under "proxied/mlartifacts"
+    And the deploy run's artifacts went through the server's proxy
