@@ -144,7 +144,7 @@ def test_a_request_joins_the_running_batch_at_the_next_step():
     async def scenario(batcher):
         long = asyncio.ensure_future(batcher.submit(request(1, max_new_tokens=50)))
         await until(lambda: len(batch.sizes) == 5)
-        short = asyncio.ensure_future(batcher.submit(request(2, max_new_tokens=2)))
+        short = batcher.enqueue(request(2, max_new_tokens=2)).done  # queued now, before any step is released
         batch.permits.release(10)
         await short
         assert not long.done()  # the short one finished while the long one was still generating
