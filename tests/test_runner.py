@@ -111,13 +111,13 @@ def test_untracked_modes_open_no_run(cfg_with, registry, tmp_path):
 
 
 def test_an_unusable_s3_store_fails_before_any_run(cfg_with, registry, tmp_path, monkeypatch):
-    from lifecycle.local_s3 import free_ports
+    from lifecycle.ports import free_port
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-value")
     cfg = cfg_with("hello")
     cfg.storage.kind, cfg.storage.bucket = "s3", "mlflow"
-    cfg.storage.endpoint_url = closed = f"http://127.0.0.1:{free_ports(1)[0]}"
+    cfg.storage.endpoint_url = closed = f"http://127.0.0.1:{free_port()}"
     report = runner.run(cfg, registry)
     assert report.failed and f"cannot reach the S3 endpoint {closed}" in report.error
     assert report.parent_run_id is None and not (tmp_path / "data" / "mlflow.db").exists()

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from lifecycle.integrations import storage
-from lifecycle.local_s3 import free_ports, identity
+from lifecycle.local_s3 import identity
+from lifecycle.ports import free_port
 from lifecycle.stage import StageError
 
 READER = {"AWS_ACCESS_KEY_ID": "reader-key", "AWS_SECRET_ACCESS_KEY": "reader-secret-123"}
@@ -56,7 +57,7 @@ def test_each_fault_names_the_endpoint_and_the_cause(s3_cfg, store, monkeypatch,
 
 
 def test_an_unreachable_endpoint_says_so(s3_cfg):
-    closed = f"http://127.0.0.1:{free_ports(1)[0]}"
+    closed = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(StageError, match=f"cannot reach the S3 endpoint {closed}: is the server running"):
         storage.check(s3_cfg(f"storage.endpoint_url={closed}"))
 
