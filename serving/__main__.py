@@ -1,6 +1,9 @@
 """``python -m serving --model-uri models:/langchain-e2e-model@champion [--host 127.0.0.1] [--port 5001]``.
 
-Also reads MLFLOW_MODEL_URI, MLFLOW_TRACKING_URI and SERVING_* variables (see serving.settings).
+Also reads MLFLOW_MODEL_URI, MLFLOW_TRACKING_URI and SERVING_* variables (see serving.settings). /health answers 503
+while the model loads. If it cannot load (a missing model, a file that fails its checksum), the server stops and
+the process exits 1 with the reason: a server that cannot answer should not look alive. ``--check`` runs the same
+load and one answer without HTTP, then exits: the exported Dockerfile runs it at build time.
 """
 
 from __future__ import annotations
@@ -15,6 +18,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-uri", help="models:/name@alias, runs:/..., or a model folder (env MLFLOW_MODEL_URI)")
     parser.add_argument("--host", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 5001)")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="load the model, answer one short question through the batcher, exit 0 (a smoke test; no HTTP)",
+    )
     args = parser.parse_args(argv)
 
     from serving.settings import Settings
@@ -23,12 +31,40 @@ def main(argv: list[str] | None = None) -> None:
         settings = Settings.from_env(model_uri=args.model_uri, host=args.host, port=args.port)
     except ValidationError as exc:
         parser.error(f"{exc}\nGive --model-uri or set MLFLOW_MODEL_URI.")
+    if args.check:
+        import asyncio
+
+        print(asyncio.run(check(settings)), flush=True)
+        return
 
     import uvicorn
 
     from serving.app import create_app
 
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info"))
+    state = app.state.serving
+    state.on_failure = lambda: setattr(server, "should_exit", True)
+    server.run()
+    if state.error:
+        raise SystemExit(f"python -m serving: the model did not load: {state.error}")
+
+
+async def check(settings) -> str:
+    """The server's own path, without HTTP: load (checksums included), one greedy answer through the batcher."""
+    from serving.app_state import ServingState
+
+    state = ServingState(settings)
+    await state.load()
+    if state.error:
+        raise SystemExit(f"python -m serving --check: the model did not load: {state.error}")
+    try:
+        prompter = state.prompter
+        request = {**state.spec.generation, "max_new_tokens": 8, "temperature": 0.0}
+        answer = await state.batcher.submit(prompter.sequence(prompter.render("What is two plus two?"), request))
+    finally:
+        await state.batcher.stop()
+    return f"ok: {state.model_id} answers: {prompter.decode(answer.tokens).strip()!r}"
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ class ServingState:
         self.error: str | None = None
         self.metrics = Metrics()
         self.loaded_at = 0
+        self.on_failure = lambda: None  # called once loading failed (python -m serving stops the server then)
 
     @property
     def model_id(self) -> str:
@@ -45,7 +46,7 @@ class ServingState:
 
     def _load_blocking(self) -> tuple[Any, Any, Prompter, DecodeBatch]:
         from lifecycle.integrations.models import load_model
-        from serving.decoding import DecodeBatch
+        from serving.decoding import DecodeBatch, eos_token_ids
         from serving.loader import resolve
 
         spec = resolve(self.settings.model_uri)
@@ -64,6 +65,7 @@ class ServingState:
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             log.error("model %s failed to load: %s", self.settings.model_uri, self.error)
+            self.on_failure()
             return
         s = self.settings
         batcher = Batcher(batch, s.max_batch_size, s.max_wait_ms, s.max_queue)
@@ -71,14 +73,6 @@ class ServingState:
         self.batcher = batcher
         self.loaded_at = int(time.time())
         log.info("model %s ready in %.1f s", self.settings.model_uri, time.perf_counter() - started)
-
-
-def eos_token_ids(loaded: Any) -> set[int]:
-    """Every token id that ends an answer: the generation config's (one or a list) and the tokenizer's."""
-    configured = loaded.model.generation_config.eos_token_id
-    ids = set(configured if isinstance(configured, list) else [configured])
-    ids.add(loaded.tokenizer.eos_token_id)
-    return {i for i in ids if i is not None}
 
 
 def warm_up(batch: DecodeBatch, prompter: Prompter) -> None:

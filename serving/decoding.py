@@ -77,6 +77,14 @@ def new_cache(config) -> DynamicCache:
     return cache
 
 
+def eos_token_ids(loaded) -> set[int]:
+    """Every token id that ends an answer: the generation config's (one or a list) and the tokenizer's."""
+    configured = loaded.model.generation_config.eos_token_id
+    ids = set(configured if isinstance(configured, list) else [configured])
+    ids.add(loaded.tokenizer.eos_token_id)
+    return {i for i in ids if i is not None}
+
+
 def _left_pad(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     if width == 0:
         return tensor

@@ -4,7 +4,8 @@
   imports it); settings from the pyfunc's ``model_config`` in MLmodel.
 - a folder holding an MLmodel file (a downloaded pyfunc): the same, read from disk.
 - a plain Hugging Face folder (config.json): settings from an optional ``serving.json`` beside it, else the chat
-  template when the tokenizer has one, a plain prompt otherwise.
+  template when the tokenizer has one, a plain prompt otherwise. A folder with a ``manifest.json`` (an export) is
+  checked against its sha256 checksums first: a corrupted or changed file is refused with its name.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from serving import manifest
 
 DEFAULT_GENERATION = {"max_new_tokens": 64, "temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.1}
 DEFAULT_TEMPLATE = "{{question}}"
@@ -76,9 +79,14 @@ def from_folder(folder: Path, **info) -> ServingSpec:
             f"{folder} is neither a Hugging Face model folder (config.json) nor an MLflow model (MLmodel); "
             "pass models:/<name>@<alias>, runs:/<run>/<path> or such a folder"
         )
+    try:
+        manifest.verify(folder)
+    except manifest.Mismatch as exc:
+        raise ModelLoadError(f"refusing to serve {folder}: {exc}. Re-export the model or restore the file.") from None
     config_file = folder / SERVING_JSON
     config = json.loads(config_file.read_text()) if config_file.exists() else {}
-    return _from_config(folder, config, name=config.get("name") or folder.name, version=config.get("version"), **info)
+    described = {key: config.get(key) for key in ("version", "alias", "run_id")}
+    return _from_config(folder, config, name=config.get("name") or folder.name, **described, **info)
 
 
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))?$")
@@ -106,7 +114,10 @@ def resolve(uri: str) -> ServingSpec:
             info = _registry_info(uri)
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
         except Exception as exc:
-            raise ModelLoadError(f"cannot load {uri} (tracking URI {mlflow.get_tracking_uri()}): {exc}") from exc
+            raise ModelLoadError(
+                f"cannot load {uri} from tracking URI {mlflow.get_tracking_uri()}: {exc}. Set MLFLOW_TRACKING_URI to "
+                "the backend that registered it, e.g. sqlite:///$PWD/mlflow_data/mlflow.db"
+            ) from exc
         return from_pyfunc_dir(local, source_uri=uri, **info)
     folder = Path(uri).expanduser()
     if not folder.is_dir():
