@@ -4,14 +4,21 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
+WHEELHOUSE := $(VENV)/wheelhouse
 
-.PHONY: run test install lint clean bench s3 tracking-server
+.PHONY: run test test-tools install lint clean bench s3 tracking-server
 
 run: $(STAMP)
 	$(BIN)/python main.py $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) test-tools
 	$(BIN)/python -m pytest tests features $(PYTEST_ARGS)
+
+# What the tests need besides the venv, fetched here (at set-up) so that no test needs the network: the exported
+# server's wheels, and the container tooling of the @container scenario (it skips, saying why, where that fails).
+test-tools: $(STAMP)
+	$(BIN)/python -m export.requirements --download $(WHEELHOUSE)
+	./scripts/container-tools.sh
 
 install: $(STAMP)
 

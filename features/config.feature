@@ -13,7 +13,8 @@ Feature: Composing a run from config groups
     Given a scratch directory
     When I run "python main.py --help"
     Then it succeeds
-    And the output mentions "mode: all, deploy, experiment, serve, server-config, test"
+    And the output mentions "mode: all, deploy, experiment, export, serve, server-config, test"
+    And the output mentions "export: default"
     And the output mentions "model: dialogpt, gpt2, smollm2"
 
   Scenario: An unknown model choice lists the available ones

@@ -11,7 +11,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 from pytest_bdd import given, parsers, then, when
+
+from lifecycle.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "langchain-e2e-experiment"
@@ -155,7 +156,7 @@ def registered(registered_workspace) -> Workspace:
 
 @when(parsers.parse('I run "{command}"'), target_fixture="invocation")
 def run_command(workspace: Workspace, command: str) -> Invocation:
-    return workspace.run(command)
+    return workspace.run(workspace.expand(command))
 
 
 @then("it succeeds")
@@ -206,19 +207,13 @@ class Server:
             self.proc.wait(timeout=30)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def launch(command, env: dict[str, str], log: Path, timeout_s: float) -> Server:
+def launch(command, env: dict[str, str], log: Path, timeout_s: float, cwd: Path = ROOT) -> Server:
     """Start ``command(port)`` on a free loopback port; return once its /health answers 200 (the first answer, 503
     while loading perhaps, is kept)."""
     port = free_port()
     with log.open("w") as out:
         proc = subprocess.Popen(
-            command(port), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            command(port), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     server = Server(f"http://127.0.0.1:{port}", proc, log)
     deadline = time.monotonic() + timeout_s

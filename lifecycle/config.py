@@ -40,6 +40,11 @@ class DType(str, Enum):
     float16 = "float16"
 
 
+class ExportDType(str, Enum):
+    float32 = "float32"
+    bf16 = "bf16"  # half the size; the bundle's README reports the measured cost
+
+
 @dataclass
 class PathsConfig:
     root: str = MISSING
@@ -152,6 +157,17 @@ class ServeSettings:
 
 
 @dataclass
+class ExportConfig:
+    model_uri: str = MISSING
+    output_dir: str = MISSING
+    dtype: ExportDType = MISSING
+    vendor_wheels: bool = MISSING
+    wheelhouse: str = MISSING
+    base_image: str = MISSING
+    port: int = MISSING
+
+
+@dataclass
 class Config:
     data_dir: str = MISSING
     experiment_name: str = MISSING
@@ -166,6 +182,7 @@ class Config:
     experiment: ExperimentSettings = field(default_factory=ExperimentSettings)
     deploy: DeploySettings = field(default_factory=DeploySettings)
     serve: ServeSettings = field(default_factory=ServeSettings)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
 
 def _abspath(path: str) -> str:

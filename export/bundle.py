@@ -1,0 +1,203 @@
+"""Write a standalone build context for a registered model: everything a machine with only Docker (or Podman) needs to
+build and run the HTTP server, and nothing it must not have (no MLflow, no boto3, no credentials, no model hub).
+
+    output_dir/
+      Dockerfile, .dockerignore   slim Python base, CPU-only torch, non-root user, HEALTHCHECK on /health, EXPOSE
+      requirements.txt            the server's dependencies pinned to the tested versions (export.requirements)
+      model/                      weights, tokenizer, generation and chat settings (serving.json), manifest.json
+      app/                        the serving code: serving/ and the few pure lifecycle modules it uses
+      build.sh, run.sh, test.sh   build the image; run it (port, bind address, API key, batching from the env); check it
+      README.md                   for the person on the remote machine, with the bf16 cost measured when exported so
+      wheels/                     with vendor_wheels: every wheel, so the image builds with no network
+
+The bundle is written beside ``output_dir`` and renamed into place, so a failed export leaves no half bundle; an
+existing ``output_dir`` is replaced only if it is an earlier export.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from export import quality, requirements, templates
+from serving import manifest
+from serving.loader import SERVING_JSON, ServingSpec, resolve
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+APP_FILES = (  # what `python -m serving` imports, no more
+    "serving",
+    "lifecycle/__init__.py",
+    "lifecycle/generation.py",
+    "lifecycle/payloads.py",
+    "lifecycle/stage.py",
+    "lifecycle/integrations/__init__.py",
+    "lifecycle/integrations/models.py",
+)
+LEFT_OUT = ("lifecycle-model.json", manifest.MANIFEST)  # the converter's marker names paths of the exporting machine
+WEIGHTS = (".safetensors", ".bin")
+BF16 = "bf16"
+MARKER = ".export.json"  # identifies a folder as an export (so re-exporting may replace it)
+
+
+class ExportError(RuntimeError):
+    """The export cannot be written; the message says why and what to do."""
+
+
+@dataclass
+class ExportSettings:
+    model_uri: str
+    output_dir: Path
+    dtype: str = "float32"  # float32 | bf16
+    vendor_wheels: bool = False
+    wheelhouse: Path | None = None  # wheels reused between exports (filled on demand)
+    base_image: str = "python:3.11-slim"
+    port: int = 8000
+    questions: list[str] = field(default_factory=lambda: list(quality.QUESTIONS))  # for the bf16 measurement
+
+
+@dataclass
+class Bundle:
+    path: Path
+    spec: ServingSpec
+    image: str
+    model_bytes: int
+    total_bytes: int
+    quality: dict | None = None
+    lines: list[str] = field(default_factory=list)
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _copy_model(source: Path, dest: Path, dtype: str) -> None:
+    dest.mkdir(parents=True)
+    for path in source.iterdir():
+        if path.is_file() and path.name not in LEFT_OUT and not (dtype == BF16 and path.suffix in WEIGHTS):
+            shutil.copy2(path, dest / path.name)
+    if dtype == BF16:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.bfloat16)
+        model.save_pretrained(dest)  # writes the bf16 weights and a config.json that says so
+
+
+def _serving_json(spec: ServingSpec, dtype: str) -> dict:
+    return {
+        "name": spec.name,
+        "version": spec.version,
+        "alias": spec.alias,
+        "run_id": spec.run_id,
+        "source_uri": spec.source_uri,
+        "chat_format": spec.chat_format,
+        "dtype": "bfloat16" if dtype == BF16 else spec.dtype,
+        "threads": spec.threads,
+        "max_input_tokens": spec.max_input_tokens,
+        "system": spec.system,
+        "template": spec.template,
+        "generation": spec.generation,
+    }
+
+
+def _copy_app(dest: Path) -> None:
+    for relative in APP_FILES:
+        source = ROOT / relative
+        target = dest / relative
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+
+
+def _vendor_wheels(bundle: Path, wheelhouse: Path | None) -> None:
+    """Every wheel the image installs, into ``bundle/wheels``. With a wheelhouse (kept between exports), wheels are
+    downloaded there only when missing, and exactly the pinned versions are copied."""
+    wheels, listed = bundle / "wheels", str(bundle / "requirements.txt")
+    wheels.mkdir()
+    if wheelhouse is None:
+        requirements.download(str(wheels), listed)
+        return
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    requirements.download(str(wheelhouse), listed, wheelhouse=str(wheelhouse))
+    pins = requirements.read(listed)
+    for wheel in wheelhouse.glob("*.whl"):
+        name, version = requirements.wheel_pin(wheel.name)
+        if pins.get(name) == version:
+            shutil.copy2(wheel, wheels / wheel.name)
+    missing = pins.keys() - {requirements.wheel_pin(w.name)[0] for w in wheels.glob("*.whl")}
+    if missing:
+        raise ExportError(f"no wheel for {sorted(missing)} in {wheelhouse}; check the package index and export again")
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """ExportError unless ``output_dir`` is free: missing, empty, or an earlier export (which may be replaced)."""
+    output_dir = output_dir.resolve()
+    if output_dir.is_file() or (
+        output_dir.exists() and any(output_dir.iterdir()) and not (output_dir / MARKER).exists()
+    ):
+        raise ExportError(
+            f"{output_dir} exists and is not an earlier export: choose another export.output_dir (a folder is "
+            "only replaced when an export wrote it)"
+        )
+
+
+def _prepare(output_dir: Path) -> Path:
+    check_output_dir(output_dir)
+    partial = output_dir.with_name(f".{output_dir.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    return partial
+
+
+def write(settings: ExportSettings) -> Bundle:
+    started = time.perf_counter()
+    output_dir = settings.output_dir.resolve()
+    spec = resolve(settings.model_uri)
+    if spec.chat_format is None:  # a plain folder without serving.json: decide now, as the server would
+        spec.chat_format = "chat_template" if _has_chat_template(spec.folder) else "plain"
+    partial = _prepare(output_dir)
+    try:
+        _copy_model(spec.folder, partial / "model", settings.dtype)
+        (partial / "model" / SERVING_JSON).write_text(json.dumps(_serving_json(spec, settings.dtype), indent=2) + "\n")
+        manifest.write(partial / "model")
+        _copy_app(partial / "app")
+        (partial / "requirements.txt").write_text("\n".join(requirements.lines()) + "\n")
+        if settings.vendor_wheels:
+            _vendor_wheels(partial, settings.wheelhouse)
+        measured = None
+        if settings.dtype == BF16:
+            measured = quality.compare(spec, partial / "model", settings.questions)
+        image = templates.image_name(spec)
+        templates.render_all(partial, spec, settings, image, measured, folder_bytes(partial / "model"))
+        (partial / MARKER).write_text(json.dumps({"model_uri": settings.model_uri, "dtype": settings.dtype}) + "\n")
+        _readable(partial)
+        shutil.rmtree(output_dir, ignore_errors=True)
+        partial.rename(output_dir)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    bundle = Bundle(output_dir, spec, image, folder_bytes(output_dir / "model"), folder_bytes(output_dir), measured)
+    log.info("exported %s to %s in %.1f s", settings.model_uri, output_dir, time.perf_counter() - started)
+    return bundle
+
+
+def _readable(bundle: Path) -> None:
+    """Files 0644 (scripts 0755), folders 0755: the image copies modes, and its user is not the files' owner."""
+    for path in [bundle, *bundle.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() or path.suffix == ".sh" else 0o644)
+
+
+def _has_chat_template(folder: Path) -> bool:
+    config = folder / "tokenizer_config.json"
+    return (folder / "chat_template.jinja").exists() or (
+        config.exists() and "chat_template" in json.loads(config.read_text())
+    )

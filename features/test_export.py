@@ -1,0 +1,256 @@
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pytest_bdd import given, parsers, scenarios, then, when
+
+from serving import manifest
+
+from .conftest import ROOT, Invocation, Workspace, free_port, launch
+
+scenarios("export.feature")
+
+BUNDLE_FILES = ("Dockerfile", ".dockerignore", "requirements.txt", "build.sh", "run.sh", "test.sh", "README.md")
+WHEELHOUSE = ROOT / ".venv" / "wheelhouse"  # filled by `make test-tools`, so the export needs no network
+BASE_IMAGE = "localhost/lifecycle-python:bookworm"  # built by scripts/container-tools.sh
+PODMAN = "podman --runtime runc"  # crun fails on this kernel's cgroups
+BUILD_FLAGS = "--isolation chroot --format docker"  # no user namespaces here; HEALTHCHECK needs the docker format
+RUN_FLAGS = "--ulimit nofile=20000:20000 --ulimit nproc=4096:4096"
+
+
+@dataclass
+class Exported:
+    path: Path
+    invocation: Invocation
+    secrets: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def exported(registered_workspace, tmp_path_factory) -> Exported:
+    """One vendored float32 export, written with secrets in the environment that must not reach it."""
+    path = tmp_path_factory.mktemp("export") / "bundle"
+    planted = {
+        "AWS_SECRET_ACCESS_KEY": f"aws-{secrets.token_hex(10)}",
+        "SERVING_API_KEY": f"key-{secrets.token_hex(10)}",
+        "HF_TOKEN": f"hf-{secrets.token_hex(10)}",
+    }
+    command = f"python main.py mode=export export.vendor_wheels=true export.wheelhouse={WHEELHOUSE}"
+    invocation = registered_workspace.run(f"{command} export.output_dir={path}", env=planted)
+    assert invocation.returncode == 0, invocation.explain()
+    return Exported(path, invocation, planted)
+
+
+@given(parsers.parse('"{command}" has written a bundle'), target_fixture="bundle")
+def bundle(exported: Exported) -> Path:
+    return exported.path
+
+
+@then(parsers.parse("the bundle has {names}"))
+def bundle_has(bundle: Path, names):
+    expected = [n.strip() for n in names.replace(" and ", ", ").split(",")]
+    missing = [n for n in expected if not (bundle / n.rstrip("/")).exists()]
+    assert not missing, sorted(p.name for p in bundle.iterdir())
+    assert set(BUNDLE_FILES) <= set(expected)
+
+
+@then("requirements.txt pins torch to its CPU build and names neither mlflow nor boto3")
+def requirements_pinned(bundle: Path):
+    lines = (bundle / "requirements.txt").read_text().split()
+    assert all("==" in line for line in lines), lines
+    names = {line.split("==")[0] for line in lines}
+    assert "torch==2.13.0+cpu" in lines or any(line.startswith("torch==") and "+cpu" in line for line in lines)
+    assert not names & {"mlflow", "mlflow-skinny", "boto3", "botocore"}, names
+
+
+@then("every file of the bundle's model matches its sha256 in model/manifest.json")
+def manifest_matches(bundle: Path):
+    listed = json.loads((bundle / "model" / "manifest.json").read_text())["files"]
+    assert {"model.safetensors", "config.json", "serving.json", "tokenizer.json"} <= listed.keys()
+    assert manifest.verify(bundle / "model")
+
+
+@then("no secret from the exporting environment appears anywhere in the bundle")
+def no_secret_in_bundle(exported: Exported):
+    for path in exported.path.rglob("*"):
+        if path.is_file() and path.suffix != ".whl":
+            content = path.read_bytes()
+            assert not [k for k, v in exported.secrets.items() if v.encode() in content], path
+    assert not [k for k, v in exported.secrets.items() if v in exported.invocation.output]
+
+
+@then("the Dockerfile passes hadolint")
+def hadolint(bundle: Path):
+    linter = Path(sys.executable).with_name("hadolint")
+    result = subprocess.run([str(linter), str(bundle / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def fresh_venv(exported: Exported, tmp_path_factory) -> Path:
+    """A new virtual environment with only the bundle's requirements, installed from its wheels (no index)."""
+    venv = tmp_path_factory.mktemp("fresh") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    install = [str(venv / "bin" / "pip"), "install", "--quiet", "--no-cache-dir", "--no-index"]
+    install += ["--find-links", str(exported.path / "wheels"), "--requirement", str(exported.path / "requirements.txt")]
+    result = subprocess.run(install, capture_output=True, text=True, env=bare_env())
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return venv
+
+
+def bare_env(**extra: str) -> dict[str, str]:
+    """A minimal environment: nothing of this project's (no MLflow URIs, no credentials, no PYTHONPATH)."""
+    return {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "HF_HUB_OFFLINE": "1", **extra}
+
+
+@given("a fresh virtual environment with only the bundle's wheels", target_fixture="venv")
+def venv_given(fresh_venv: Path) -> Path:
+    return fresh_venv
+
+
+@then("mlflow and boto3 cannot be imported there")
+def nothing_of_mlflow(venv: Path):
+    code = "import importlib.util as u; print(','.join(m for m in ('mlflow', 'boto3', 'omegaconf') if u.find_spec(m)))"
+    found = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "", found.stdout
+
+
+def server_argv(venv: Path, bundle: Path):
+    def argv(port: int) -> list[str]:
+        return [
+            str(venv / "bin" / "python"),
+            "-m",
+            "serving",
+            "--model-uri",
+            str(bundle / "model"),
+            "--port",
+            str(port),
+        ]
+
+    return argv
+
+
+@when("the bundle's server starts there on a free port", target_fixture="server")
+def start_bundle_server(venv: Path, bundle: Path, tmp_path):
+    server = launch(server_argv(venv, bundle), bare_env(), tmp_path / "server.log", 180, cwd=bundle / "app")
+    yield server
+    server.stop()
+
+
+def run_test_sh(bundle: Path, port: int) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(bundle / "test.sh")],
+        env=bare_env(PORT=str(port), WAIT_S="240"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@then("the bundle's test.sh passes against it")
+def bundle_check_passes(bundle: Path, server):
+    result = run_test_sh(bundle, int(server.base.rsplit(":", 1)[1]))
+    assert result.returncode == 0 and "PASS" in result.stdout, result.stdout + result.stderr
+
+
+@when("one byte of the bundle's model.safetensors changes", target_fixture="corrupted")
+def corrupt(bundle: Path):
+    weights = bundle / "model" / "model.safetensors"
+    offset = weights.stat().st_size // 2
+    with weights.open("r+b") as stream:
+        stream.seek(offset)
+        original = stream.read(1)
+        stream.seek(offset)
+        stream.write(bytes([original[0] ^ 0xFF]))
+    yield weights
+    with weights.open("r+b") as stream:  # the bundle is shared with the other scenarios: put the byte back
+        stream.seek(offset)
+        stream.write(original)
+
+
+@then(parsers.parse('the bundle\'s server exits at start saying "{message}"'))
+def refused(venv: Path, bundle: Path, corrupted: Path, message):
+    argv = server_argv(venv, bundle)(free_port())
+    result = subprocess.run(argv, cwd=bundle / "app", env=bare_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert message in result.stderr and "Re-export the model" in result.stderr, result.stderr[-2000:]
+
+
+@then(parsers.parse("the bf16 model is at most {percent:d}% of the float32 one"))
+def bf16_smaller(workspace: Workspace, bundle: Path, percent):
+    bf16 = (workspace.data_dir / "bf16" / "model" / "model.safetensors").stat().st_size
+    float32 = (bundle / "model" / "model.safetensors").stat().st_size
+    assert bf16 <= float32 * percent / 100, (bf16, float32)
+    assert json.loads((workspace.data_dir / "bf16" / "model" / "serving.json").read_text())["dtype"] == "bfloat16"
+
+
+@then("the bf16 README reports the measured tokens/s and identical answers of both dtypes")
+def bf16_readme(workspace: Workspace):
+    readme = (workspace.data_dir / "bf16" / "README.md").read_text()
+    assert "| tokens/s (batched) |" in readme and "| greedy answers identical to float32 | |" in readme, readme
+    assert "measured when the bundle was exported" in readme
+
+
+@then("the data directory still holds its MLflow database")
+def database_kept(workspace: Workspace):
+    assert (workspace.data_dir / "mlflow.db").exists()
+
+
+def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([*PODMAN.split(), *args], capture_output=True, text=True, check=check)
+
+
+@given("podman with runc and a locally built Python base image")
+def container_tooling():
+    missing = [tool for tool in ("podman", "runc") if not shutil.which(tool)]
+    if missing or podman("image", "exists", BASE_IMAGE, check=False).returncode != 0:
+        pytest.skip(
+            f"container tooling unavailable ({', '.join(missing) or 'no base image ' + BASE_IMAGE}): "
+            "`make test-tools` installs it (scripts/container-tools.sh; needs root and Debian's package repository)"
+        )
+
+
+@when(
+    "the bundle's build.sh builds the image and its run.sh starts it on a free port",
+    target_fixture="container",
+)
+def build_and_run(bundle: Path):
+    tag = uuid.uuid4().hex[:8]
+    names = {"IMAGE": f"lifecycle-export-test:{tag}", "NAME": f"lifecycle-export-test-{tag}"}
+    env = bare_env(
+        CONTAINER_ENGINE=PODMAN, BASE_IMAGE=BASE_IMAGE, BUILD_FLAGS=BUILD_FLAGS, RUN_FLAGS=RUN_FLAGS, **names
+    )
+    port = free_port()
+    try:
+        for script, extra in (("build.sh", {}), ("run.sh", {"PORT": str(port)})):
+            result = subprocess.run(
+                ["bash", str(bundle / script)], env={**env, **extra}, capture_output=True, text=True
+            )
+            assert result.returncode == 0, f"{script}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        yield {"port": port, **names}
+    finally:
+        podman("rm", "--force", names["NAME"], check=False)
+        podman("rmi", "--force", names["IMAGE"], check=False)
+
+
+@then("the bundle's test.sh passes against the container over HTTP")
+def container_test_sh(bundle: Path, container):
+    result = run_test_sh(bundle, container["port"])
+    logs = podman("logs", container["NAME"], check=False)
+    assert result.returncode == 0 and "PASS" in result.stdout, result.stdout + result.stderr + logs.stdout[-3000:]
+
+
+@then("the container runs as a non-root user")
+def non_root(container):
+    uid = podman("exec", container["NAME"], "id", "-u").stdout.strip()
+    assert uid.isdigit() and uid != "0", uid
+    configured = podman("image", "inspect", "--format", "{{.Config.User}}", container["IMAGE"]).stdout.strip()
+    assert configured and not configured.startswith(("0", "root")), configured
