@@ -88,7 +88,7 @@ Feature: The HTTP server answers questions about the registered model
       | /ask        | application/json | {"question": "hi", "temperature": 5}          | 422    | less than or equal to 2              |
       | /ask        | application/json | {"question": 42}                              | 422    | valid string                         |
       | /ask        | application/json | {"question": "hi", "colour": "blue"}          | 422    | Extra inputs are not permitted       |
-      | /ask        | application/json | {"question": "hi", "prompt_template": "Q:"}   | 422    | prompt_template must contain         |
+      | /ask        | application/json | {"question": "hi", "prompt_template": "Q:"}   | 422    | prompt_template: the template must contain |
       | /ask        | application/json | {"question": "hi"                             | 422    | JSON decode error                    |
       | /ask/batch  | application/json | {"questions": []}                             | 422    | at least 1 item                      |
       | /invocations | text/csv        | question\nhi                                  | 415    | Content-Type must be application/json |

@@ -64,6 +64,23 @@ def single_brace(template: str) -> str:
     return escaped.replace("{{{{", "{").replace("}}}}", "}")
 
 
+def check_template(template: str) -> None:
+    """ValueError unless ``template`` is a usable MLflow template: ``{{question}}`` in it, no other variable, and
+    braces that LangChain can parse."""
+    import string
+
+    if "{{question}}" not in template:
+        example = "'Answer briefly: {{question}}'"
+        raise ValueError(f"the template must contain {{{{question}}}}, e.g. {example}; got {template!r}")
+    try:
+        fields = {field for _, field, _, _ in string.Formatter().parse(single_brace(template)) if field is not None}
+    except ValueError as exc:
+        raise ValueError(f"the template's braces do not parse ({exc}): {template!r}") from None
+    unknown = fields - {"question"}
+    if unknown:
+        raise ValueError(f"the template uses {sorted(unknown)}; only {{{{question}}}} is filled in: {template!r}")
+
+
 def plain_prompt(system: str | None, template: str) -> str:
     """GPT-2 style base models have no chat template: instructions, the question, then an answer cue."""
     head = f"{system.strip()}\n\n" if system else ""

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Request
 
+from lifecycle import generation
 from lifecycle.generation import merge_settings
 from serving.engine import Batcher, Overloaded, Sequence, ShuttingDown
 from serving.metrics import Metrics
@@ -100,8 +101,11 @@ def settings_for(state: ServingState, overrides: dict[str, Any]) -> dict[str, An
 
 
 def check_template(template: str | None) -> str | None:
-    if template is not None and "{{question}}" not in template:
-        raise HTTPException(422, "prompt_template must contain {{question}}, e.g. 'Answer briefly: {{question}}'")
+    if template is not None:
+        try:
+            generation.check_template(template)
+        except ValueError as exc:
+            raise HTTPException(422, f"prompt_template: {exc}") from None
     return template
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import mlflow
 from omegaconf import DictConfig
 
+from lifecycle.generation import check_template
+
 log = logging.getLogger(__name__)
 
 FALLBACK_DIR = "prompts"
@@ -60,11 +62,25 @@ def fallback(prompt_cfg: DictConfig) -> RegisteredPrompt:
     return RegisteredPrompt(prompt_cfg.name, None, True, f"runs:/{mlflow.active_run().info.run_id}/{path}")
 
 
+def usable(prompts: list[DictConfig]) -> list[DictConfig]:
+    """The templates that can be used; a broken one is left out with a warning (it would fail the run that uses
+    it, not the others)."""
+    kept = []
+    for prompt_cfg in prompts:
+        try:
+            check_template(prompt_cfg.template)
+        except ValueError as exc:
+            log.warning("not registering prompt %s: %s", prompt_cfg.name, exc)
+            continue
+        kept.append(prompt_cfg)
+    return kept
+
+
 def register_all(prompts: list[DictConfig], in_use: DictConfig, alias: str) -> dict[str, RegisteredPrompt]:
-    """Register every template; alias the one in use. Returns name -> what was registered."""
+    """Register every usable template; alias the one in use. Returns name -> what was registered."""
     registered = {}
     try:
-        for prompt_cfg in prompts:
+        for prompt_cfg in usable(prompts):
             registered[prompt_cfg.name] = register(prompt_cfg)
         used = registered.get(in_use.name) or register(in_use)
         registered[in_use.name] = used

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 
-from lifecycle.stage import Stage, StageContext, StageResult
+from lifecycle.stage import Stage, StageContext, StageError, StageResult
 from lifecycle.stages.common import loaded_model, locate
 
 
@@ -17,6 +17,12 @@ class ExperimentStage(Stage):
     name = "experiment"
 
     def preflight(self) -> None:
+        from lifecycle.generation import check_template
+
+        try:
+            check_template(self.cfg.prompt.template)
+        except ValueError as exc:
+            raise StageError(f"prompt {self.cfg.prompt.name!r}: {exc}") from None
         locate(self.cfg)
 
     def run(self, context: StageContext) -> StageResult:
