@@ -1,8 +1,9 @@
 """experiment: load the model, register prompts, build the chain, answer and score the evaluation questions.
 
 Each phase is a trace whose root span is named after it (load_model, register_prompts, build_chain,
-answer_questions, evaluate). Every question is answered in its own nested run with latency, tokens generated,
-tokens/s and the answer as an artifact; ``mlflow.genai.evaluate`` then scores all answers in the stage's run.
+answer_questions, evaluate). The questions are answered in one batched generation. Each gets its own nested run
+with its answer as an artifact, its tokens, and its share of the batch's time (latency_s, tokens_per_s).
+``mlflow.genai.evaluate`` then scores all answers in the stage's run.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ class ExperimentStage(Stage):
         latencies = [a.latency_s for a in answers]
         metrics = {
             "model_load_s": loaded.load_s,
-            "latency_mean_s": statistics.fmean(latencies),
-            "latency_max_s": max(latencies),
+            "latency_mean_s": statistics.fmean(latencies),  # per answer: the batch's time over its answers
+            "generation_s": sum(latencies),
             "tokens_generated_total": float(sum(a.tokens for a in answers)),
             "tokens_per_s": sum(a.tokens for a in answers) / max(sum(latencies), 1e-9),
         }
@@ -81,20 +82,22 @@ class ExperimentStage(Stage):
 
     @staticmethod
     def _answer_all(runtime, questions, progress: bool, prompt_uri: str) -> list:
+        """All questions in one batched generation (greedy answers are the ones each would get alone, about four
+        times faster), then one nested run per question with its answer, tokens and share of the batch's time."""
         import mlflow
         from tqdm.auto import tqdm
 
-        answers = []
-        for index, item in enumerate(tqdm(questions, desc="questions", unit="q", disable=not progress)):
+        with mlflow.start_span("generate_batch") as span:
+            span.set_inputs({"questions": len(questions)})
+            answers = runtime.answer_batch([item.question for item in questions])
+        for index, (item, answer) in enumerate(
+            tqdm(list(zip(questions, answers, strict=True)), desc="questions", unit="q", disable=not progress)
+        ):
             with mlflow.start_run(run_name=f"question-{index + 1:02d}", nested=True):
-                with mlflow.start_span("answer_question") as span:
-                    span.set_inputs({"question": item.question})
-                    answer = runtime.answer(item.question)
-                    span.set_outputs({"answer": answer.text})
                 mlflow.log_params({"question": item.question[:500], "prompt_uri": prompt_uri})
                 mlflow.log_metrics(
                     {
-                        "latency_s": answer.latency_s,
+                        "latency_s": answer.latency_s,  # this answer's share of the batch's generation time
                         "tokens_generated": answer.tokens,
                         "tokens_per_s": answer.tokens_per_s,
                     }
@@ -104,5 +107,4 @@ class ExperimentStage(Stage):
                     {"question": item.question, "answer": answer.text, "expected_facts": list(item.expected_facts)},
                     "qa.json",
                 )
-            answers.append(answer)
         return answers
