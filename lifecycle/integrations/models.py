@@ -18,7 +18,7 @@ import os
 import shutil
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -152,6 +152,7 @@ class LoadedModel:
     folder: Path
     chat_format: str
     load_s: float
+    reused: bool = False  # handed over from an earlier job of this process (a sweep) instead of loaded again
 
 
 def prepare_tokenizer(tokenizer: Any) -> Any:
@@ -181,6 +182,23 @@ def load_model(folder: str | Path, chat_format: str, dtype: str = "float32", thr
     return LoadedModel(model, tokenizer, Path(folder), chat_format, time.perf_counter() - started)
 
 
+_last_loaded: dict[tuple, LoadedModel] = {}  # at most one: the model the previous job of this process loaded
+loads_in_process = 0
+
+
 def load_for_config(model_cfg: DictConfig, cache_dir: str | Path) -> LoadedModel:
+    """The model a config names, loaded once per process: the jobs of a sweep (Hydra's basic launcher runs them in
+    one process) reuse what an earlier job loaded. Only the latest model is kept, so a sweep over models does not
+    pile them up in memory."""
+    global loads_in_process
     folder = resolve_model_folder(model_cfg, cache_dir)
-    return load_model(folder, model_cfg.chat_format.value, model_cfg.dtype.value, model_cfg.threads)
+    key = (str(folder), model_cfg.chat_format.value, model_cfg.dtype.value, model_cfg.threads)
+    if key in _last_loaded:
+        log.info("reusing model %s, loaded by an earlier job of this process", folder.name)
+        return replace(_last_loaded[key], load_s=0.0, reused=True)
+    _last_loaded.clear()
+    loaded = load_model(folder, model_cfg.chat_format.value, model_cfg.dtype.value, model_cfg.threads)
+    _last_loaded[key] = loaded
+    loads_in_process += 1
+    log.info("loaded model %s in %.1f s (loads in this process: %d)", folder.name, loaded.load_s, loads_in_process)
+    return loaded

@@ -36,7 +36,7 @@ class ExperimentStage(Stage):
         cfg, settings = self.cfg, self.cfg.experiment
         with mlflow.start_span("load_model") as span:
             loaded = loaded_model(context)
-            span.set_attributes({"folder": str(loaded.folder), "load_s": loaded.load_s, "model": cfg.model.name})
+            span.set_attributes({"folder": str(loaded.folder), "load_s": loaded.load_s, "reused": loaded.reused})
 
         with mlflow.start_span("register_prompts") as span:
             catalog = list(group_options(cfg, "prompt").values()) if settings.register_all_prompts else []
@@ -51,6 +51,7 @@ class ExperimentStage(Stage):
         mlflow.log_params(
             {"prompt_uri": used.uri, "model_folder": str(loaded.folder), "chat_format": loaded.chat_format}
         )
+        mlflow.set_tag("lifecycle.model_reused", str(loaded.reused).lower())
         with mlflow.start_span("answer_questions") as span:
             answers = self._answer_all(runtime, cfg.eval.questions, settings.progress_bar, used.uri)
             span.set_outputs({a.question: a.text for a in answers})
