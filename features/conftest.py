@@ -7,6 +7,7 @@ temporary data directory, with the real offline model. The converted model folde
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shlex
@@ -69,7 +70,11 @@ class Workspace:
         ours = [f"data_dir={self.data_dir}", "experiment.progress_bar=false"]
         if self.model_cache:
             ours.append(f"paths.model_cache={self.model_cache}")
-        return [sys.executable, "main.py", *ours, *words[2:]]  # before the user's words: flags such as --cfg last
+        user = words[2:]
+        leading = list(itertools.takewhile(lambda word: word.startswith("-"), user))
+        # a leading flag (-m) stays first, as argparse wants; ours come before the user's overrides, so that
+        # trailing flags (--cfg job) stay last
+        return [sys.executable, "main.py", *leading, *ours, *user[len(leading) :]]
 
     def run(
         self, command: str, env: dict[str, str] | None = None, timeout: float = 900, unset: tuple[str, ...] = ()

@@ -16,9 +16,15 @@ def quiet_libraries() -> None:
 
 
 def execute(cfg: DictConfig) -> int:
+    """Run, print the summary, exit 1 on failure. A job of a sweep returns 1 instead: Hydra's sweeper re-raises
+    a job's exception once its batch is done, which would end the sweep before its summary. The failure is in the
+    job's MLflow run, and the sweep exits 1 at its end."""
+    from lifecycle.sweep import current_job
+
     quiet_libraries()
-    report = runner.run(cfg)
+    job = current_job()
+    report = runner.run(cfg, sweep=job)
     print(redact_text(summary.render(report, ui_port=cfg.serve.tracking_port)), flush=True)
-    if report.failed:
+    if report.failed and job is None:
         raise SystemExit(1)
-    return 0
+    return 1 if report.failed else 0

@@ -168,6 +168,12 @@ class ExportConfig:
 
 
 @dataclass
+class SweepSettings:
+    rank_by: list[str] = MISSING  # metric names, the first is the main score; "-name": lower is better
+    best_alias: str = MISSING
+
+
+@dataclass
 class Config:
     data_dir: str = MISSING
     experiment_name: str = MISSING
@@ -183,6 +189,7 @@ class Config:
     deploy: DeploySettings = field(default_factory=DeploySettings)
     serve: ServeSettings = field(default_factory=ServeSettings)
     export: ExportConfig = field(default_factory=ExportConfig)
+    sweep: SweepSettings = field(default_factory=SweepSettings)
 
 
 def _abspath(path: str) -> str:

@@ -12,11 +12,15 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
 from lifecycle.registry import StageRegistry
 from lifecycle.stage import Stage, StageContext, StageError, StageResult
+
+if TYPE_CHECKING:
+    from lifecycle.sweep import SweepJob
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +68,11 @@ def _record(result: StageResult, context: StageContext, report: LifecycleReport)
     return result.error is None
 
 
-def run(cfg: DictConfig, registry: StageRegistry | None = None) -> LifecycleReport:
+def run(cfg: DictConfig, registry: StageRegistry | None = None, sweep: SweepJob | None = None) -> LifecycleReport:
+    """Run ``cfg.mode``'s stages. As a job of a sweep (``sweep`` given), the runs hang below the sweep's run, a
+    failure before any stage ran is recorded as a failed run too (the sweep's summary lists every job), and each
+    run gets the job's wall time."""
+    started = time.perf_counter()
     report = LifecycleReport(mode=cfg.mode.name)
     try:
         stages = build_stages(cfg, registry)
@@ -72,6 +80,8 @@ def run(cfg: DictConfig, registry: StageRegistry | None = None) -> LifecycleRepo
             stage.preflight()
     except StageError as exc:
         report.error = str(exc)
+        if sweep:
+            _record_early_failure(cfg, sweep, report, started)
         return report
 
     context = StageContext(cfg=cfg)
@@ -82,7 +92,7 @@ def run(cfg: DictConfig, registry: StageRegistry | None = None) -> LifecycleRepo
     from lifecycle.integrations import tracking
 
     try:
-        session = tracking.open_session(cfg)
+        session = tracking.open_session(cfg, sweep)
     except StageError as exc:
         report.error = str(exc)
         return report
@@ -98,7 +108,23 @@ def run(cfg: DictConfig, registry: StageRegistry | None = None) -> LifecycleRepo
             if not _record(result, context, report):
                 break
         session.finish_parent(report)
+    if sweep:
+        session.record_job_time(report, time.perf_counter() - started)
     return report
+
+
+def _record_early_failure(cfg: DictConfig, sweep: SweepJob, report: LifecycleReport, started: float) -> None:
+    """A sweep job that failed before its first stage still gets a (failed) run, so the summary can show why."""
+    from lifecycle.integrations import tracking
+
+    session = tracking.open_session(cfg, sweep)
+    name = cfg.mode.stages[0] if cfg.mode.stages else cfg.mode.name
+    with session.stage_run(name) as stage_run:
+        result = StageResult(stage=name, status="failed", error=report.error)
+        result.run_id = stage_run.run_id
+        stage_run.finish(result)
+    report.results.append(result)
+    session.record_job_time(report, time.perf_counter() - started)
 
 
 def _run_untracked(stages: list[Stage], context: StageContext, report: LifecycleReport) -> None:

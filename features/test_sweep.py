@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import mlflow
+from pytest_bdd import given, parsers, scenarios, then, when
+
+from .conftest import Invocation, Workspace
+
+scenarios("sweep.feature")
+
+SCORES = {"fact_agreement/mean", "answer_relevance/mean", "non_empty/mean", "within_length/mean"}
+
+
+def sweep_run(workspace: Workspace):
+    (run,) = workspace.runs("tags.`lifecycle.mode` = 'sweep'")
+    return run
+
+
+def summary_table(workspace: Workspace) -> list[dict]:
+    run = sweep_run(workspace)
+    table = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/sweep/summary.json")
+    return [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+
+
+@given(parsers.parse('an extra prompt template "{name}" without {{{{question}}}}'), target_fixture="extra_conf")
+def extra_template(tmp_path, name) -> Path:
+    folder = tmp_path / "extra_conf"
+    (folder / "prompt").mkdir(parents=True)
+    (folder / "prompt" / f"{name}.yaml").write_text(
+        f"name: qa-{name}\ndescription: A template that forgot the question.\ntemplate: Answer briefly.\n"
+    )
+    return folder
+
+
+@when(parsers.parse('I sweep "{command}"'), target_fixture="invocation")
+def sweep(workspace: Workspace, command) -> Invocation:
+    return workspace.run(command)
+
+
+@when(parsers.parse('I sweep "{command}" with the extra templates'), target_fixture="invocation")
+def sweep_with_extra(workspace: Workspace, extra_conf: Path, command) -> Invocation:
+    return workspace.run(f"{command} hydra.searchpath=[file://{extra_conf}]")
+
+
+@then(parsers.parse("the sweep's run has {count:d} child runs, one per template, with the same scores logged"))
+def one_child_per_template(workspace: Workspace, count):
+    parent = sweep_run(workspace)
+    children = workspace.child_runs(parent)
+    assert len(children) == count, [c.info.run_name for c in children]
+    assert {c.data.params["prompt"] for c in children} == {"qa-concise", "qa-detailed", "qa-step-by-step"}
+    assert all(set(c.data.metrics) >= SCORES for c in children)
+    assert {c.data.tags["lifecycle.sweep_id"] for c in children} == {parent.data.tags["lifecycle.sweep_id"]}
+    assert sorted(c.data.tags["lifecycle.sweep_job"] for c in children) == ["0", "1", "2"]
+
+
+@then("the sweep's run holds the summary table and the chart")
+def summary_and_chart(workspace: Workspace):
+    run = sweep_run(workspace)
+    names = {a.path for a in workspace.client().list_artifacts(run.info.run_id, "sweep")}
+    assert names == {"sweep/summary.json", "sweep/summary.txt", "sweep/scores.png"}, names
+    chart = Path(mlflow.artifacts.download_artifacts(f"{run.info.artifact_uri}/sweep/scores.png"))
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = summary_table(workspace)
+    assert len(rows) == 3 and all(row["status"] == "completed" for row in rows)
+    assert [row["rank"] for row in rows] == [1, 2, 3]
+
+
+@then(parsers.parse('the output names the best template and its prompt version gets the alias "{alias}"'))
+def best_alias(workspace: Workspace, invocation: Invocation, alias):
+    match = re.search(rf"prompt alias '{alias}' -> prompts:/([\w-]+)/(\d+)", invocation.output)
+    assert match, invocation.explain()
+    name, version = match.groups()
+    workspace.client()  # points the registry at this workspace
+    assert str(mlflow.genai.load_prompt(f"prompts:/{name}@{alias}").version) == version
+    best = summary_table(workspace)[0]
+    assert best["prompt"] == name and f"best: job {best['job']} ({best['label']})" in invocation.output
+
+
+@then(parsers.parse("the model was loaded once and reused by the other {count:d} jobs"))
+def loaded_once(workspace: Workspace, invocation: Invocation, count):
+    assert invocation.output.count("(loads in this process: 1)") == 1, invocation.explain()
+    assert "loads in this process: 2" not in invocation.output
+    assert invocation.output.count("loaded by an earlier job of this process") == count
+    reused = sorted(c.data.tags["lifecycle.model_reused"] for c in workspace.child_runs(sweep_run(workspace)))
+    assert reused == ["false"] + ["true"] * count
+
+
+@then(parsers.parse('the summary marks job "{label}" failed with "{message}"'))
+def failed_job(workspace: Workspace, label, message):
+    (row,) = [row for row in summary_table(workspace) if row["label"] == label]
+    assert row["status"] == "failed" and message in row["error"], row
+
+
+@then(parsers.parse("the other {count:d} jobs completed with their scores"))
+def others_completed(workspace: Workspace, count):
+    done = [row for row in summary_table(workspace) if row["status"] == "completed"]
+    assert len(done) == count and all(row["fact_agreement/mean"] is not None for row in done), done
