@@ -70,7 +70,6 @@ class Bundle:
     model_bytes: int
     total_bytes: int
     quality: dict | None = None
-    lines: list[str] = field(default_factory=list)
 
 
 def folder_bytes(folder: Path) -> int:
@@ -161,9 +160,7 @@ def _prepare(output_dir: Path) -> Path:
 def write(settings: ExportSettings) -> Bundle:
     started = time.perf_counter()
     output_dir = settings.output_dir.resolve()
-    spec = resolve(settings.model_uri)
-    if spec.chat_format is None:  # a plain folder without serving.json: decide now, as the server would
-        spec.chat_format = "chat_template" if _has_chat_template(spec.folder) else "plain"
+    spec = resolve(settings.model_uri)  # a plain folder's chat format stays unset: the server decides, as it does
     partial = _prepare(output_dir)
     try:
         _copy_model(spec.folder, partial / "model", settings.dtype)
@@ -194,10 +191,3 @@ def _readable(bundle: Path) -> None:
     """Files 0644 (scripts 0755), folders 0755: the image copies modes, and its user is not the files' owner."""
     for path in [bundle, *bundle.rglob("*")]:
         path.chmod(0o755 if path.is_dir() or path.suffix == ".sh" else 0o644)
-
-
-def _has_chat_template(folder: Path) -> bool:
-    config = folder / "tokenizer_config.json"
-    return (folder / "chat_template.jinja").exists() or (
-        config.exists() and "chat_template" in json.loads(config.read_text())
-    )

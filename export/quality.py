@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 QUESTIONS = (
@@ -24,11 +25,11 @@ GREEDY = {"max_new_tokens": MAX_NEW_TOKENS, "temperature": 0.0, "top_p": 1.0, "r
 
 def _generate(folder: Path, spec, dtype: str, questions: list[str]) -> tuple[list[list[int]], float]:
     """(answers as token ids, batched tokens/s) for ``questions`` with the model in ``folder`` loaded as ``dtype``."""
-    from lifecycle.integrations.models import load_model
     from serving.decoding import DecodeBatch, eos_token_ids
+    from serving.loader import load
     from serving.prompting import Prompter
 
-    loaded = load_model(folder, spec.chat_format, dtype, spec.threads)
+    loaded = load(replace(spec, folder=folder, dtype=dtype))
     prompter = Prompter(loaded, spec.system, spec.template, spec.max_input_tokens)
     batch = DecodeBatch(loaded.model, loaded.tokenizer.pad_token_id, eos_token_ids(loaded))
     sequences = [prompter.sequence(prompter.render(q), GREEDY) for q in ["Hello", *questions]]

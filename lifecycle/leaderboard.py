@@ -66,7 +66,8 @@ def score_names(rows: Sequence[Row], rank_by: Sequence[str]) -> list[str]:
 
 def columns(ranked: Sequence[Row], rank_by: Sequence[str]) -> dict[str, list]:
     """The table as columns (MLflow's log_table format)."""
-    metrics = [*score_names(ranked, rank_by), *(m for m in SHOWN if m not in score_names(ranked, rank_by))]
+    scores = score_names(ranked, rank_by)
+    metrics = [*scores, *(m for m in SHOWN if m not in scores)]
     table: dict[str, list] = {"rank": [], "job": [], "label": [], "prompt": [], "version": [], "status": []}
     table.update({metric: [] for metric in metrics})
     table["error"] = []

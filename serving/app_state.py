@@ -46,14 +46,11 @@ class ServingState:
         return self.batcher is not None
 
     def _load_blocking(self) -> tuple[Any, Any, Prompter, DecodeBatch]:
-        from lifecycle.integrations.models import load_model
         from serving.decoding import DecodeBatch, eos_token_ids
-        from serving.loader import resolve
+        from serving.loader import load, resolve
 
         spec = resolve(self.settings.model_uri)
-        loaded = load_model(spec.folder, spec.chat_format or "plain", spec.dtype, spec.threads)
-        if spec.chat_format is None and loaded.tokenizer.chat_template:
-            loaded.chat_format = "chat_template"
+        loaded = load(spec)
         prompter = Prompter(loaded, spec.system, spec.template, spec.max_input_tokens)
         batch = DecodeBatch(loaded.model, loaded.tokenizer.pad_token_id, eos_token_ids(loaded))
         warm_up(batch, prompter)

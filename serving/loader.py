@@ -61,6 +61,17 @@ def _from_config(folder: Path, config: dict, **info) -> ServingSpec:
     )
 
 
+def load(spec: ServingSpec):
+    """The model and tokenizer of ``spec``. Without a chat format in its settings, the tokenizer decides: its chat
+    template when it has one, a plain prompt otherwise."""
+    from lifecycle.integrations.models import load_model
+
+    loaded = load_model(spec.folder, spec.chat_format or "plain", spec.dtype, spec.threads)
+    if spec.chat_format is None and loaded.tokenizer.chat_template:
+        loaded.chat_format = "chat_template"
+    return loaded
+
+
 def from_pyfunc_dir(root: Path, **info) -> ServingSpec:
     mlmodel = yaml.safe_load((root / "MLmodel").read_text())
     pyfunc = mlmodel.get("flavors", {}).get("python_function", {})
