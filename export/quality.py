@@ -25,21 +25,17 @@ GREEDY = {"max_new_tokens": MAX_NEW_TOKENS, "temperature": 0.0, "top_p": 1.0, "r
 
 def _generate(folder: Path, spec, dtype: str, questions: list[str]) -> tuple[list[list[int]], float]:
     """(answers as token ids, batched tokens/s) for ``questions`` with the model in ``folder`` loaded as ``dtype``."""
-    from serving.decoding import DecodeBatch, eos_token_ids
+    from serving.decoding import DecodeBatch
     from serving.loader import load
     from serving.prompting import Prompter
 
     loaded = load(replace(spec, folder=folder, dtype=dtype))
-    prompter = Prompter(loaded, spec.system, spec.template, spec.max_input_tokens)
-    batch = DecodeBatch(loaded.model, loaded.tokenizer.pad_token_id, eos_token_ids(loaded))
+    prompter = Prompter.for_spec(loaded, spec)
+    batch = DecodeBatch.for_model(loaded)
     sequences = [prompter.sequence(prompter.render(q), GREEDY) for q in ["Hello", *questions]]
-    batch.admit(sequences[:1])  # warm-up, untimed
-    while len(batch):
-        batch.step()
+    batch.run(sequences[:1])  # warm-up, untimed
     started = time.perf_counter()
-    batch.admit(sequences[1:])
-    while len(batch):
-        batch.step()
+    batch.run(sequences[1:])
     elapsed = time.perf_counter() - started
     answers = [s.tokens for s in sequences[1:]]
     return answers, sum(map(len, answers)) / elapsed

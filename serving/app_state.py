@@ -46,13 +46,13 @@ class ServingState:
         return self.batcher is not None
 
     def _load_blocking(self) -> tuple[Any, Any, Prompter, DecodeBatch]:
-        from serving.decoding import DecodeBatch, eos_token_ids
+        from serving.decoding import DecodeBatch
         from serving.loader import load, resolve
 
         spec = resolve(self.settings.model_uri)
         loaded = load(spec)
-        prompter = Prompter(loaded, spec.system, spec.template, spec.max_input_tokens)
-        batch = DecodeBatch(loaded.model, loaded.tokenizer.pad_token_id, eos_token_ids(loaded))
+        prompter = Prompter.for_spec(loaded, spec)
+        batch = DecodeBatch.for_model(loaded)
         warm_up(batch, prompter)
         return spec, loaded, prompter, batch
 
@@ -78,9 +78,7 @@ def warm_up(batch: DecodeBatch, prompter: Prompter) -> None:
     model can be batched this way."""
     if len(prefix := prompter.shared_prefix()) >= MIN_SHARED_PREFIX:
         batch.share_prefix(prefix)
-    batch.admit([prompter.sequence(prompter.render("Hello"), {**WARM_UP, "max_new_tokens": 2})])
-    while len(batch):
-        batch.step()
+    batch.run([prompter.sequence(prompter.render("Hello"), {**WARM_UP, "max_new_tokens": 2})])
 
 
 MIN_SHARED_PREFIX = 4  # tokens; a shorter shared prefix saves less than its bookkeeping costs

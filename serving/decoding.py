@@ -106,8 +106,20 @@ class DecodeBatch:
         self.prefix_ids: list[int] = []  # a prompt prefix shared by most requests (system message, chat markup)
         self.prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
 
+    @classmethod
+    def for_model(cls, loaded) -> DecodeBatch:
+        """An empty batch for a loaded model (``lifecycle.integrations.models.LoadedModel``): its padding and
+        end-of-answer tokens from its tokenizer and generation config."""
+        return cls(loaded.model, loaded.tokenizer.pad_token_id, eos_token_ids(loaded))
+
     def __len__(self) -> int:
         return len(self.rows)
+
+    def run(self, sequences: list[Sequence]) -> None:
+        """Admit ``sequences`` and decode until every row has finished (no engine: warm-up and measurements)."""
+        self.admit(sequences)
+        while self.rows:
+            self.step()
 
     @torch.inference_mode()
     def share_prefix(self, ids: list[int]) -> None:

@@ -39,6 +39,11 @@ class Prompter:
         self.max_input_tokens = max_input_tokens
         self.context = context_window(loaded.model.config)
 
+    @classmethod
+    def for_spec(cls, loaded: Any, spec: Any) -> Prompter:
+        """The prompter a ``serving.loader.ServingSpec`` describes (system message, template, input limit)."""
+        return cls(loaded, spec.system, spec.template, spec.max_input_tokens)
+
     def render(self, question: str, template: str | None = None) -> str:
         """The question in the model's format, with the model's template unless another is given."""
         return render(self.tokenizer, self.chat_format, self.system, template or self.template, question)
