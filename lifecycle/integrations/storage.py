@@ -25,14 +25,12 @@ from lifecycle.stage import StageError
 KEY_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 TIMEOUTS = Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"})
 PROBE = ".lifecycle-write-check"
+MISSING_BUCKET = ("NoSuchBucket", "404", "NotFound")  # the codes S3 servers answer for a bucket that does not exist
 CAUSES = {  # error code -> what went wrong, in words a user can act on
     "InvalidAccessKeyId": "the access key in AWS_ACCESS_KEY_ID is not known there",
     "SignatureDoesNotMatch": "AWS_SECRET_ACCESS_KEY does not match the access key (wrong secret)",
-    "NoSuchBucket": "bucket {bucket!r} does not exist; create it, or set storage.create_bucket=true",
-    "404": "bucket {bucket!r} does not exist; create it, or set storage.create_bucket=true",
-    "NotFound": "bucket {bucket!r} does not exist; create it, or set storage.create_bucket=true",
-    "AccessDenied": "these credentials may not read and write s3://{bucket}/{prefix}",
-    "403": "these credentials may not read and write s3://{bucket}/{prefix}",
+    **dict.fromkeys(MISSING_BUCKET, "bucket {bucket!r} does not exist; create it, or set storage.create_bucket=true"),
+    **dict.fromkeys(("AccessDenied", "403"), "these credentials may not read and write s3://{bucket}/{prefix}"),
 }
 
 
@@ -59,6 +57,10 @@ def client(storage: Any):
     )
 
 
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
 def explain(exc: Exception, storage: Any) -> str:
     """One sentence for a boto3 failure: the endpoint and what went wrong."""
     where = f"S3 endpoint {_where(storage)}"
@@ -67,7 +69,7 @@ def explain(exc: Exception, storage: Any) -> str:
     if isinstance(exc, NoCredentialsError):
         return f"no credentials for the {where}: export {' and '.join(KEY_VARS)}"
     if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
+        code = _code(exc)
         cause = CAUSES.get(code, f"{code}: {exc.response.get('Error', {}).get('Message', exc)}")
         return f"{where}: " + cause.format(bucket=storage.bucket, prefix=storage.prefix)
     return f"{where}: {type(exc).__name__}: {exc}"
@@ -77,8 +79,7 @@ def _ensure_bucket(s3, storage: Any) -> None:
     try:
         s3.list_objects_v2(Bucket=storage.bucket, Prefix=storage.prefix, MaxKeys=1)
     except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code not in {"NoSuchBucket", "404", "NotFound"} or not storage.create_bucket:
+        if _code(exc) not in MISSING_BUCKET or not storage.create_bucket:
             raise
         s3.create_bucket(Bucket=storage.bucket)
 
