@@ -87,6 +87,11 @@ class Stats:
     generate_s: float = 0.0  # model time in all: prefills and decoding steps
     batch_sizes: Counter = field(default_factory=Counter)  # decoding steps by the number of rows in them
 
+    @property
+    def tokens_per_s(self) -> float:
+        """Generated tokens per second of model time."""
+        return self.tokens / self.generate_s if self.generate_s else 0.0
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
@@ -99,7 +104,7 @@ class Stats:
             "tokens_generated": self.tokens,
             "prefill_s": round(self.prefill_s, 3),
             "generate_s": round(self.generate_s, 3),
-            "tokens_per_s": self.tokens / self.generate_s if self.generate_s else 0.0,
+            "tokens_per_s": self.tokens_per_s,
             "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
             "max_batch_size_seen": max(self.batch_sizes, default=0),
         }

@@ -59,7 +59,6 @@ class Metrics:
         for size, count in (stats.batch_sizes if stats else {}).items():
             batch_sizes.observe(size, count)
         lines += ["# TYPE serving_batch_size histogram", *batch_sizes.lines("serving_batch_size")]
-        tokens_per_s = stats.tokens / stats.generate_s if stats and stats.generate_s else 0.0
         for name, kind, value in (
             ("serving_queue_depth", "gauge", queue_depth),
             ("serving_running_requests", "gauge", stats.running if stats else 0),
@@ -67,7 +66,7 @@ class Metrics:
             ("serving_rejected_total", "counter", stats.rejected if stats else 0),
             ("serving_abandoned_total", "counter", stats.abandoned if stats else 0),
             ("serving_tokens_generated_total", "counter", stats.tokens if stats else 0),
-            ("serving_generation_tokens_per_second", "gauge", round(tokens_per_s, 3)),
+            ("serving_generation_tokens_per_second", "gauge", round(stats.tokens_per_s, 3) if stats else 0.0),
         ):
             lines += [f"# TYPE {name} {kind}", f"{name} {value}"]
         return "\n".join(lines) + "\n"
