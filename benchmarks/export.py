@@ -38,16 +38,12 @@ from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from lifecycle.ports import free_port  # noqa: E402 - after the project root is importable
+from export import podman  # noqa: E402 - after the project root is importable
+from export.bundle import ExportSettings, folder_bytes, write  # noqa: E402
+from lifecycle.ports import free_port  # noqa: E402
 
 SIMPLE = "https://pypi.org/simple/{name}/"
-BASE_IMAGE = "localhost/lifecycle-python:bookworm"
-PODMAN = ["podman", "--runtime", "runc"]
 MB = 1e6
-
-
-def du(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 # ---- what MLflow's Dockerfile installs ----
@@ -174,13 +170,11 @@ def run(command: list[str], **kw) -> subprocess.CompletedProcess:
 
 
 def build_and_start(bundle: Path) -> dict:
-    if not shutil.which("podman") or run([*PODMAN, "image", "exists", BASE_IMAGE]).returncode:
-        return {"skipped": "podman or the base image is missing: run `make test-tools`"}
+    if reason := podman.unavailable():
+        return {"skipped": f"{reason}: run `make test-tools`"}
     tag = f"lifecycle-export-bench:{os.getpid()}"
     name = f"lifecycle-export-bench-{os.getpid()}"
-    env = {**os.environ, "CONTAINER_ENGINE": " ".join(PODMAN), "BASE_IMAGE": BASE_IMAGE, "IMAGE": tag, "NAME": name}
-    env["BUILD_FLAGS"] = "--isolation chroot --format docker"
-    env["RUN_FLAGS"] = "--ulimit nofile=20000:20000 --ulimit nproc=4096:4096"
+    env = {**os.environ, **podman.script_env(tag, name)}
     port = free_port()
     try:
         started = time.perf_counter()
@@ -188,7 +182,7 @@ def build_and_start(bundle: Path) -> dict:
         if built.returncode:
             return {"skipped": f"build failed: {built.stderr[-500:]}"}
         build_s = time.perf_counter() - started
-        size = int(run([*PODMAN, "image", "inspect", "--format", "{{.Size}}", tag]).stdout.strip())
+        size = int(podman.podman("image", "inspect", "--format", "{{.Size}}", tag).stdout.strip())
         started = time.perf_counter()
         run(["bash", str(bundle / "run.sh")], env={**env, "PORT": str(port)}, check=True)
         while time.perf_counter() - started < 300:
@@ -201,8 +195,7 @@ def build_and_start(bundle: Path) -> dict:
         checked = run(["bash", str(bundle / "test.sh")], env={**os.environ, "PORT": str(port)})
         return {"image": size, "build_s": build_s, "ready_s": ready_s, "test_sh": checked.returncode == 0}
     finally:
-        run([*PODMAN, "rm", "--force", name])
-        run([*PODMAN, "rmi", "--force", tag])
+        podman.remove(tag, name)
 
 
 def main() -> None:
@@ -211,8 +204,6 @@ def main() -> None:
     parser.add_argument("--model-uri", default="models:/langchain-e2e-model@champion")
     args = parser.parse_args()
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(args.data_dir).resolve()}/mlflow.db"
-
-    from export.bundle import ExportSettings, write
 
     work = Path(tempfile.mkdtemp(prefix="export-bench-"))
     try:
@@ -231,16 +222,16 @@ def main() -> None:
 
 
 def report(bundle, ours: dict, context: Path, theirs: dict) -> None:
-    wheels = du(bundle.path / "wheels")
+    wheels = folder_bytes(bundle.path / "wheels")
     installs = sum(size for _, size, _ in theirs.values())
     print(f"\nexport of {bundle.spec.source_uri} (float32, vendored wheels)\n")
     print(f"{'':<58} {'MB':>8}")
-    print(f"{'this bundle (build context, all)':<58} {du(bundle.path) / MB:>8.0f}")
+    print(f"{'this bundle (build context, all)':<58} {folder_bytes(bundle.path) / MB:>8.0f}")
     print(f"{'  of which the model':<58} {bundle.model_bytes / MB:>8.0f}")
     print(f"{'  of which the wheels':<58} {wheels / MB:>8.0f}")
     if "image" in ours:
         print(f"{'this image (podman image inspect)':<58} {ours['image'] / MB:>8.0f}")
-    print(f"{'mlflow models generate-dockerfile context':<58} {du(context) / MB:>8.0f}")
+    print(f"{'mlflow models generate-dockerfile context':<58} {folder_bytes(context) / MB:>8.0f}")
     print(f"{'what its Dockerfile installs (pip, lower bound)':<58} {installs / MB:>8.0f}")
     biggest = sorted(theirs.items(), key=lambda kv: -kv[1][1])[:6]
     for name, (version, size, how) in biggest:
@@ -249,7 +240,7 @@ def report(bundle, ours: dict, context: Path, theirs: dict) -> None:
     if "--no-cache-dir" not in (context / "Dockerfile").read_text():
         print("  (its pip commands also keep their download cache in the image; not counted here)")
     if "image" in ours:
-        ratio = ours["image"] / (installs + du(context))
+        ratio = ours["image"] / (installs + folder_bytes(context))
         verdict = "met" if ratio <= 0.5 else "NOT met"
         print(f"\nthis image / (MLflow's installs + its context): {ratio:.2f} (target <= 0.50: {verdict})")
         print(

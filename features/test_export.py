@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 import uuid
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 from pytest_bdd import given, parsers, scenarios, then, when
 
+from export import podman
 from serving import manifest
 
 from .conftest import ROOT, Invocation, Workspace, free_port, launch
@@ -21,10 +21,6 @@ scenarios("export.feature")
 
 BUNDLE_FILES = ("Dockerfile", ".dockerignore", "requirements.txt", "build.sh", "run.sh", "test.sh", "README.md")
 WHEELHOUSE = ROOT / ".venv" / "wheelhouse"  # filled by `make test-tools`, so the export needs no network
-BASE_IMAGE = "localhost/lifecycle-python:bookworm"  # built by scripts/container-tools.sh
-PODMAN = "podman --runtime runc"  # crun fails on this kernel's cgroups
-BUILD_FLAGS = "--isolation chroot --format docker"  # no user namespaces here; HEALTHCHECK needs the docker format
-RUN_FLAGS = "--ulimit nofile=20000:20000 --ulimit nproc=4096:4096"
 
 
 @dataclass
@@ -204,16 +200,11 @@ def database_kept(workspace: Workspace):
     assert (workspace.data_dir / "mlflow.db").exists()
 
 
-def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([*PODMAN.split(), *args], capture_output=True, text=True, check=check)
-
-
 @given("podman with runc and a locally built Python base image")
 def container_tooling():
-    missing = [tool for tool in ("podman", "runc") if not shutil.which(tool)]
-    if missing or podman("image", "exists", BASE_IMAGE, check=False).returncode != 0:
+    if reason := podman.unavailable():
         pytest.skip(
-            f"container tooling unavailable ({', '.join(missing) or 'no base image ' + BASE_IMAGE}): "
+            f"container tooling unavailable ({reason}): "
             "`make test-tools` installs it (scripts/container-tools.sh; needs root and Debian's package repository)"
         )
 
@@ -225,9 +216,7 @@ def container_tooling():
 def build_and_run(bundle: Path):
     tag = uuid.uuid4().hex[:8]
     names = {"IMAGE": f"lifecycle-export-test:{tag}", "NAME": f"lifecycle-export-test-{tag}"}
-    env = bare_env(
-        CONTAINER_ENGINE=PODMAN, BASE_IMAGE=BASE_IMAGE, BUILD_FLAGS=BUILD_FLAGS, RUN_FLAGS=RUN_FLAGS, **names
-    )
+    env = bare_env(**podman.script_env(names["IMAGE"], names["NAME"]))
     port = free_port()
     try:
         for script, extra in (("build.sh", {}), ("run.sh", {"PORT": str(port)})):
@@ -237,20 +226,19 @@ def build_and_run(bundle: Path):
             assert result.returncode == 0, f"{script}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         yield {"port": port, **names}
     finally:
-        podman("rm", "--force", names["NAME"], check=False)
-        podman("rmi", "--force", names["IMAGE"], check=False)
+        podman.remove(names["IMAGE"], names["NAME"])
 
 
 @then("the bundle's test.sh passes against the container over HTTP")
 def container_test_sh(bundle: Path, container):
     result = run_test_sh(bundle, container["port"])
-    logs = podman("logs", container["NAME"], check=False)
+    logs = podman.podman("logs", container["NAME"], check=False)
     assert result.returncode == 0 and "PASS" in result.stdout, result.stdout + result.stderr + logs.stdout[-3000:]
 
 
 @then("the container runs as a non-root user")
 def non_root(container):
-    uid = podman("exec", container["NAME"], "id", "-u").stdout.strip()
+    uid = podman.podman("exec", container["NAME"], "id", "-u").stdout.strip()
     assert uid.isdigit() and uid != "0", uid
-    configured = podman("image", "inspect", "--format", "{{.Config.User}}", container["IMAGE"]).stdout.strip()
+    configured = podman.podman("image", "inspect", "--format", "{{.Config.User}}", container["IMAGE"]).stdout.strip()
     assert configured and not configured.startswith(("0", "root")), configured
