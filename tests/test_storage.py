@@ -3,6 +3,9 @@ fails in seconds with a message that names the endpoint and the cause, before an
 
 from __future__ import annotations
 
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import pytest
 
 from lifecycle.integrations import storage
@@ -60,6 +63,40 @@ def test_an_unreachable_endpoint_says_so(s3_cfg):
     closed = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(StageError, match=f"cannot reach the S3 endpoint {closed}: is the server running"):
         storage.check(s3_cfg(f"storage.endpoint_url={closed}"))
+
+
+class FailingStore(BaseHTTPRequestHandler):
+    """An S3 endpoint that answers every request 500 InternalError, as SeaweedFS does on a nearly full disk."""
+
+    BODY = b"<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>"
+
+    def _fail(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(500)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(self.BODY)))
+        self.end_headers()
+        self.wfile.write(self.BODY)
+
+    do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _fail
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+
+@pytest.fixture
+def failing_endpoint():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FailingStore)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_failing_server_is_named_as_the_cause(s3_cfg, failing_endpoint):
+    with pytest.raises(StageError) as error:
+        storage.check(s3_cfg(f"storage.endpoint_url={failing_endpoint}"))
+    assert f"S3 endpoint {failing_endpoint}: the server itself failed (InternalError); see its log" in str(error.value)
 
 
 def test_missing_credentials_say_which_variable(s3_cfg, monkeypatch):

@@ -3,7 +3,7 @@
 ``check(storage)`` takes seconds and runs before any MLflow run is opened or any model is loaded. It reaches the
 endpoint, authenticates, finds the bucket (creating it when ``storage.create_bucket`` is true), then writes and
 deletes one small probe object under the prefix. Each failure is a StageError that names the endpoint and says what
-went wrong: unreachable, unknown access key, wrong secret, missing bucket, or no permission.
+went wrong: unreachable, unknown access key, wrong secret, missing bucket, no permission, or a server that fails.
 
 Credentials come only from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optionally AWS_SESSION_TOKEN),
 never from the config. ``use_for_mlflow(storage)`` exports MLFLOW_S3_ENDPOINT_URL and AWS_DEFAULT_REGION, which
@@ -26,11 +26,17 @@ KEY_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 TIMEOUTS = Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"})
 PROBE = ".lifecycle-write-check"
 MISSING_BUCKET = ("NoSuchBucket", "404", "NotFound")  # the codes S3 servers answer for a bucket that does not exist
+SERVER_FAULTS = ("InternalError", "ServiceUnavailable", "500", "503")  # the store is failing, not the request
 CAUSES = {  # error code -> what went wrong, in words a user can act on
     "InvalidAccessKeyId": "the access key in AWS_ACCESS_KEY_ID is not known there",
     "SignatureDoesNotMatch": "AWS_SECRET_ACCESS_KEY does not match the access key (wrong secret)",
     **dict.fromkeys(MISSING_BUCKET, "bucket {bucket!r} does not exist; create it, or set storage.create_bucket=true"),
     **dict.fromkeys(("AccessDenied", "403"), "these credentials may not read and write s3://{bucket}/{prefix}"),
+    **dict.fromkeys(
+        SERVER_FAULTS,
+        "the server itself failed ({code}); see its log. A local SeaweedFS (`make s3`) refuses every write once "
+        "its disk has less than 1% free",
+    ),
 }
 
 
@@ -71,7 +77,7 @@ def explain(exc: Exception, storage: Any) -> str:
     if isinstance(exc, ClientError):
         code = _code(exc)
         cause = CAUSES.get(code, f"{code}: {exc.response.get('Error', {}).get('Message', exc)}")
-        return f"{where}: " + cause.format(bucket=storage.bucket, prefix=storage.prefix)
+        return f"{where}: " + cause.format(bucket=storage.bucket, prefix=storage.prefix, code=code)
     return f"{where}: {type(exc).__name__}: {exc}"
 
 
