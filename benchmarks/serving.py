@@ -103,12 +103,13 @@ def main() -> None:
     env.pop("MLFLOW_REGISTRY_URI", None)
 
     sys.path.insert(0, str(ROOT))
-    from serving.loader import resolve
+    from serving.loader import resolved
 
     os.environ["MLFLOW_TRACKING_URI"] = tracking
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve(MODEL_URI).folder)
+    with resolved(MODEL_URI) as spec:
+        tokenizer = AutoTokenizer.from_pretrained(spec.folder)
 
     def count_tokens(text: str) -> int:
         return len(tokenizer.encode(text, add_special_tokens=False))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from export import quality, requirements, templates
 from serving import manifest
-from serving.loader import SERVING_JSON, ServingSpec, resolve
+from serving.loader import SERVING_JSON, ServingSpec, resolved
 
 log = logging.getLogger(__name__)
 
@@ -157,31 +157,35 @@ def _prepare(output_dir: Path) -> Path:
     return partial
 
 
+def _fill(partial: Path, spec: ServingSpec, settings: ExportSettings) -> tuple[str, dict | None]:
+    """Everything the bundle holds, into ``partial``; returns the image name and the bf16 measurement, if any."""
+    _copy_model(spec.folder, partial / "model", settings.dtype)
+    (partial / "model" / SERVING_JSON).write_text(json.dumps(_serving_json(spec, settings.dtype), indent=2) + "\n")
+    manifest.write(partial / "model")
+    _copy_app(partial / "app")
+    (partial / "requirements.txt").write_text("\n".join(requirements.lines()) + "\n")
+    if settings.vendor_wheels:
+        _vendor_wheels(partial, settings.wheelhouse)
+    measured = quality.compare(spec, partial / "model", settings.questions) if settings.dtype == BF16 else None
+    image = templates.image_name(spec)
+    templates.render_all(partial, spec, settings, image, measured, folder_bytes(partial / "model"))
+    (partial / MARKER).write_text(json.dumps({"model_uri": settings.model_uri, "dtype": settings.dtype}) + "\n")
+    _readable(partial)
+    return image, measured
+
+
 def write(settings: ExportSettings) -> Bundle:
     started = time.perf_counter()
     output_dir = settings.output_dir.resolve()
-    spec = resolve(settings.model_uri)  # a plain folder's chat format stays unset: the server decides, as it does
-    partial = _prepare(output_dir)
-    try:
-        _copy_model(spec.folder, partial / "model", settings.dtype)
-        (partial / "model" / SERVING_JSON).write_text(json.dumps(_serving_json(spec, settings.dtype), indent=2) + "\n")
-        manifest.write(partial / "model")
-        _copy_app(partial / "app")
-        (partial / "requirements.txt").write_text("\n".join(requirements.lines()) + "\n")
-        if settings.vendor_wheels:
-            _vendor_wheels(partial, settings.wheelhouse)
-        measured = None
-        if settings.dtype == BF16:
-            measured = quality.compare(spec, partial / "model", settings.questions)
-        image = templates.image_name(spec)
-        templates.render_all(partial, spec, settings, image, measured, folder_bytes(partial / "model"))
-        (partial / MARKER).write_text(json.dumps({"model_uri": settings.model_uri, "dtype": settings.dtype}) + "\n")
-        _readable(partial)
-        shutil.rmtree(output_dir, ignore_errors=True)
-        partial.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+    with resolved(settings.model_uri) as spec:  # a plain folder keeps no chat format: the server decides, as it does
+        partial = _prepare(output_dir)
+        try:
+            image, measured = _fill(partial, spec, settings)
+            shutil.rmtree(output_dir, ignore_errors=True)
+            partial.rename(output_dir)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
     bundle = Bundle(output_dir, spec, image, folder_bytes(output_dir / "model"), folder_bytes(output_dir), measured)
     log.info("exported %s to %s in %.1f s", settings.model_uri, output_dir, time.perf_counter() - started)
     return bundle

@@ -63,6 +63,13 @@ class Workspace:
         env = {k: v for k, v in os.environ.items() if k not in (*INHERITED_MLFLOW_VARS, *unset)}
         return {**env, **extra}
 
+    @property
+    def temp_dir(self) -> Path:
+        """TMPDIR of this workspace's commands, so a scenario can see what they leave behind."""
+        folder = self.data_dir.with_name(f"{self.data_dir.name}-tmp")
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
     def argv(self, command: str) -> list[str]:
         """`python main.py <overrides>` with this workspace's data_dir and the session's model cache."""
         words = shlex.split(command)
@@ -86,7 +93,7 @@ class Workspace:
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=self.env({"TOKENIZERS_PARALLELISM": "false", **(env or {})}, unset),
+            env=self.env({"TOKENIZERS_PARALLELISM": "false", "TMPDIR": str(self.temp_dir), **(env or {})}, unset),
         )
         return Invocation(command, proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - started)
 

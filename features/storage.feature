@@ -13,6 +13,10 @@ Feature: storage=s3 keeps artifacts in a real S3-compatible object store
     And the bucket holds the registered model's weights and MLmodel under "lifecycle/mlartifacts"
     And the experiment keeps its artifacts at "s3://mlflow/lifecycle/mlartifacts"
     And the S3 secret appears nowhere under the data directory, in MLflow params or tags, or in the output
+    And no copy of the model is left in the temporary folder
+    When "python -m serving" serves "models:/langchain-e2e-model@champion" from the S3 server
+    Then the server answers a question on /ask
+    And no copy of the model is left in the temporary folder
 
   Scenario Outline: A store that cannot be used fails fast, naming the endpoint and the cause
     Given a scratch directory
@@ -51,3 +55,4 @@ Feature: storage=s3 keeps artifacts in a real S3-compatible object store
     Then it succeeds
     And the bucket holds the registered model's weights and MLmodel under "proxied/mlartifacts"
     And the deploy run's artifacts went through the server's proxy
+    And no copy of the model is left in the temporary folder

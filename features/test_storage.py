@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 
 import pytest
@@ -163,3 +164,33 @@ def proxied(workspace: Workspace, tracking_server):
     experiment = client.get_experiment_by_name("langchain-e2e-experiment")
     (run,) = client.search_runs([experiment.experiment_id], "tags.`lifecycle.stage` = 'deploy'")
     assert run.info.artifact_uri.startswith("mlflow-artifacts:/"), run.info.artifact_uri
+
+
+@then("no copy of the model is left in the temporary folder")
+def no_model_left(workspace: Workspace):
+    """MLflow downloads remote artifacts into a temporary folder that it never removes; ours are removed once
+    loaded, so /tmp does not fill with half a gigabyte per load (the commands' TMPDIR is the workspace's)."""
+    assert not sorted(workspace.temp_dir.rglob("*.safetensors"))
+
+
+@when(parsers.parse('"python -m serving" serves "{uri}" from the S3 server'), target_fixture="server")
+def serve_from_s3(workspace: Workspace, store, uri, tmp_path):
+    def argv(port: int) -> list[str]:
+        return [sys.executable, "-m", "serving", "--model-uri", uri, "--port", str(port)]
+
+    env = {
+        **store.env,
+        "MLFLOW_TRACKING_URI": workspace.tracking_uri,
+        "MLFLOW_S3_ENDPOINT_URL": store.endpoint_url,
+        "TMPDIR": str(workspace.temp_dir),
+    }
+    server = launch(argv, workspace.env(env), tmp_path / "serving.log", timeout_s=300)
+    yield server
+    server.stop()
+
+
+@then("the server answers a question on /ask")
+def answers_from_s3(server):
+    response = server.post("/ask", json={"question": "What is MLflow?", "max_new_tokens": 8})
+    assert response.status_code == 200, response.text
+    assert response.json()["answer"].strip(), response.json()

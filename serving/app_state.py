@@ -47,10 +47,10 @@ class ServingState:
 
     def _load_blocking(self) -> tuple[Any, Any, Prompter, DecodeBatch]:
         from serving.decoding import DecodeBatch
-        from serving.loader import load, resolve
+        from serving.loader import load, resolved
 
-        spec = resolve(self.settings.model_uri)
-        loaded = load(spec)
+        with resolved(self.settings.model_uri) as spec:
+            loaded = load(spec)
         prompter = Prompter.for_spec(loaded, spec)
         batch = DecodeBatch.for_model(loaded)
         warm_up(batch, prompter)

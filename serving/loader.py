@@ -1,7 +1,8 @@
 """What a model URI points at, as a ``ServingSpec``: the Hugging Face folder plus its prompt and generation settings.
 
-- ``models:/name@alias``, ``models:/name/version``, ``runs:/...``: downloaded through MLflow (the only place serving
-  imports it); settings from the pyfunc's ``model_config`` in MLmodel.
+- ``models:/name@alias``, ``models:/name/version``, ``runs:/...``: through MLflow (the only place serving imports
+  it), read in place from a local store, else downloaded into a temporary folder removed once the model is loaded;
+  settings from the pyfunc's ``model_config`` in MLmodel.
 - a folder holding an MLmodel file (a downloaded pyfunc): the same, read from disk.
 - a plain Hugging Face folder (config.json): settings from an optional ``serving.json`` beside it, else the chat
   template when the tokenizer has one, a plain prompt otherwise. A folder with a ``manifest.json`` (an export) is
@@ -10,8 +11,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,22 +118,29 @@ def _registry_info(uri: str) -> dict:
     return {"name": name, "alias": alias, "version": str(mv.version), "run_id": mv.run_id}
 
 
-def resolve(uri: str) -> ServingSpec:
+@contextlib.contextmanager
+def resolved(uri: str) -> Iterator[ServingSpec]:
+    """The spec of ``uri``, its folder readable inside the ``with`` block: a model MLflow downloads from a remote
+    store (S3, a tracking server) is removed after it, so load what you need from the folder there."""
     if uri.startswith(("models:/", "runs:/")):
         try:
             import mlflow
+
+            from lifecycle.integrations.artifacts import local_artifacts
         except ImportError as exc:
             raise ModelLoadError(f"{uri} needs MLflow installed; serve a local model folder instead") from exc
-        try:
-            info = _registry_info(uri)
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-        except Exception as exc:
-            raise ModelLoadError(
-                f"cannot load {uri} from tracking URI {mlflow.get_tracking_uri()}: {exc}. Set MLFLOW_TRACKING_URI to "
-                "the backend that registered it, e.g. sqlite:///$PWD/mlflow_data/mlflow.db"
-            ) from exc
-        return from_pyfunc_dir(local, source_uri=uri, **info)
+        with contextlib.ExitStack() as stack:
+            try:
+                info = _registry_info(uri)
+                local = stack.enter_context(local_artifacts(uri))
+            except Exception as exc:
+                raise ModelLoadError(
+                    f"cannot load {uri} from tracking URI {mlflow.get_tracking_uri()}: {exc}. Set MLFLOW_TRACKING_URI "
+                    "to the backend that registered it, e.g. sqlite:///$PWD/mlflow_data/mlflow.db"
+                ) from exc
+            yield from_pyfunc_dir(local, source_uri=uri, **info)
+        return
     folder = Path(uri).expanduser()
     if not folder.is_dir():
         raise ModelLoadError(f"model folder {folder} does not exist")
-    return from_folder(folder.resolve(), source_uri=uri)
+    yield from_folder(folder.resolve(), source_uri=uri)

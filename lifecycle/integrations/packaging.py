@@ -18,6 +18,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 import lifecycle
+from lifecycle.integrations.artifacts import local_artifacts
 from lifecycle.stage import StageError
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,8 @@ def alias_version(name: str, alias: str) -> str | None:
 
 def smoke_check(model_uri: str, question: str, max_new_tokens: int, min_chars: int) -> str:
     try:
-        model = mlflow.pyfunc.load_model(model_uri)
+        with local_artifacts(model_uri) as folder:
+            model = mlflow.pyfunc.load_model(str(folder))
         answers = model.predict({"question": question}, params={"max_new_tokens": max_new_tokens})
     except Exception as exc:
         raise StageError(f"smoke prediction through the logged pyfunc raised {type(exc).__name__}: {exc}") from exc

@@ -18,10 +18,13 @@ class ModelTestStage(Stage):
         import mlflow
         import pandas as pd
 
+        from lifecycle.integrations.artifacts import local_artifacts
+
         cfg = self.cfg
         version = aliased_version(cfg)
         uri = model_uri(cfg)
-        model = mlflow.pyfunc.load_model(uri)
+        with local_artifacts(uri) as folder:
+            model = mlflow.pyfunc.load_model(str(folder))
         questions = cfg.eval.questions
         answers = model.predict(pd.DataFrame({"question": [q.question for q in questions]}))
         scored = [scoring.score(q.question, a, q.expected_facts) for q, a in zip(questions, answers, strict=True)]
