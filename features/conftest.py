@@ -56,12 +56,11 @@ class Workspace:
     def tracking_uri(self) -> str:
         return f"sqlite:///{self.data_dir.resolve()}/mlflow.db"
 
-    @staticmethod
-    def env(extra: dict[str, str], unset: tuple[str, ...] = ()) -> dict[str, str]:
-        """Environment for a subprocess: this one's, without the MLflow URIs earlier tests set and ``unset``, plus
-        ``extra``."""
+    def env(self, extra: dict[str, str], unset: tuple[str, ...] = ()) -> dict[str, str]:
+        """Environment for a subprocess of this workspace: this one's, without the MLflow URIs earlier tests set and
+        ``unset``, with the workspace's TMPDIR, plus ``extra``."""
         env = {k: v for k, v in os.environ.items() if k not in (*INHERITED_MLFLOW_VARS, *unset)}
-        return {**env, **extra}
+        return {**env, "TMPDIR": str(self.temp_dir), **extra}
 
     @property
     def temp_dir(self) -> Path:
@@ -93,7 +92,7 @@ class Workspace:
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=self.env({"TOKENIZERS_PARALLELISM": "false", "TMPDIR": str(self.temp_dir), **(env or {})}, unset),
+            env=self.env({"TOKENIZERS_PARALLELISM": "false", **(env or {})}, unset),
         )
         return Invocation(command, proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - started)
 
@@ -242,6 +241,28 @@ def launch(command, env: dict[str, str], log: Path, timeout_s: float, cwd: Path 
         time.sleep(0.2)  # polling interval while the server loads; readiness is the 200 itself
     server.stop()
     raise AssertionError(f"not ready after {timeout_s} s:\n{log.read_text()[-3000:]}")
+
+
+REGISTERED_MODEL_URI = "models:/langchain-e2e-model@champion"
+SERVING_READY_TIMEOUT_S = 180
+
+
+def serving_command(model_uri: str = REGISTERED_MODEL_URI):
+    """``python -m serving`` for ``model_uri``, as ``launch`` takes a command: port -> argv."""
+
+    def argv(port: int) -> list[str]:
+        return [sys.executable, "-m", "serving", "--model-uri", model_uri, "--port", str(port)]
+
+    return argv
+
+
+def start_server(workspace: Workspace, extra_env: dict[str, str], log: Path, command=None) -> Server:
+    """Start ``command(port)`` (default: ``python -m serving`` for the registered model) on a free port, tracking the
+    workspace's backend, and wait until /health answers 200."""
+    env = workspace.env({"MLFLOW_TRACKING_URI": workspace.tracking_uri, **extra_env})
+    server = launch(command or serving_command(), env, log, SERVING_READY_TIMEOUT_S)
+    server.env = extra_env
+    return server
 
 
 def load_json(path: Path) -> dict:

@@ -16,6 +16,8 @@ from pytest_bdd import scenarios, then
 
 from lifecycle.ports import free_port
 
+from .conftest import serving_command
+
 scenarios("serve.feature")
 
 READY_TIMEOUT_S = 180
@@ -87,7 +89,6 @@ def printed_command_serves(workspace, invocation, tmp_path, mlflow_predictions):
 @then("python -m serving answers the same payloads with the same predictions")
 def same_predictions(workspace, tmp_path, mlflow_predictions):
     port = free_port()
-    command = [sys.executable, "-m", "serving", "--model-uri", "models:/langchain-e2e-model@champion"]
     env = workspace.env({"MLFLOW_TRACKING_URI": workspace.tracking_uri})
-    ours = run_and_post([*command, "--port", str(port)], env, "/health", port, tmp_path / "ours.log")
+    ours = run_and_post(serving_command()(port), env, "/health", port, tmp_path / "ours.log")
     assert ours == mlflow_predictions  # greedy decoding: the same text, word for word

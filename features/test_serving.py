@@ -4,32 +4,17 @@ import concurrent.futures
 import json
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 from pytest_bdd import given, parsers, scenarios, then, when
 
-from .conftest import Server, launch
+from .conftest import Server, start_server
 
 scenarios("serving.feature")
 
-MODEL_URI = "models:/langchain-e2e-model@champion"
-READY_TIMEOUT_S = 180
 ASK = {"question": "What is the capital of France?", "max_new_tokens": 24}
 LONG = {"question": "Write the numbers from 1 to 300, separated by commas.", "max_new_tokens": 200}  # runs ~9 s
-
-
-def serving_command(port: int) -> list[str]:
-    return [sys.executable, "-m", "serving", "--model-uri", MODEL_URI, "--port", str(port)]
-
-
-def start_server(workspace, extra_env: dict[str, str], log: Path, command=serving_command) -> Server:
-    """Start ``command(port)`` on a free port, tracking the workspace's backend, and wait until /health answers 200."""
-    env = workspace.env({"MLFLOW_TRACKING_URI": workspace.tracking_uri, **extra_env})
-    server = launch(command, env, log, READY_TIMEOUT_S)
-    server.env = extra_env
-    return server
 
 
 @pytest.fixture(scope="module")

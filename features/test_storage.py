@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 
 import pytest
@@ -9,7 +8,7 @@ from pytest_bdd import given, parsers, scenarios, then, when
 
 from lifecycle.ports import free_port
 
-from .conftest import ROOT, Invocation, Workspace, launch
+from .conftest import ROOT, Invocation, Workspace, launch, serving_command, start_server
 
 scenarios("storage.feature")
 
@@ -175,16 +174,8 @@ def no_model_left(workspace: Workspace):
 
 @when(parsers.parse('"python -m serving" serves "{uri}" from the S3 server'), target_fixture="server")
 def serve_from_s3(workspace: Workspace, store, uri, tmp_path):
-    def argv(port: int) -> list[str]:
-        return [sys.executable, "-m", "serving", "--model-uri", uri, "--port", str(port)]
-
-    env = {
-        **store.env,
-        "MLFLOW_TRACKING_URI": workspace.tracking_uri,
-        "MLFLOW_S3_ENDPOINT_URL": store.endpoint_url,
-        "TMPDIR": str(workspace.temp_dir),
-    }
-    server = launch(argv, workspace.env(env), tmp_path / "serving.log", timeout_s=300)
+    env = {**store.env, "MLFLOW_S3_ENDPOINT_URL": store.endpoint_url}
+    server = start_server(workspace, env, tmp_path / "serving.log", serving_command(uri))
     yield server
     server.stop()
 
