@@ -1,80 +1,52 @@
-"""Continuous batching at the level of one decoding step, over a Hugging Face causal LM and its KV cache.
+"""Continuous batching at the level of one decoding step, over a Hugging Face causal LM.
 
-A ``DecodeBatch`` holds the sequences being generated now: their left-padded KV cache, attention mask, the tokens each
-has seen (for the repetition penalty) and the logits of each one's next token. The engine drives it step by step:
+A ``DecodeBatch`` holds the sequences being generated now: their KV cache (``serving.kvcache``), the tokens each has
+seen (for the repetition penalty), each one's next position and next-token logits. The engine drives it step by step:
 
-    batch.share_prefix(ids)      # once: the KV cache of a prompt prefix most requests share (system message)
-    batch.admit(new_sequences)   # prefill the newcomers and merge them into the running batch
+    batch.share_prefix(ids)      # at start: the KV cache of a prompt prefix many requests share (system message)
+    batch.admit(new_sequences)   # prefill the newcomers into free rows of the running batch
     batch.drop(gone)             # sequences whose caller gave up leave before the next forward pass
     finished = batch.step()      # pick every row's next token, retire finished rows, one forward pass for the rest
 
 so a request joins at the next step instead of waiting for a whole batch to finish, and a finished or abandoned one
-frees its row at once. Each row keeps its own settings (greedy or sampling, temperature, top_p, repetition penalty,
-max_new_tokens): one request's parameters never change another's answer. The penalty applies to a row's own prompt
-and output only, never to padding, so an answer does not depend on what it was batched with.
+frees its row at once: the last row moves into the freed slot (one row copied, not the batch). Each row keeps its
+own settings (greedy or sampling, temperature, top_p, repetition penalty, max_new_tokens): one request's parameters
+never change another's answer. The penalty applies to a row's own prompt and output only, never to padding, so an
+answer does not depend on what it was batched with.
 
-Cache layout: every row has the same cache length; shorter rows are padded on the LEFT and masked out. Positions come
-from the mask (each row counts only its own tokens), so padding a row further to the left changes nothing for it. A
-row that starts with the shared prefix reuses its KV cache and is laid out as [prefix][padding][own tokens]: masked
-holes are as harmless in the middle as on the left.
-Models whose layers all use plain full attention (Llama, GPT-2, Qwen, Mistral without sliding window, ...) are
-supported; others are refused at load time with a clear error.
+Every row ends at the same cache column. A newcomer's prompt is laid out so that it ends there too: [shared prefix]
+[padding][own tokens], or [padding][own tokens]. Positions count each row's own tokens, so padding changes nothing
+for a row; the attention mask hides every hole. Columns no row uses any more are skipped when reading and reclaimed
+when the buffer is full.
+
+The decoding step runs eagerly (CPU: packed linear layers, see ``serving.kernels``) or, on CUDA, replays a graph
+captured once per (rows, columns) bucket (``serving.graphs``). Models whose layers all use plain full attention
+(Llama, GPT-2, Qwen, Mistral without sliding window, ...) are supported; others are refused with a clear error.
 """
 
 from __future__ import annotations
 
+import inspect
+
 import torch
-import torch.nn.functional as F
-from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from serving.engine import Sequence
+from serving.kvcache import KVCache, Window, additive_mask
 
 
 class UnsupportedModel(RuntimeError):
-    """The model's cache layout cannot be merged row by row."""
+    """The model's cache layout cannot be batched row by row."""
 
 
-class SlabLayer(DynamicLayer):
-    """A KV-cache layer whose keys and values live in a buffer with room to spare along the sequence axis: a step
-    writes its column in place, where ``DynamicLayer`` copies the whole cache (``torch.cat``) at every step."""
+def check_supported(config) -> None:
+    from transformers.cache_utils import DynamicCache, DynamicLayer
 
-    HEADROOM = 64  # columns reserved beyond the current length whenever the buffer is (re)allocated
-
-    def store(self, keys: torch.Tensor, values: torch.Tensor, extra: int = 0) -> None:
-        """Hold ``keys``/``values`` (batch, heads, length, dim) in fresh buffers with room for ``extra`` + more."""
-        batch, heads, length, dim = keys.shape
-        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
-        room = length + extra + max(self.HEADROOM, length // 2)
-        self._keys = keys.new_empty((batch, heads, room, dim))
-        self._values = values.new_empty((batch, heads, room, values.shape[-1]))
-        self._keys[:, :, :length] = keys
-        self._values[:, :, :length] = values
-        self.keys, self.values = self._keys[:, :, :length], self._values[:, :, :length]
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        if not self.is_initialized:
-            self.store(key_states, value_states)
-            return self.keys, self.values
-        length, new = self.keys.shape[-2], key_states.shape[-2]
-        if length + new > self._keys.shape[-2]:
-            self.store(self.keys, self.values, extra=new)
-        self._keys[:, :, length : length + new] = key_states
-        self._values[:, :, length : length + new] = value_states
-        self.keys, self.values = self._keys[:, :, : length + new], self._values[:, :, : length + new]
-        return self.keys, self.values
-
-
-def new_cache(config) -> DynamicCache:
-    """An empty cache of ``SlabLayer``s for a model whose every layer is plain full attention."""
-    cache = DynamicCache(config=config)
-    kinds = {type(layer).__name__ for layer in cache.layers if type(layer) is not DynamicLayer}
+    kinds = {type(layer).__name__ for layer in DynamicCache(config=config).layers if type(layer) is not DynamicLayer}
     if kinds:
         raise UnsupportedModel(
             f"continuous batching needs plain full-attention KV-cache layers; this model uses {sorted(kinds)} "
             "(sliding-window or hybrid attention), which this server does not support yet"
         )
-    cache.layers = [SlabLayer() for _ in cache.layers]
-    return cache
 
 
 def eos_token_ids(loaded) -> set[int]:
@@ -85,26 +57,38 @@ def eos_token_ids(loaded) -> set[int]:
     return {i for i in ids if i is not None}
 
 
-def _left_pad(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
-    if width == 0:
-        return tensor
-    pad = [0, 0] * (tensor.dim() - 1 - dim % tensor.dim()) + [width, 0]
-    return F.pad(tensor, pad)
+def cache_keyword(model) -> str:
+    """The name the model's forward takes its cache under: ``cache`` (transformers >= 5.24), else the older
+    ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 class DecodeBatch:
-    def __init__(self, model, pad_token_id: int, eos_token_ids: set[int]) -> None:
+    HEADROOM = 64  # columns reserved beyond what the batch needs now, whenever it must grow
+
+    def __init__(self, model, pad_token_id: int, eos_token_ids: set[int], graphs: bool | None = None) -> None:
+        check_supported(model.config)
         self.model = model
+        self.device = model.device
         self.pad_token_id = pad_token_id
         self.eos_token_ids = eos_token_ids
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
+        self.cache_keyword = cache_keyword(model)
+        self.cache = KVCache(model.config.num_hidden_layers, self.device, model.dtype)
         self.rows: list[Sequence] = []
-        self.cache = None
-        self.mask: torch.Tensor | None = None  # [rows, cache length] (1 = a real token)
-        self.seen: torch.Tensor | None = None  # [rows, vocab] tokens in each row's prompt and output
-        self.logits: torch.Tensor | None = None  # [rows, vocab] each row's next-token logits
-        self.prefix_ids: list[int] = []  # a prompt prefix shared by most requests (system message, chat markup)
-        self.prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.first: list[int] = []  # each row's first real column
+        self.end = 0  # every row's tokens end before this column; the next step writes it
+        rows = self.cache.capacity[0]
+        self.positions = torch.zeros(rows, dtype=torch.long, device=self.device)  # each row's next position
+        self.penalty = torch.ones(rows, device=self.device)  # each row's repetition penalty
+        self.seen = torch.zeros((rows, self.vocab_size), dtype=torch.bool, device=self.device)  # prompt + output
+        self.logits = torch.zeros((rows, self.vocab_size), device=self.device)  # each row's next-token logits
+        self.prefixes: list[tuple[list[int], list]] = []  # prompt prefixes many requests share, with their KV cache
+        if graphs is None:
+            graphs = self.device.type == "cuda"
+        from serving.graphs import StepGraphs
+
+        self.graphs = StepGraphs(self, capture=self.device.type == "cuda") if graphs else None
 
     @classmethod
     def for_model(cls, loaded) -> DecodeBatch:
@@ -115,119 +99,205 @@ class DecodeBatch:
     def __len__(self) -> int:
         return len(self.rows)
 
+    @property
+    def penalizing(self) -> bool:
+        """Whether any row has a repetition penalty: only then are seen tokens tracked and penalized."""
+        return any(s.repetition_penalty != 1.0 for s in self.rows)
+
+    @property
+    def start(self) -> int:
+        """The first column any row uses."""
+        return min(self.first, default=self.end)
+
     def run(self, sequences: list[Sequence]) -> None:
         """Admit ``sequences`` and decode until every row has finished (no engine: warm-up and measurements)."""
         self.admit(sequences)
         while self.rows:
             self.step()
 
-    @torch.inference_mode()
-    def share_prefix(self, ids: list[int]) -> None:
-        """Compute the KV cache of ``ids`` once; prompts that start with them prefill only the rest."""
-        cache = new_cache(self.model.config)
-        prefix = torch.tensor([ids], dtype=torch.long)
-        self.model(input_ids=prefix, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        self.prefix_ids = list(ids)
-        self.prefix_kv = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
-
-    def _shares_prefix(self, seq: Sequence) -> bool:
-        n = len(self.prefix_ids)
-        return n > 0 and len(seq.prompt_ids) > n and seq.prompt_ids[:n] == self.prefix_ids
-
-    @torch.inference_mode()
-    def admit(self, sequences: list[Sequence]) -> None:
-        """Prefill ``sequences`` (one forward pass for those that share the prefix, one for the others) and merge
-        them into the running batch."""
-        shared = [s for s in sequences if self._shares_prefix(s)]
-        others = [s for s in sequences if not self._shares_prefix(s)]
-        for group, prefixed in ((shared, True), (others, False)):
-            if group:
-                self._merge(*self._prefill(group, prefixed))
-                self.rows.extend(group)
-
-    def _prefill(self, sequences: list[Sequence], prefixed: bool):
-        """Cache, mask, seen tokens and next-token logits of ``sequences`` (rows laid out as
-        [shared prefix][left padding][own tokens] when ``prefixed``, else [left padding][own tokens])."""
-        skip = len(self.prefix_ids) if prefixed else 0
-        width = max(len(s.prompt_ids) for s in sequences) - skip
-        ids = torch.full((len(sequences), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(sequences), skip + width), dtype=torch.long)
-        mask[:, :skip] = 1
-        seen = torch.zeros((len(sequences), self.vocab_size), dtype=torch.bool)
-        for row, seq in enumerate(sequences):
-            own = torch.tensor(seq.prompt_ids[skip:], dtype=torch.long)
-            ids[row, width - len(own) :] = own
-            mask[row, skip + width - len(own) :] = 1
-            seen[row, torch.tensor(seq.prompt_ids)] = True
-        cache = new_cache(self.model.config)
-        if prefixed:
-            for layer, (keys, values) in zip(cache.layers, self.prefix_kv, strict=True):
-                layer.store(keys.expand(len(sequences), -1, -1, -1), values.expand(len(sequences), -1, -1, -1))
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, skip:]
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, window: Window) -> torch.Tensor:
+        """One eager forward pass over ``window`` of the cache; the float32 logits of each row's last position."""
+        self.cache.window = window
         out = self.model(
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,  # only the last position's logits: the LM head over every prompt token is wasted work
+            **{self.cache_keyword: self.cache},
         )
-        return out.past_key_values, mask, seen, _last_logits(out)
+        return out.logits[:, -1].float()
 
-    def _merge(self, cache, mask: torch.Tensor, seen: torch.Tensor, logits: torch.Tensor) -> None:
-        if self.cache is None:
-            self.cache, self.mask, self.seen, self.logits = cache, mask, seen, logits
+    # ---- room ----
+
+    @torch.inference_mode()
+    def reserve(self, rows: int, columns: int) -> None:
+        """Allocate room for ``rows`` rows of ``columns`` columns now (the engine's batch size and a typical
+        answer), so that serving rarely reallocates; more is allocated when needed."""
+        self.cache.reserve(rows, columns, used=(len(self.rows), self.end))
+        self._resize_rows(self.cache.capacity[0])
+
+    def _reserve(self, rows: int, span: int = 0) -> None:
+        """Room for ``rows`` rows and a batch that ends at column max(end, span), plus the column the next step
+        writes: reclaim the columns no row uses any more, then grow if that is not enough."""
+        have_rows, have_columns = self.cache.capacity
+        if max(self.end, span) + 1 > have_columns and self.start > 0:
+            self._shift(-self.start)
+        needed = max(self.end, span) + 1
+        if rows > have_rows or needed > have_columns:
+            self.cache.reserve(rows, needed + self.HEADROOM, used=(len(self.rows), self.end))
+            self._resize_rows(self.cache.capacity[0])
+
+    def _shift(self, by: int) -> None:
+        self.cache.shift_columns(len(self.rows), self.start, self.end, by)
+        self.first = [f + by for f in self.first]
+        self.end += by
+
+    def _resize_rows(self, capacity: int) -> None:
+        if capacity <= self.positions.shape[0]:
             return
-        length = max(self.mask.shape[1], mask.shape[1])
-        grow_old, grow_new = length - self.mask.shape[1], length - mask.shape[1]
-        for old, new in zip(self.cache.layers, cache.layers, strict=True):
-            old.store(
-                torch.cat([_left_pad(old.keys, grow_old, -2), _left_pad(new.keys, grow_new, -2)]),
-                torch.cat([_left_pad(old.values, grow_old, -2), _left_pad(new.values, grow_new, -2)]),
-            )
-        self.mask = torch.cat([_left_pad(self.mask, grow_old, 1), _left_pad(mask, grow_new, 1)])
-        self.seen = torch.cat([self.seen, seen])
-        self.logits = torch.cat([self.logits, logits])
+        grow = capacity - self.positions.shape[0]
+        self.positions = torch.cat([self.positions, self.positions.new_zeros(grow)])
+        self.penalty = torch.cat([self.penalty, self.penalty.new_ones(grow)])
+        self.seen = torch.cat([self.seen, self.seen.new_zeros((grow, self.vocab_size))])
+        self.logits = torch.cat([self.logits, self.logits.new_zeros((grow, self.vocab_size))])
 
-    def drop(self, sequences) -> None:
-        """Remove rows (finished, or abandoned by their caller) and the padding no remaining row needs."""
+    # ---- prompts ----
+
+    @torch.inference_mode()
+    def share_prefix(self, ids: list[int]) -> None:
+        """Compute the KV cache of ``ids`` once; prompts that start with them prefill only the rest. Several
+        prefixes may be shared (the model's question template, its chat template): a prompt uses the longest."""
+        if self.rows:
+            raise RuntimeError("share_prefix() needs an empty batch")
+        n = len(ids)
+        self.end = 0
+        self._reserve(1, n)
+        self.cache.mask[0] = self.cache.hole
+        self.cache.mask[0, :n] = 0
+        tokens = torch.tensor([ids], device=self.device)
+        positions = torch.arange(n, device=self.device)[None]
+        self.forward(tokens, positions, self._prefill_mask(0, 1, 0, n, n), Window(1, 0, 0, n))
+        self.prefixes.append((list(ids), self.cache.row_keys(0, 0, n)))
+        self.prefixes.sort(key=lambda prefix: -len(prefix[0]))  # the longest match first
+
+    def prefix_of(self, seq: Sequence) -> int | None:
+        """The index of the longest shared prefix ``seq``'s prompt starts with (and goes beyond), if any."""
+        ids = seq.prompt_ids
+        return next(
+            (i for i, (prefix, _) in enumerate(self.prefixes) if len(ids) > len(prefix) and ids[: len(prefix)] == prefix),
+            None,
+        )
+
+    @torch.inference_mode()
+    def admit(self, sequences: list[Sequence]) -> None:
+        """Prefill ``sequences`` into free rows of the running batch: one forward pass for each shared prefix they
+        start with, one for the others."""
+        groups: dict[int | None, list[Sequence]] = {}
+        for seq in sequences:
+            groups.setdefault(self.prefix_of(seq), []).append(seq)
+        for prefix, group in groups.items():
+            self._prefill(group, None if prefix is None else self.prefixes[prefix][1])
+
+    def _prefill(self, sequences: list[Sequence], prefix_kv: list | None) -> None:
+        prefixed = prefix_kv is not None
+        skip = prefix_kv[0][0].shape[2] if prefixed else 0
+        own = [s.prompt_ids[skip:] for s in sequences]
+        width = max(map(len, own))
+        span = skip + width
+        first_row, rows = len(self.rows), len(self.rows) + len(sequences)
+        if not self.rows:
+            self.end = 0
+        self._reserve(rows, span)
+        if span > self.end:  # the newcomers are longer than the batch so far: move the batch to the right
+            self._shift(span - self.end)
+        end, begin = self.end, self.end - span
+        mask = self.cache.mask
+        mask[first_row:rows] = self.cache.hole
+        mask[first_row:rows, begin : begin + skip] = 0
+        if prefixed:
+            self.cache.store_prefix(first_row, rows, begin, prefix_kv)
+        padded = [[self.pad_token_id] * (width - len(tokens)) + tokens for tokens in own]
+        ids = torch.tensor(padded, dtype=torch.long, device=self.device)
+        lengths = torch.tensor([len(tokens) for tokens in own], device=self.device)[:, None]
+        columns = torch.arange(width, device=self.device)
+        mask[first_row:rows, end - width : end] = additive_mask(columns >= width - lengths, mask.dtype)
+        real = self.cache.real(slice(first_row, rows), slice(begin, end))
+        positions = (real.cumsum(-1) - 1).clamp(min=0)[:, skip:]
+        attend = self._prefill_mask(first_row, rows, begin, end, width)
+        logits = self.forward(ids, positions, attend, Window(rows, end - width, begin, end, first_row))
+        self.logits[first_row:rows] = logits
+        self.positions[first_row:rows] = torch.tensor([len(s.prompt_ids) for s in sequences], device=self.device)
+        self.penalty[first_row:rows] = torch.tensor([s.repetition_penalty for s in sequences], device=self.device)
+        self.seen[first_row:rows] = False
+        for i, seq in enumerate(sequences):
+            if seq.repetition_penalty != 1.0:  # only a penalized row needs to know what it has seen
+                self.seen[first_row + i, torch.tensor(seq.prompt_ids, device=self.device)] = True
+        self.first.extend(begin if prefixed else end - len(tokens) for tokens in own)
+        self.rows.extend(sequences)
+
+    def _prefill_mask(self, first_row: int, rows: int, begin: int, end: int, width: int) -> torch.Tensor:
+        """[rows, 1, width, end - begin]: a prompt position sees the real tokens up to itself (and always itself,
+        so a padding position attends to something and stays finite)."""
+        columns = torch.arange(begin, end, device=self.device)
+        own = torch.arange(end - width, end, device=self.device)[:, None]  # the column of each query position
+        real = self.cache.real(slice(first_row, rows), slice(begin, end))[:, None]
+        allowed = real & (columns <= own) | (columns == own)
+        return additive_mask(allowed[:, None], self.model.dtype)
+
+    # ---- leaving ----
+
+    @torch.inference_mode()
+    def drop(self, sequences) -> list[int]:
+        """Remove rows (finished, or abandoned by their caller): the last rows move into the freed slots. Returns,
+        for each row now in the batch, the index it had before."""
         gone = {id(s) for s in sequences}
-        keep = [i for i, seq in enumerate(self.rows) if id(seq) not in gone]
-        if len(keep) == len(self.rows):
-            return
-        if not keep:
-            self.rows, self.cache, self.mask, self.seen, self.logits = [], None, None, None, None
-            return
-        index = torch.tensor(keep)
-        lead = int((self.mask[index].cumsum(1) == 0).sum(1).min())  # columns that are padding in every kept row
-        for layer in self.cache.layers:
-            layer.store(layer.keys[index, :, lead:], layer.values[index, :, lead:])
-        self.mask = self.mask[index, lead:]
-        self.seen, self.logits = self.seen[index], self.logits[index]
-        self.rows = [self.rows[i] for i in keep]
+        leaving = [i for i, seq in enumerate(self.rows) if id(seq) in gone]
+        order = list(range(len(self.rows)))
+        if not leaving:
+            return order
+        keep = len(self.rows) - len(leaving)
+        holes = [i for i in leaving if i < keep]
+        movers = [i for i in range(keep, len(self.rows)) if id(self.rows[i]) not in gone]
+        if holes:
+            self.cache.move_rows(movers, holes)
+            src = torch.tensor(movers, device=self.device)
+            dst = torch.tensor(holes, device=self.device)
+            for state in (self.positions, self.penalty, self.seen, self.logits):
+                state[dst] = state[src]
+            for hole, mover in zip(holes, movers, strict=True):
+                self.rows[hole], self.first[hole], order[hole] = self.rows[mover], self.first[mover], mover
+        del self.rows[keep:], self.first[keep:]
+        return order[:keep]
+
+    # ---- decoding ----
 
     def _next_tokens(self) -> torch.Tensor:
-        logits = self.logits
-        penalty = torch.tensor([s.repetition_penalty for s in self.rows], dtype=logits.dtype)[:, None]
-        logits = torch.where(self.seen, torch.where(logits < 0, logits * penalty, logits / penalty), logits)
+        rows = len(self.rows)
+        logits = self.logits[:rows]  # penalized in place: the next forward pass overwrites them
+        if self.penalizing:
+            row, token = self.seen[:rows].nonzero(as_tuple=True)  # ~100 a row: 7x cheaper than a dense pass at 64
+            seen, penalty = logits[row, token], self.penalty[row]
+            logits[row, token] = torch.where(seen < 0, seen * penalty, seen / penalty)
         chosen = logits.argmax(-1)
         sampled = [i for i, s in enumerate(self.rows) if s.temperature > 0]
         if sampled:
-            index = torch.tensor(sampled)
-            chosen[index] = _sample(
-                logits[index],
-                torch.tensor([self.rows[i].temperature for i in sampled], dtype=logits.dtype)[:, None],
-                torch.tensor([self.rows[i].top_p for i in sampled], dtype=logits.dtype)[:, None],
-            )
+            index = torch.tensor(sampled, device=self.device)
+            settings = [[self.rows[i].temperature, self.rows[i].top_p] for i in sampled]
+            temperature, top_p = torch.tensor(settings, device=self.device).T[:, :, None]
+            chosen[index] = _sample(logits[index], temperature, top_p)
         return chosen
 
     @torch.inference_mode()
     def step(self) -> list[Sequence]:
         """Give every row its next token; retire the rows that finished; run the model once for the others.
         Returns the sequences that finished in this step."""
-        chosen = self._next_tokens().tolist()
+        rows = len(self.rows)
+        chosen = self._next_tokens()
+        if self.penalizing:
+            self.seen[torch.arange(rows, device=self.device), chosen] = True
         finished = []
-        for seq, token in zip(self.rows, chosen, strict=True):
+        for seq, token in zip(self.rows, chosen.tolist(), strict=True):
             if token in self.eos_token_ids:
                 seq.finish_reason = "stop"
             else:
@@ -238,32 +308,28 @@ class DecodeBatch:
                     seq.finish_reason = "length"
             if seq.finish_reason:
                 finished.append(seq)
-        tokens = torch.tensor(chosen)
-        self.seen[torch.arange(len(self.rows)), tokens] = True
-        alive = [i for i, seq in enumerate(self.rows) if not seq.finish_reason]
-        tokens = tokens[alive]
-        self.drop(finished)
+        if finished:
+            order = self.drop(finished)
+            chosen = chosen[torch.tensor(order, dtype=torch.long, device=self.device)]
         if self.rows:
-            self._forward(tokens)
+            self._decode(chosen)
         return finished
 
-    def _forward(self, tokens: torch.Tensor) -> None:
-        self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=1)
-        positions = self.mask.sum(-1, keepdim=True) - 1
-        out = self.model(
-            input_ids=tokens[:, None],
-            attention_mask=self.mask,
-            position_ids=positions,
-            past_key_values=self.cache,
-            use_cache=True,
-        )
-        self.cache, self.logits = out.past_key_values, _last_logits(out)
-
-
-def _last_logits(out) -> torch.Tensor:
-    """Next-token logits, in float32 at least (half-precision models sample in float32)."""
-    logits = out.logits[:, -1]
-    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    def _decode(self, tokens: torch.Tensor) -> None:
+        rows = len(self.rows)
+        self._reserve(rows)
+        end = self.end
+        self.cache.mask[:rows, end] = 0
+        positions = self.positions[:rows]
+        if self.graphs is not None:
+            logits = self.graphs.decode(tokens, positions, end)
+        else:
+            start = self.start
+            attend = self.cache.mask[:rows, None, None, start : end + 1]
+            logits = self.forward(tokens[:, None], positions[:, None], attend, Window(rows, end, start, end + 1))
+        self.logits[:rows] = logits
+        self.positions[:rows] += 1
+        self.end = end + 1
 
 
 def _sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:

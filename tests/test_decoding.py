@@ -1,14 +1,17 @@
 """Continuous batching (serving.decoding) checked against transformers' own ``generate()`` one request at a time:
 requests that join a running batch, leave it early, share a prompt prefix or sample beside it must get exactly the
-greedy answer they would get alone. On the real offline model (Llama architecture, rotary positions) and on a tiny
-GPT-2 (absolute positions; GPT-2 itself is on the hub, which this machine cannot reach)."""
+greedy answer they would get alone. The batch runs on a copy of the model prepared for serving (packed linear
+layers, the batch's attention: serving.kernels); ``generate()`` runs on the model as transformers loads it. On the
+real offline model (Llama architecture, rotary positions) and on a tiny GPT-2 (absolute positions; GPT-2 itself is
+on the hub, which this machine cannot reach)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from serving.decoding import DecodeBatch, UnsupportedModel, new_cache
+from serving import kernels
+from serving.decoding import DecodeBatch, UnsupportedModel, check_supported
 from serving.engine import Sequence
 
 QUESTIONS = [
@@ -54,7 +57,17 @@ def run_to_end(batch: DecodeBatch, waves: dict[int, list[Sequence]]) -> list[int
 
 
 @pytest.fixture(scope="module")
-def real(smollm2):
+def served(model_cache):
+    """A second copy of the real model, prepared the way the server prepares it."""
+    from lifecycle.integrations.models import load_model
+
+    loaded = load_model(model_cache / "smollm2", "chat_template")
+    kernels.prepare(loaded.model)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def real(smollm2, served):
     from serving.prompting import Prompter
 
     prompter = Prompter(smollm2, "Answer in one short sentence.", "{{question}}", max_input_tokens=1024)
@@ -62,16 +75,22 @@ def real(smollm2):
     return smollm2, prompter, prompts
 
 
-def new_batch(loaded) -> DecodeBatch:
-    tokenizer = loaded.tokenizer
-    return DecodeBatch(loaded.model, tokenizer.pad_token_id, {tokenizer.eos_token_id})
+@pytest.fixture(params=["eager", "bucketed"])
+def new_batch(request, served):
+    """Batches over the served copy: eager steps, or the bucketed steps CUDA graphs replay (run eagerly here)."""
+
+    def make(loaded=None) -> DecodeBatch:
+        tokenizer = served.tokenizer
+        return DecodeBatch(served.model, tokenizer.pad_token_id, {tokenizer.eos_token_id}, request.param == "bucketed")
+
+    return make
 
 
-def test_requests_joining_and_leaving_get_the_answer_they_would_get_alone(real):
+def test_requests_joining_and_leaving_get_the_answer_they_would_get_alone(real, new_batch):
     loaded, _, prompts = real
     limits = [6, 24, 12, 24, 3]
     seqs = [greedy(ids, n) for ids, n in zip(prompts, limits, strict=True)]
-    sizes = run_to_end(new_batch(loaded), {0: seqs[:2], 2: seqs[2:4], 5: seqs[4:]})
+    sizes = run_to_end(new_batch(), {0: seqs[:2], 2: seqs[2:4], 5: seqs[4:]})
     eos = loaded.tokenizer.eos_token_id
     for seq, ids, n in zip(seqs, prompts, limits, strict=True):
         assert seq.tokens == alone(loaded.model, ids, n, eos)
@@ -79,26 +98,32 @@ def test_requests_joining_and_leaving_get_the_answer_they_would_get_alone(real):
     assert max(sizes) == 5 and sizes[0] == 2  # the later waves joined a running batch
 
 
-def test_a_shared_prefix_changes_no_answer(real):
+def test_shared_prefixes_change_no_answer(real, new_batch):
+    """The question template's prefix and the chat template's, both cached: questions and chat messages arriving
+    together get the answers they get with no prefix cached."""
     loaded, prompter, prompts = real
-    plain = [greedy(ids, 16) for ids in prompts]
-    run_to_end(new_batch(loaded), {0: plain[:3], 1: plain[3:]})
-    batch = new_batch(loaded)
-    batch.share_prefix(prompter.shared_prefix())
-    prefixed = [greedy(ids, 16) for ids in prompts]
-    assert all(batch._shares_prefix(seq) for seq in prefixed)
+    chats = [prompter.encode(prompter.render_messages([{"role": "user", "content": q}])) for q in QUESTIONS[:3]]
+    mixed = [prompts[0], chats[0], prompts[1], chats[1], prompts[2], chats[2]]
+    plain = [greedy(ids, 16) for ids in mixed]
+    run_to_end(new_batch(), {0: plain[:3], 1: plain[3:]})
+    batch = new_batch()
+    for prefix in prompter.shared_prefixes():
+        batch.share_prefix(prefix)
+    assert len(batch.prefixes) == 2
+    prefixed = [greedy(ids, 16) for ids in mixed]
+    assert {batch.prefix_of(seq) for seq in prefixed} == {0, 1}  # each kind found its own prefix
     run_to_end(batch, {0: prefixed[:3], 1: prefixed[3:]})
     assert [s.tokens for s in prefixed] == [s.tokens for s in plain]
 
 
-def test_a_dropped_row_frees_its_place_and_the_others_go_on(real):
+def test_a_dropped_row_frees_its_place_and_the_others_go_on(real, new_batch):
     loaded, _, prompts = real
     seqs = [greedy(ids, 12) for ids in prompts[:3]]
-    batch = new_batch(loaded)
+    batch = new_batch()
     batch.admit(seqs)
     batch.step()
     batch.drop([seqs[1]])
-    assert len(batch) == 2 and batch.mask.shape[0] == 2
+    assert batch.rows == [seqs[0], seqs[2]]  # the last row moved into the freed slot
     while len(batch):
         batch.step()
     eos = loaded.tokenizer.eos_token_id
@@ -106,22 +131,22 @@ def test_a_dropped_row_frees_its_place_and_the_others_go_on(real):
     assert len(seqs[1].tokens) == 1 and seqs[1].finish_reason is None
 
 
-def test_sampling_neighbours_do_not_change_a_greedy_answer(real):
+def test_sampling_neighbours_do_not_change_a_greedy_answer(real, new_batch):
     loaded, _, prompts = real
     torch.manual_seed(0)
     sampled = [Sequence(prompts[i], 10, temperature=1.0, top_p=0.9, repetition_penalty=1.0) for i in (1, 2)]
     steady = greedy(prompts[0], 10)
-    run_to_end(new_batch(loaded), {0: [sampled[0], steady, sampled[1]]})
+    run_to_end(new_batch(), {0: [sampled[0], steady, sampled[1]]})
     assert steady.tokens == alone(loaded.model, prompts[0], 10, loaded.tokenizer.eos_token_id)
     vocab = loaded.model.config.vocab_size
     assert all(s.tokens and all(0 <= t < vocab for t in s.tokens) for s in sampled)
 
 
-def test_streaming_callback_sees_each_token_in_order(real):
+def test_streaming_callback_sees_each_token_in_order(real, new_batch):
     loaded, _, prompts = real
     seen: list[int] = []
     seq = Sequence(prompts[0], 8, repetition_penalty=PENALTY, on_token=seen.append)
-    run_to_end(new_batch(loaded), {0: [seq]})
+    run_to_end(new_batch(), {0: [seq]})
     assert seen == seq.tokens and seen
 
 
@@ -132,10 +157,11 @@ def test_gpt2_absolute_positions_with_left_padding(tmp_path):
 
     folder = build_tiny_gpt2(tmp_path / "tiny")
     model = GPT2LMHeadModel.from_pretrained(folder, dtype=torch.float64).eval()  # float64: no near-ties to flip
+    served = kernels.prepare(GPT2LMHeadModel.from_pretrained(folder, dtype=torch.float64).eval())
     eos = model.config.eos_token_id
     prompts = [[5, 17, 33, 41, 9, 12, 60], [8, 2], [70, 71, 72, 73]]
     seqs = [greedy(ids, 9) for ids in prompts]
-    run_to_end(DecodeBatch(model, eos, {eos}), {0: seqs[:2], 3: seqs[2:]})
+    run_to_end(DecodeBatch(served, eos, {eos}), {0: seqs[:2], 3: seqs[2:]})
     assert [s.tokens for s in seqs] == [alone(model, ids, 9, eos) for ids in prompts]
 
 
@@ -152,4 +178,29 @@ def test_sliding_window_models_are_refused_with_a_reason():
         sliding_window=8,
     )
     with pytest.raises(UnsupportedModel, match="sliding-window"):
-        new_cache(config)
+        check_supported(config)
+
+
+def test_every_tensor_the_batch_makes_follows_the_model_device(real, served):
+    """Device-agnostic, proved on a CPU: with torch's default device switched to ``meta``, any tensor the batch
+    created without naming the model's device would land on ``meta`` and fail when it meets the model's tensors."""
+    _, prompter, prompts = real
+    seqs = [greedy(ids, 6) for ids in prompts[:3]]
+    with torch.device("meta"):
+        batch = DecodeBatch.for_model(served)
+        for prefix in prompter.shared_prefixes():
+            batch.share_prefix(prefix)
+        run_to_end(batch, {0: seqs[:2], 2: seqs[2:]})
+    assert all(len(s.tokens) == 6 for s in seqs)
+
+
+def test_the_kv_cache_grows_when_rows_and_columns_run_out(real, served):
+    _, _, prompts = real
+    batch = DecodeBatch.for_model(served)
+    assert batch.cache.capacity == (1, 64)
+    seqs = [greedy(ids, 48) for ids in prompts]
+    run_to_end(batch, {0: seqs})
+    rows, columns = batch.cache.capacity
+    assert rows >= len(prompts) and columns >= max(map(len, prompts)) + 48
+    eos = served.tokenizer.eos_token_id
+    assert seqs[0].tokens == alone(real[0].model, prompts[0], 48, eos)
