@@ -1,6 +1,7 @@
 """``python -m serving --model-uri models:/langchain-e2e-model@champion [--host 127.0.0.1] [--port 5001]``.
 
-Also reads MLFLOW_MODEL_URI, MLFLOW_TRACKING_URI and SERVING_* variables (see serving.settings). /health answers 503
+Also reads MLFLOW_MODEL_URI, MLFLOW_TRACKING_URI and SERVING_* variables (see serving.settings); ``--dtype``
+(float32 | bfloat16) and ``--device`` (auto | cpu | cuda) override SERVING_DTYPE and SERVING_DEVICE. /health answers 503
 while the model loads. If it cannot load (a missing model, a file that fails its checksum), the server stops and
 the process exits 1 with the reason: a server that cannot answer should not look alive. ``--check`` runs the same
 load and one answer without HTTP, then exits: the exported Dockerfile runs it at build time.
@@ -19,6 +20,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 5001)")
     parser.add_argument(
+        "--dtype", choices=["float32", "bfloat16"], help="default: the model's own, float32 unless exported in bf16"
+    )
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: cuda when available")
+    parser.add_argument(
         "--check",
         action="store_true",
         help="load the model, answer one short question through the batcher, exit 0 (a smoke test; no HTTP)",
@@ -28,7 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     from serving.settings import Settings
 
     try:
-        settings = Settings.from_env(model_uri=args.model_uri, host=args.host, port=args.port)
+        settings = Settings.from_env(
+            model_uri=args.model_uri, host=args.host, port=args.port, dtype=args.dtype, device=args.device
+        )
     except ValidationError as exc:
         parser.error(f"{exc}\nGive --model-uri or set MLFLOW_MODEL_URI.")
     if args.check:
@@ -37,6 +44,14 @@ def main(argv: list[str] | None = None) -> None:
         print(asyncio.run(check(settings)), flush=True)
         return
 
+    error = serve(settings)
+    if error:
+        raise SystemExit(f"python -m serving: the model did not load: {error}")
+
+
+def serve(settings) -> str | None:
+    """Run the server until it is stopped; a model that fails to load stops it at once. Returns why it failed to
+    load, or None. (``mode=serve serve.run=true`` runs the same.)"""
     import uvicorn
 
     from serving.app import create_app
@@ -46,8 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     state = app.state.serving
     state.on_failure = lambda: setattr(server, "should_exit", True)
     server.run()
-    if state.error:
-        raise SystemExit(f"python -m serving: the model did not load: {state.error}")
+    return state.error
 
 
 async def check(settings) -> str:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Request
@@ -32,6 +34,8 @@ class ServingState:
         self.prompter: Prompter | None = None
         self.batcher: Batcher | None = None
         self.error: str | None = None
+        self.agreement: dict[str, Any] | None = None  # bfloat16 against float32, when serving bfloat16
+        self.reference = None  # the float32 model that agreement is measured against, until it has answered
         self.metrics = Metrics()
         self.loaded_at = 0
         self.on_failure = lambda: None  # called once loading failed (python -m serving stops the server then)
@@ -49,39 +53,83 @@ class ServingState:
         from serving.decoding import DecodeBatch
         from serving.loader import load, resolved
 
-        with resolved(self.settings.model_uri) as spec:
-            loaded = load(spec)
+        s = self.settings
+        with resolved(s.model_uri) as spec:
+            spec = replace(spec, dtype=s.dtype or spec.dtype)
+            loaded = load(spec, s.device)
+            if spec.dtype == "bfloat16" and spec.eval_questions:  # the folder is readable inside `with` only
+                self.reference = load(replace(spec, dtype="float32"), s.device)
         prompter = Prompter.for_spec(loaded, spec)
         batch = DecodeBatch.for_model(loaded)
+        batch.reserve(s.batch_size_for(batch.device.type), RESERVED_COLUMNS)
         warm_up(batch, prompter)
         return spec, loaded, prompter, batch
 
+    def _measure_agreement(self, batcher: Batcher) -> None:
+        """bfloat16 against float32 on the model's evaluation questions, in the batcher's idle time after ready."""
+        from serving import agreement
+
+        def report(result: dict[str, Any]) -> None:
+            self.agreement = result
+            log.info("bfloat16 against float32 on the evaluation questions: %s", result)
+
+        self.agreement = {"reference": "float32", "status": "measuring while idle"}
+        models, self.reference = [self.reference, self.loaded], None
+        batcher.when_idle(agreement.stepwise(models, self.spec, report))
+
     async def load(self) -> None:
+        """Load the model on the thread that will then run the batcher: one thread does all of the model's work.
+        (Measured: a decoding step on CPU took twice as long when another long-lived thread had run torch before,
+        as asyncio.to_thread's pool thread does: OpenMP then has more threads than cores and stops spinning.)"""
         started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future = loop.create_future()
+        threading.Thread(target=self._own_the_model, args=(loop, outcome), name="generate", daemon=True).start()
         try:
-            self.spec, self.loaded, self.prompter, batch = await asyncio.to_thread(self._load_blocking)
+            self.spec, self.loaded, self.prompter, self.batcher = await outcome
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             log.error("model %s failed to load: %s", self.settings.model_uri, self.error)
             self.on_failure()
             return
-        s = self.settings
-        batcher = Batcher(batch, s.max_batch_size, s.max_wait_ms, s.max_queue)
-        batcher.start()
-        self.batcher = batcher
+        if self.reference is not None:
+            self._measure_agreement(self.batcher)
         self.loaded_at = int(time.time())
         log.info("model %s ready in %.1f s", self.settings.model_uri, time.perf_counter() - started)
 
+    def _own_the_model(self, loop: asyncio.AbstractEventLoop, outcome: asyncio.Future) -> None:
+        def settle(result) -> None:
+            if outcome.done():  # the server stopped while loading: nobody will use this batcher
+                if isinstance(result, tuple):
+                    result[-1].request_stop()
+                return
+            (outcome.set_exception if isinstance(result, BaseException) else outcome.set_result)(result)
+
+        try:
+            spec, loaded, prompter, batch = self._load_blocking()
+        except Exception as exc:
+            loop.call_soon_threadsafe(settle, exc)
+            return
+        s = self.settings
+        batcher = Batcher(batch, s.batch_size_for(batch.device.type), s.max_wait_ms, s.max_queue)
+        loop.call_soon_threadsafe(settle, (spec, loaded, prompter, batcher))
+        batcher.serve_here()
+
 
 def warm_up(batch: DecodeBatch, prompter: Prompter) -> None:
-    """Cache the shared prompt prefix, then two tokens through the real path before /health says ready: proves the
-    model can be batched this way."""
-    if len(prefix := prompter.shared_prefix()) >= MIN_SHARED_PREFIX:
-        batch.share_prefix(prefix)
-    batch.run([prompter.sequence(prompter.render("Hello"), {**WARM_UP, "max_new_tokens": 2})])
+    """Cache the shared prompt prefixes, then two tokens through the real path before /health says ready: proves the
+    model can be batched this way. With CUDA graphs, one short batch per row bucket captures their graphs now, so
+    the first requests after ready do not pay for it."""
+    for prefix in prompter.shared_prefixes():
+        if len(prefix) >= MIN_SHARED_PREFIX:
+            batch.share_prefix(prefix)
+    hello = prompter.render("Hello")
+    for rows in batch.graphs.row_buckets() if batch.graphs and batch.graphs.capture else [1]:
+        batch.run([prompter.sequence(hello, {**WARM_UP, "max_new_tokens": 2}) for _ in range(rows)])
 
 
 MIN_SHARED_PREFIX = 4  # tokens; a shorter shared prefix saves less than its bookkeeping costs
+RESERVED_COLUMNS = 256  # KV-cache columns allocated at start for every row (a prompt and its answer, typically)
 WARM_UP = {"temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.0}
 
 

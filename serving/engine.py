@@ -11,20 +11,25 @@
   with everything else.
 - A failing prefill fails only the requests it was admitting. A failing step fails the rows of that batch. The
   thread goes on either way, so the server keeps serving.
+- ``when_idle`` gives the thread background work (the bfloat16 agreement check) that it advances one step at a
+  time, only while no request is waiting or running: a request that arrives waits for one such step at most.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from serving.decoding import DecodeBatch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -122,6 +127,7 @@ class Batcher:
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._idle_work: Iterator[None] | None = None
 
     @property
     def queue_depth(self) -> int:
@@ -131,11 +137,27 @@ class Batcher:
         self._thread = threading.Thread(target=self._loop, name="generate", daemon=True)
         self._thread.start()
 
-    async def stop(self) -> None:
+    def serve_here(self) -> None:
+        """Run the generation loop in the calling thread until ``stop``: for a thread that already owns the model
+        (it loaded it), so that one thread does all of the model's work (see ``serving.app_state``)."""
+        self._thread = threading.current_thread()
+        self._loop()
+
+    def when_idle(self, work: Iterator[None]) -> None:
+        """Advance ``work`` one step whenever no request is waiting or running, until it is exhausted."""
+        with self._cond:
+            self._idle_work = work
+            self._cond.notify()
+
+    def request_stop(self) -> None:
+        """Ask the generation loop to end (it fails what is still waiting or running with ShuttingDown)."""
         with self._cond:
             self._stopping = True
             self._cond.notify()
-        if self._thread:
+
+    async def stop(self) -> None:
+        self.request_stop()
+        if self._thread and self._thread is not threading.current_thread():
             await asyncio.to_thread(self._thread.join, 30)
 
     def enqueue(self, seq: Sequence, stream: bool = False) -> Job:
@@ -176,10 +198,13 @@ class Batcher:
     # ---- the generation thread ----
 
     def _take(self) -> list[Job] | None:
-        """Waiting jobs that fit in the batch now; blocks while idle. None when stopping."""
+        """Waiting jobs that fit in the batch now; blocks while idle (unless there is idle work: then []). None when
+        stopping."""
         with self._cond:
             if not self._running:
                 while not self._waiting and not self._stopping:
+                    if self._idle_work is not None:
+                        return []
                     self._cond.wait()
                 deadline = time.monotonic() + self.max_wait_s
                 while len(self._waiting) < self.max_batch_size and not self._stopping:
@@ -194,12 +219,24 @@ class Batcher:
 
     def _loop(self) -> None:
         while (newcomers := self._take()) is not None:
+            if not newcomers and not self._running and self._idle_work is not None:
+                self._advance_idle_work()
+                continue
             self._admit(newcomers)
             self._drop_gone()
             if self._running:
                 self._step()
         self._fail(list(self._waiting) + self._running, ShuttingDown("the server stopped before answering"))
         self._waiting.clear()
+
+    def _advance_idle_work(self) -> None:
+        try:
+            next(self._idle_work)
+        except StopIteration:
+            self._idle_work = None
+        except Exception:  # background work must never stop the server
+            log.exception("idle work failed; dropped")
+            self._idle_work = None
 
     def _admit(self, jobs: list[Job]) -> None:
         alive = [job for job in jobs if not job.gone]
