@@ -59,7 +59,7 @@ class ExportSettings:
     wheelhouse: Path | None = None  # wheels reused between exports (filled on demand)
     base_image: str = "python:3.11-slim"
     port: int = 8000
-    questions: list[str] = field(default_factory=lambda: list(quality.QUESTIONS))  # for the bf16 measurement
+    questions: list[str] = field(default_factory=list)  # for the bf16 measurement; default: the model's own
 
 
 @dataclass
@@ -103,6 +103,7 @@ def _serving_json(spec: ServingSpec, dtype: str) -> dict:
         "system": spec.system,
         "template": spec.template,
         "generation": spec.generation,
+        "eval_questions": spec.eval_questions,
     }
 
 
@@ -166,7 +167,15 @@ def _fill(partial: Path, spec: ServingSpec, settings: ExportSettings) -> tuple[s
     (partial / "requirements.txt").write_text("\n".join(requirements.lines()) + "\n")
     if settings.vendor_wheels:
         _vendor_wheels(partial, settings.wheelhouse)
-    measured = quality.compare(spec, partial / "model", settings.questions) if settings.dtype == BF16 else None
+    measured = None
+    if settings.dtype == BF16:
+        questions = settings.questions or spec.eval_questions
+        if not questions:
+            raise ExportError(
+                f"{settings.model_uri} carries no evaluation questions to measure what bf16 costs: export it with "
+                "mode=export (which uses conf/eval), or deploy it again with this version so that it carries them"
+            )
+        measured = quality.compare(spec, partial / "model", questions)
     image = templates.image_name(spec)
     templates.render_all(partial, spec, settings, image, measured, folder_bytes(partial / "model"))
     (partial / MARKER).write_text(json.dumps({"model_uri": settings.model_uri, "dtype": settings.dtype}) + "\n")

@@ -75,8 +75,8 @@ def dtype_note(dtype: str, measured: dict | None) -> str:
     speed, size = measured["tokens_per_s"], measured["weights_bytes"]
     agreement = f"{measured['identical']} of {measured['questions']}"
     differing = ""
-    if measured["common_prefix_mean"] is not None:
-        differing = f" The others match float32 for {measured['common_prefix_mean']:.0f} tokens on average."
+    if measured["first_difference_mean"] is not None:
+        differing = f" The others match float32 for {measured['first_difference_mean']:.0f} tokens on average."
     return (
         "This bundle carries bf16 weights: half the size of float32. What that cost was measured when the bundle was "
         f"exported: {measured['questions']} questions, greedy, up to {measured['max_new_tokens']} new tokens, batched "

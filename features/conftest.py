@@ -116,7 +116,9 @@ class Workspace:
         return self.runs(f"tags.mlflow.parentRunId = '{run.info.run_id}'")
 
     def expand(self, text: str) -> str:
-        return text.replace("<data_dir>", str(self.data_dir.resolve()))
+        """``<data_dir>``: this workspace's; ``<free_port>``: a free loopback port."""
+        text = text.replace("<data_dir>", str(self.data_dir.resolve()))
+        return text.replace("<free_port>", str(free_port())) if "<free_port>" in text else text
 
 
 @pytest.fixture(scope="session")

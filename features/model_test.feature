@@ -10,6 +10,13 @@ Feature: mode=test validates the registered model's answers
     And the output mentions "models:/langchain-e2e-model@champion (version 1): 8 answers passed validation"
     And the latest test run logged fact_agreement_mean and an answers table
 
+  Scenario: Asked to, the test reports how bfloat16 answers agree with float32
+    Given a model registered by mode=deploy
+    When I run "python main.py mode=test test.compare_dtype=bfloat16"
+    Then it succeeds
+    And the output mentions "bfloat16 against float32:"
+    And the latest test run logged how many of the 8 bfloat16 answers are identical to float32
+
   Scenario: Thresholds the answers miss fail the run and say which
     Given a model registered by mode=deploy
     When I run "python main.py mode=test eval=quick eval.thresholds.max_answer_chars=5"

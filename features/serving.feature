@@ -9,6 +9,16 @@ Feature: The HTTP server answers questions about the registered model
     Given a server for the registered model
     Then its first health answer was 503 "loading" and it became ready with 200
 
+  Scenario: The model info says what runs the model and what makes its steps fast
+    Given a server for the registered model
+    Then the model info shows dtype "float32" on "cpu" with "211 linear layers packed for oneDNN in float32"
+
+  Scenario: A bfloat16 server measures how its answers agree with float32 once it is idle
+    Given a server for the registered model with "SERVING_DTYPE=bfloat16"
+    Then the model info shows dtype "bfloat16" on "cpu" with "activations, attention and KV cache in float32"
+    And the model info soon reports how many of the 8 evaluation answers match float32
+    And the server still answers "/ask" with 200
+
   Scenario: Asking one question
     Given a server for the registered model
     When I POST to "/ask"
@@ -160,3 +170,8 @@ Feature: The HTTP server answers questions about the registered model
   Scenario: mode=serve serve.run=true starts the server for the registered model
     When I start "python main.py mode=serve serve.run=true" on a free port
     Then it becomes ready and answers "/ask"
+
+  Scenario: Asking for a GPU where there is none stops at start and says what to use instead
+    Given this machine has no CUDA GPU
+    When I run "python main.py mode=serve serve.run=true serve.device=cuda serve.port=<free_port>"
+    Then it fails with "sees no CUDA GPU; use --device cpu or auto"

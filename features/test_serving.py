@@ -307,3 +307,32 @@ def row_freed(server, gave_up):
     assert after["running"] == 0, after  # freed within seconds, where the whole answer takes about 9
     assert after["tokens_generated"] - before["tokens_generated"] < LONG["max_new_tokens"], after
     assert server.post("/ask", json=ASK).status_code == 200
+
+
+@then(parsers.parse('the model info shows dtype "{dtype}" on "{device}" with "{acceleration}"'))
+def model_info_engine(server, dtype, device, acceleration):
+    info = server.get("/model/info").json()
+    assert (info["dtype"], info["device"]) == (dtype, device), info
+    assert acceleration in info["acceleration"], info["acceleration"]
+    assert info["parameters"] > 100_000_000  # packed layers still counted
+
+
+@then(parsers.parse("the model info soon reports how many of the {count:d} evaluation answers match float32"))
+def agreement_reported(server, count):
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        agreement = server.get("/model/info").json()["dtype_agreement"]
+        if "identical" in agreement:
+            assert agreement["questions"] == count and 0 <= agreement["identical"] <= count, agreement
+            return
+        assert agreement == {"reference": "float32", "status": "measuring while idle"}, agreement
+        time.sleep(0.5)  # polling interval: the measurement runs in the server's idle time
+    raise AssertionError("no agreement reported within 120 s")
+
+
+@given("this machine has no CUDA GPU")
+def no_gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: asking for one is not an error here")

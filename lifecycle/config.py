@@ -40,6 +40,17 @@ class DType(str, Enum):
     float16 = "float16"
 
 
+class ServeDType(str, Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+
+
+class ServeDevice(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 class ExportDType(str, Enum):
     float32 = "float32"
     bf16 = "bf16"  # half the size; the bundle's README reports the measured cost
@@ -148,10 +159,17 @@ class DeploySettings:
 
 
 @dataclass
+class TestSettings:
+    compare_dtype: Optional[ServeDType] = None  # e.g. bfloat16: report its agreement with float32
+
+
+@dataclass
 class ServeSettings:
     run: bool = MISSING
     host: str = MISSING
     port: int = MISSING
+    dtype: Optional[ServeDType] = None  # None: the model's own
+    device: ServeDevice = MISSING
     mlflow_port: int = MISSING
     tracking_port: int = MISSING
 
@@ -187,6 +205,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     experiment: ExperimentSettings = field(default_factory=ExperimentSettings)
     deploy: DeploySettings = field(default_factory=DeploySettings)
+    test: TestSettings = field(default_factory=TestSettings)
     serve: ServeSettings = field(default_factory=ServeSettings)
     export: ExportConfig = field(default_factory=ExportConfig)
     sweep: SweepSettings = field(default_factory=SweepSettings)

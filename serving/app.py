@@ -115,7 +115,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/model/info", response_model=ModelInfo, dependencies=protected)
     async def model_info(st: Ready) -> ModelInfo:
-        spec, model, s = st.spec, st.loaded.model, st.settings
+        from serving import kernels  # torch: loaded by now, but not at import time
+
+        spec, model, batch = st.spec, st.loaded.model, st.batcher.batch
+        graphs = batch.graphs.captured if batch.graphs and batch.graphs.capture else []
         return ModelInfo(
             name=spec.name,
             version=spec.version,
@@ -124,16 +127,18 @@ def create_app(settings: Settings) -> FastAPI:
             source_uri=spec.source_uri,
             folder=str(spec.folder),
             chat_format=st.loaded.chat_format,
-            dtype=str(model.dtype).removeprefix("torch."),
+            dtype=spec.dtype,
             device=str(model.device),
-            parameters=sum(p.numel() for p in model.parameters()),
+            acceleration=kernels.describe(model) + ([f"CUDA graphs for {len(graphs)} batch shapes"] if graphs else []),
+            dtype_agreement=st.agreement,
+            parameters=kernels.parameters(model),
             generation_defaults=spec.generation,
             batching={
                 "mode": "continuous (requests join and leave the batch at every decoding step)",
-                "shared_prefix_tokens": len(st.batcher.batch.prefix_ids),
-                "max_batch_size": s.max_batch_size,
-                "max_wait_ms": s.max_wait_ms,
-                "max_queue": s.max_queue,
+                "shared_prefix_tokens": [len(ids) for ids, _ in batch.prefixes],
+                "max_batch_size": st.batcher.max_batch_size,
+                "max_wait_ms": st.settings.max_wait_ms,
+                "max_queue": st.settings.max_queue,
                 "queue_depth": st.batcher.queue_depth,
             },
             stats=st.batcher.stats.as_dict(),

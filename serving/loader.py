@@ -48,6 +48,7 @@ class ServingSpec:
     alias: str | None = None
     run_id: str | None = None
     source_uri: str = ""
+    eval_questions: list[str] = field(default_factory=list)  # the evaluation questions it was deployed with
 
 
 def _from_config(folder: Path, config: dict, **info) -> ServingSpec:
@@ -60,18 +61,28 @@ def _from_config(folder: Path, config: dict, **info) -> ServingSpec:
         system=config.get("system"),
         template=config.get("template") or DEFAULT_TEMPLATE,
         generation={**DEFAULT_GENERATION, **(config.get("generation") or {})},
+        eval_questions=list(config.get("eval_questions") or []),
         **info,
     )
 
 
-def load(spec: ServingSpec):
-    """The model and tokenizer of ``spec``. Without a chat format in its settings, the tokenizer decides: its chat
-    template when it has one, a plain prompt otherwise."""
-    from lifecycle.integrations.models import load_model
+def load(spec: ServingSpec, device: str = "cpu"):
+    """The model and tokenizer of ``spec``, on ``device`` (auto, cpu, cuda) and prepared for batched decoding
+    (``serving.kernels``). Without a chat format in its settings, the tokenizer decides: its chat template when it
+    has one, a plain prompt otherwise."""
+    import torch
 
-    loaded = load_model(spec.folder, spec.chat_format or "plain", spec.dtype, spec.threads)
+    from lifecycle.integrations.models import load_model
+    from serving import kernels
+
+    try:
+        target = kernels.resolve_device(device)
+    except RuntimeError as exc:
+        raise ModelLoadError(str(exc)) from None
+    loaded = load_model(spec.folder, spec.chat_format or "plain", kernels.load_dtype(target, spec.dtype), spec.threads)
     if spec.chat_format is None and loaded.tokenizer.chat_template:
         loaded.chat_format = "chat_template"
+    kernels.prepare(loaded.model.to(target), getattr(torch, spec.dtype))
     return loaded
 
 

@@ -6,8 +6,8 @@
   a plain ``Role: text`` transcript that ends with ``Assistant:``.
 - ``Prompter.sequence`` encodes a prompt and checks it against ``max_input_tokens`` and the model's context window.
   It raises ``PromptTooLong`` with the numbers when the prompt does not fit.
-- ``Prompter.shared_prefix`` is the part of the prompt every question shares (system message, chat markup), whose
-  KV cache the batch computes once.
+- ``Prompter.shared_prefixes`` are the parts of the prompt every question shares (system message, chat markup): one
+  for the model's question template, one for its chat template. The batch computes their KV cache once.
 - ``TextStream`` turns streamed token ids into text pieces without splitting a multi-byte character.
 """
 
@@ -59,11 +59,14 @@ class Prompter:
     def shared_prefix(self) -> list[int]:
         """The token ids every question rendered with the model's own template starts with (system message, chat
         markup), less one token in case the first word of a question merges with the last prefix token."""
-        first, second = (self.encode(self.render(q)) for q in PREFIX_PROBES)
-        common = 0
-        while common < min(len(first), len(second)) and first[common] == second[common]:
-            common += 1
-        return first[: max(common - 1, 0)]
+        return _common_prefix([self.encode(self.render(q)) for q in PREFIX_PROBES])
+
+    def shared_prefixes(self) -> list[list[int]]:
+        """The question template's shared prefix, and the chat template's (a one-message conversation, as OpenAI
+        clients send): different system messages, so each gets its own."""
+        chats = [self.encode(self.render_messages([{"role": "user", "content": q}])) for q in PREFIX_PROBES]
+        prefixes = [self.shared_prefix(), _common_prefix(chats)]
+        return [p for i, p in enumerate(prefixes) if p and p not in prefixes[:i]]
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -91,6 +94,14 @@ class Prompter:
             top_p=settings["top_p"],
             repetition_penalty=settings["repetition_penalty"],
         )
+
+
+def _common_prefix(encoded: list[list[int]]) -> list[int]:
+    first, second = encoded
+    common = 0
+    while common < min(len(first), len(second)) and first[common] == second[common]:
+        common += 1
+    return first[: max(common - 1, 0)]
 
 
 class TextStream:

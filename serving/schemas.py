@@ -60,6 +60,10 @@ class ModelInfo(BaseModel):
     chat_format: str
     dtype: str
     device: str
+    acceleration: list[str] = Field(description="what makes a decoding step fast on this device")
+    dtype_agreement: dict[str, Any] | None = Field(
+        None, description="bfloat16 only: greedy answers to the evaluation questions against float32"
+    )
     parameters: int
     generation_defaults: dict[str, Any]
     batching: dict[str, Any]

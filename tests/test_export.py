@@ -85,7 +85,7 @@ def rendered(tmp_path):
         "questions": 8,
         "max_new_tokens": 48,
         "identical": 5,
-        "common_prefix_mean": 12.0,
+        "first_difference_mean": 12.0,
         "tokens_per_s": {"float32": 40.0, "bf16": 30.0},
         "weights_bytes": {"float32": 538_000_000, "bf16": 269_000_000},
         "cpus": 2,

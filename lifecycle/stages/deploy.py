@@ -36,6 +36,7 @@ class DeployStage(Stage):
             "template": cfg.prompt.template,
             "prompt_name": cfg.prompt.name,
             "generation": to_container(cfg.model.generation),
+            "eval_questions": [q.question for q in cfg.eval.questions],  # the server's bf16 agreement check
         }
 
     def _cause(self, exc: Exception) -> str:

@@ -8,8 +8,14 @@ this project's FastAPI server (``python -m serving``).
 from __future__ import annotations
 
 from lifecycle.locations import as_prefix, client_environment, direct_s3
-from lifecycle.stage import Stage, StageContext, StageResult
+from lifecycle.stage import Stage, StageContext, StageError, StageResult
 from lifecycle.stages.common import aliased_version, model_uri
+
+
+def engine_flags(serve) -> str:
+    """``--dtype``/``--device`` for this project's server, where the config asks for other than its defaults."""
+    flags = f" --dtype {serve.dtype.value}" if serve.dtype is not None else ""
+    return flags + (f" --device {serve.device.value}" if serve.device.value != "auto" else "")
 
 
 def serving_commands(cfg, uri: str) -> list[str]:
@@ -17,7 +23,7 @@ def serving_commands(cfg, uri: str) -> list[str]:
     host, serve = cfg.serve.host, cfg.serve
     return [
         f"{env} mlflow models serve -m {uri} --env-manager local --host {host} --port {serve.mlflow_port}",
-        f"{env} python -m serving --model-uri {uri} --host {host} --port {serve.port}",
+        f"{env} python -m serving --model-uri {uri} --host {host} --port {serve.port}{engine_flags(serve)}",
     ]
 
 
@@ -45,12 +51,18 @@ class ServeStage(Stage):
         )
 
     def _run_server(self, uri: str) -> None:
-        import uvicorn
-
-        from serving.app import create_app
+        from serving.__main__ import serve as run_server
         from serving.settings import Settings
 
         serve = self.cfg.serve
         print(f"serving {uri} on http://{serve.host}:{serve.port} (docs at /docs); Ctrl-C stops it", flush=True)
-        settings = Settings.from_env(model_uri=uri, host=serve.host, port=serve.port)
-        uvicorn.run(create_app(settings), host=serve.host, port=serve.port, log_level="info")
+        settings = Settings.from_env(
+            model_uri=uri,
+            host=serve.host,
+            port=serve.port,
+            dtype=serve.dtype.value if serve.dtype is not None else None,
+            device=serve.device.value,
+        )
+        error = run_server(settings)
+        if error:
+            raise StageError(f"the server for {uri} stopped: the model did not load: {error}")

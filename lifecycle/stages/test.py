@@ -2,6 +2,8 @@
 
 Validation uses ``eval.thresholds`` (non-empty rate, maximum length, mean fact agreement, mean relevance). Results go
 to the stage's run as metrics and a table; any missed threshold fails the stage with the list of what was missed.
+With ``test.compare_dtype=bfloat16`` the stage also answers the questions through the server's engine in float32 and
+in that dtype, and logs how they agree (``serving.agreement``): identical answers, where the others first differ.
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ class ModelTestStage(Stage):
             pd.DataFrame([vars(s) for s in scored]).assign(expected_facts=[list(q.expected_facts) for q in questions]),
             "test/answers.json",
         )
+        lines = []
+        if cfg.test.compare_dtype is not None:
+            compared, line = self._compare_dtype(uri, cfg.test.compare_dtype.value, [q.question for q in questions])
+            mlflow.log_metrics(compared)
+            summary.update(compared)
+            lines.append(line)
         failures = scoring.validate(scored, cfg.eval.thresholds)
         if failures:
             raise StageError(f"{uri} (version {version}) failed validation: " + "; ".join(failures))
@@ -45,5 +53,24 @@ class ModelTestStage(Stage):
             lines=[
                 f"{uri} (version {version}): {len(scored)} answers passed validation",
                 f"fact agreement {summary['fact_agreement_mean']:.2f}, relevance {summary['relevance_mean']:.2f}",
+                *lines,
             ],
         )
+
+    @staticmethod
+    def _compare_dtype(uri: str, dtype: str, questions: list[str]) -> tuple[dict[str, float], str]:
+        from lifecycle.integrations.artifacts import local_artifacts
+        from serving import agreement
+        from serving.loader import from_pyfunc_dir
+
+        with local_artifacts(uri) as folder:
+            spec = from_pyfunc_dir(folder)
+            reference, _ = agreement.run_dtype(spec, "float32", questions)
+            other, _ = agreement.run_dtype(spec, dtype, questions)
+        result = agreement.compare(reference, other)
+        metrics = {f"dtype_agreement/{dtype}/identical": result["identical"]}
+        differ = ""
+        if result["first_difference_mean"] is not None:
+            metrics[f"dtype_agreement/{dtype}/first_difference_mean"] = result["first_difference_mean"]
+            differ = f"; the others first differ at token {result['first_difference_mean']:.1f} on average"
+        return metrics, f"{dtype} against float32: {result['identical']} of {result['questions']} answers identical{differ}"
