@@ -1,15 +1,24 @@
-"""Throughput and latency of this server against `mlflow models serve`, for the same registered model.
+"""This server against what a user would run instead, for the same registered model, in one run on one machine.
 
-    python benchmarks/serving.py [--data-dir mlflow_data] [--clients 1 4 16] [--requests-per-client 4]
-                                 [--max-new-tokens 64]
+    python benchmarks/serving.py [--data-dir mlflow_data] [--clients 1 16 64] [--requests-per-client 4]
+                                 [--max-new-tokens 64] [--only NAME ...] [--llama-server BIN --gguf FILE]
 
-Needs a registered model (`python main.py mode=deploy`). Each server is started, timed to ready, loaded with N
-concurrent clients (each sending the same fixed questions with greedy decoding and a fixed max_new_tokens through
-the same /invocations protocol), and stopped before the other starts, so they never share the two cores. Generated
-tokens are counted with the model's tokenizer. Baseline: `mlflow models serve --env-manager local` (1 worker).
-Defaults: the model's own max_new_tokens (64), and 4 requests per client so that the 16-client figure measures a
-steady state more than the ramp-up and the tail. The last lines compare the 16-client figures with the targets
-(at least 6x the baseline's tokens/s, p50 latency no worse than the baseline's).
+Needs a registered model (`python main.py mode=deploy`). The servers, started one at a time so that they never share
+the cores, each timed from start to ready:
+
+- this server, float32 and bfloat16 (`python -m serving --model-uri models:/...@champion --dtype ...`);
+- `transformers serve --continuous-batching` on the same model folder, float32 and bfloat16: the library's own
+  continuous batching, the free alternative every user of this project already has installed;
+- `mlflow models serve --env-manager local` (1 worker) on the same URI, through /invocations (it has no chat
+  endpoint); at 64 clients it is left out: its 60 s request timeout fails most of such a load;
+- optionally `llama-server` (llama.cpp) on a float32 GGUF of the same weights, where it has been built
+  (FACTS.md says how): how far this CPU can go.
+
+Each is loaded with N concurrent clients sending the evaluation questions through `/v1/chat/completions`, greedy,
+`max_tokens` = the model's max_new_tokens (64), 4 requests per client (2 at 64 clients). Generated tokens are
+counted with the model's tokenizer for every server alike. Also measured on this server: the first request after
+ready, an overload burst (429 with Retry-After expected, never 5xx) and, for bfloat16, its agreement with float32
+(from /model/info). The last lines compare the figures with the targets of issue 11.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -30,13 +40,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from lifecycle.ports import free_port  # noqa: E402 - after the project root is importable
 
-QUESTIONS = [
-    "What is the capital of France?",
-    "What is machine learning?",
-    "How many days are there in a week?",
-    "What is photosynthesis?",
-]
 MODEL_URI = "models:/langchain-e2e-model@champion"
+OVERLOAD_EXTRA = 64  # requests beyond what the batch and the queue hold, sent at once
+MODEL_NAME = ["served"]  # the model field of chat requests: the served folder, set in main()
+
+
+@dataclass
+class Server:
+    name: str
+    command: list[str]
+    ready_path: str
+    protocol: str = "chat"  # chat | invocations
+    ours: bool = False
+    max_clients: int | None = None  # more clients than this: left out, with the reason
+    skip_reason: str = ""
+    results: dict = field(default_factory=dict)
 
 
 def start(command: list[str], env: dict, ready_url: str) -> tuple[subprocess.Popen, float]:
@@ -58,23 +76,42 @@ def start(command: list[str], env: dict, ready_url: str) -> tuple[subprocess.Pop
 
 def stop(proc: subprocess.Popen) -> None:
     os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
-def load(base: str, clients: int, per_client: int, max_new_tokens: int, count_tokens) -> dict:
+def request(http: httpx.Client, base: str, protocol: str, question: str, max_tokens: int) -> str:
+    if protocol == "chat":
+        body = {
+            "model": MODEL_NAME[0],  # transformers serve answers 400 unless it names the folder it serves
+            "messages": [{"role": "user", "content": question}],
+            "max_tokens": max_tokens,
+            "temperature": 0,
+        }
+        response = http.post(f"{base}/v1/chat/completions", json=body)
+        response.raise_for_status()
+        return response.json()["choices"][0]["message"]["content"]
+    body = {
+        "dataframe_split": {"columns": ["question"], "data": [[question]]},
+        "params": {"max_new_tokens": max_tokens, "temperature": 0.0},
+    }
+    response = http.post(f"{base}/invocations", json=body)
+    response.raise_for_status()
+    return response.json()["predictions"][0]
+
+
+def load(base: str, protocol: str, questions, clients: int, per_client: int, max_tokens: int, count) -> dict:
     def client(index: int) -> list[tuple[float, int]]:
         out = []
         with httpx.Client(timeout=600) as http:
             for i in range(per_client):
-                question = QUESTIONS[(index + i) % len(QUESTIONS)]
-                payload = {
-                    "dataframe_split": {"columns": ["question"], "data": [[question]]},
-                    "params": {"max_new_tokens": max_new_tokens, "temperature": 0.0},
-                }
+                question = questions[(index + i) % len(questions)]
                 started = time.perf_counter()
-                response = http.post(f"{base}/invocations", json=payload)
-                response.raise_for_status()
-                out.append((time.perf_counter() - started, count_tokens(response.json()["predictions"][0])))
+                answer = request(http, base, protocol, question, max_tokens)
+                out.append((time.perf_counter() - started, count(answer)))
         return out
 
     started = time.perf_counter()
@@ -84,90 +121,217 @@ def load(base: str, clients: int, per_client: int, max_new_tokens: int, count_to
     latencies = sorted(r[0] for r in results)
     return {
         "tokens_per_s": sum(r[1] for r in results) / wall,
+        "tokens_per_answer": statistics.mean(r[1] for r in results),
         "p50": statistics.median(latencies),
         "p95": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))],
     }
 
 
+def overload(base: str, info: dict, question: str) -> dict:
+    """More concurrent requests than the batch and the queue hold: how many were refused, and how."""
+    burst = info["batching"]["max_batch_size"] + info["batching"]["max_queue"] + OVERLOAD_EXTRA
+    body = {"messages": [{"role": "user", "content": question}], "max_tokens": 8, "temperature": 0}
+
+    def one(_):
+        with httpx.Client(timeout=600) as http:
+            response = http.post(f"{base}/v1/chat/completions", json=body)
+            return response.status_code, response.headers.get("retry-after")
+
+    with concurrent.futures.ThreadPoolExecutor(burst) as pool:
+        answers = list(pool.map(one, range(burst)))
+    return {
+        "sent": burst,
+        "ok": sum(code == 200 for code, _ in answers),
+        "429": sum(code == 429 for code, _ in answers),
+        "429_with_retry_after": sum(code == 429 and retry is not None for code, retry in answers),
+        "5xx": sum(code >= 500 for code, _ in answers),
+    }
+
+
+def measure_ours(base: str, server: Server, questions, max_tokens: int, count) -> None:
+    """What only this server is asked for: the first request after ready, its settings, and (once) overload."""
+    with httpx.Client(timeout=600) as http:
+        started = time.perf_counter()
+        request(http, base, "chat", questions[0], max_tokens)
+        first = time.perf_counter() - started
+        started = time.perf_counter()
+        request(http, base, "chat", questions[0], max_tokens)
+        server.results["first_request_s"], server.results["warm_request_s"] = first, time.perf_counter() - started
+        server.results["info"] = http.get(f"{base}/model/info").json()
+
+
+def measured_agreement(base: str, timeout_s: float = 300) -> dict:
+    """The bfloat16 server's agreement with float32, which it measures in its idle time after ready."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        agreement = httpx.get(f"{base}/model/info", timeout=30).json()["dtype_agreement"]
+        if "identical" in agreement:
+            return agreement
+        time.sleep(1)  # polling interval: the server measures only while it has nothing else to do
+    return {"status": f"not measured within {timeout_s} s"}
+
+
+def servers(args, folder: Path) -> list[Server]:
+    ours = [sys.executable, "-m", "serving", "--model-uri", MODEL_URI, "--port", "{port}"]
+    hf = ["transformers", "serve", "--continuous-batching", "--device", "cpu", "--host", "127.0.0.1"]
+    mlflow = ["mlflow", "models", "serve", "-m", MODEL_URI, "--env-manager", "local", "--host", "127.0.0.1"]
+    listed = [
+        Server("this server, float32", [*ours, "--dtype", "float32"], "/health", ours=True),
+        Server("transformers serve, float32", [*hf, "--dtype", "float32", "--port", "{port}", str(folder)], "/health"),
+        Server("this server, bfloat16", [*ours, "--dtype", "bfloat16"], "/health", ours=True),
+        Server(
+            "transformers serve, bfloat16", [*hf, "--dtype", "bfloat16", "--port", "{port}", str(folder)], "/health"
+        ),
+        Server(
+            "mlflow models serve",
+            [*mlflow, "--port", "{port}"],
+            "/ping",
+            protocol="invocations",
+            max_clients=16,
+            skip_reason="left out: its 60 s request timeout fails most requests of this load",
+        ),
+    ]
+    if args.llama_server and args.gguf:
+        if Path(args.llama_server).exists() and Path(args.gguf).exists():
+            command = [args.llama_server, "-m", args.gguf, "-t", str(os.cpu_count()), "-np", "64", "-c", "65536"]
+            listed.append(Server("llama-server, float32 GGUF", [*command, "--port", "{port}"], "/health"))
+        else:
+            print(f"llama-server row left out: {args.llama_server} or {args.gguf} does not exist", flush=True)
+    return [s for s in listed if not args.only or any(o in s.name for o in args.only)]
+
+
+def run(server: Server, env: dict, args, questions, count) -> None:
+    port = free_port()
+    command = [part.replace("{port}", str(port)) for part in server.command]
+    proc, server.results["ready_s"] = start(command, env, f"http://127.0.0.1:{port}{server.ready_path}")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        if server.ours:
+            measure_ours(base, server, questions, args.max_new_tokens, count)
+        else:
+            load(base, server.protocol, questions, 1, 1, 4, count)  # warm-up, untimed
+        for clients in args.clients:
+            if server.max_clients and clients > server.max_clients:
+                continue
+            per_client = max(2, min(args.requests_per_client, 128 // clients))
+            server.results[clients] = load(
+                base, server.protocol, questions, clients, per_client, args.max_new_tokens, count
+            )
+            print(f"  {server.name}, {clients} clients: {server.results[clients]}", flush=True)
+        if server.ours and "float32" in server.name:
+            server.results["overload"] = overload(base, server.results["info"], questions[0])
+        if server.ours and server.results["info"].get("dtype_agreement"):
+            server.results["info"]["dtype_agreement"] = measured_agreement(base)
+    finally:
+        stop(proc)
+
+
+def report(listed: list[Server], args) -> None:
+    print(f"\n{MODEL_URI}: /v1/chat/completions (mlflow: /invocations), greedy, max_tokens={args.max_new_tokens}\n")
+    print(f"{'clients':>7} | {'server':<30} | {'tokens/s':>8} | {'p50 s':>6} | {'p95 s':>6} | {'tok/answer':>10}")
+    for clients in args.clients:
+        for s in listed:
+            r = s.results.get(clients)
+            if r is None:
+                print(f"{clients:>7} | {s.name:<30} | {s.skip_reason}")
+                continue
+            row = f"{r['tokens_per_s']:>8.1f} | {r['p50']:>6.2f} | {r['p95']:>6.2f} | {r['tokens_per_answer']:>10.1f}"
+            print(f"{clients:>7} | {s.name:<30} | {row}")
+    for s in listed:
+        line = f"start-to-ready, {s.name}: {s.results['ready_s']:.1f} s"
+        if s.ours:
+            first, warm = s.results["first_request_s"], s.results["warm_request_s"]
+            line += f"; first request after ready {first:.2f} s (next: {warm:.2f} s)"
+        print(line)
+    by_name = {s.name: s for s in listed}
+    for s in listed:
+        if s.ours:
+            info = s.results["info"]
+            print(
+                f"{s.name}: {info['dtype']} on {info['device']}; {', '.join(info['acceleration'])}; "
+                f"max batch {info['batching']['max_batch_size']}"
+            )
+            if info.get("dtype_agreement"):
+                print(f"  bfloat16 against float32 on the evaluation questions: {info['dtype_agreement']}")
+            if "overload" in s.results:
+                print(f"  overload burst: {s.results['overload']}")
+    verdicts(by_name, args)
+
+
+def _verdict(label: str, value: float, target: float, unit: str = "x", lower_is_better: bool = False) -> None:
+    met = value <= target if lower_is_better else value >= target
+    sign = "<=" if lower_is_better else ">="
+    print(f"target: {label}: {value:.2f}{unit} ({sign} {target}{unit}): {'met' if met else 'NOT met'}")
+
+
+def verdicts(by_name: dict[str, Server], args) -> None:
+    def figure(name: str, clients: int):
+        server = by_name.get(name)
+        return server.results.get(clients) if server else None
+
+    for dtype, target in (("float32", 1.5), ("bfloat16", 1.3)):
+        ours, theirs = figure(f"this server, {dtype}", 16), figure(f"transformers serve, {dtype}", 16)
+        if ours and theirs:
+            _verdict(
+                f"16 clients {dtype}, tokens/s vs transformers serve",
+                ours["tokens_per_s"] / theirs["tokens_per_s"],
+                target,
+            )
+            _verdict(
+                f"16 clients {dtype}, p50 vs transformers serve", ours["p50"] / theirs["p50"], 1.0, lower_is_better=True
+            )
+        at16, at64 = figure(f"this server, {dtype}", 16), figure(f"this server, {dtype}", 64)
+        if at16 and at64:
+            _verdict(f"64 clients {dtype}, tokens/s vs 16 clients", at64["tokens_per_s"] / at16["tokens_per_s"], 1.3)
+    bf16 = by_name.get("this server, bfloat16")
+    if bf16 and "identical" in (agreement := bf16.results["info"].get("dtype_agreement") or {}):
+        print(
+            f"target: bfloat16 answers identical to float32: {agreement['identical']} of {agreement['questions']} "
+            f"(>= 6 of 8): {'met' if agreement['identical'] >= 6 else 'NOT met'}"
+        )
+    f32 = by_name.get("this server, float32")
+    if f32 and "overload" in f32.results:
+        o = f32.results["overload"]
+        met = o["429"] > 0 and o["429"] == o["429_with_retry_after"] and o["5xx"] == 0
+        print(
+            f"target: overload answers 429 with Retry-After, never 5xx: {o['429']} x 429, {o['5xx']} x 5xx: "
+            f"{'met' if met else 'NOT met'}"
+        )
+    for s in by_name.values():
+        if s.ours:
+            _verdict(f"start-to-ready, {s.name}", s.results["ready_s"], 10.0, " s", lower_is_better=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=str(ROOT / "mlflow_data"))
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--requests-per-client", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--only", nargs="+", help="run only the servers whose name contains one of these")
+    parser.add_argument("--llama-server", help="a llama-server binary, for the optional llama.cpp row")
+    parser.add_argument("--gguf", help="the float32 GGUF of the same weights llama-server serves")
     args = parser.parse_args()
 
     tracking = f"sqlite:///{Path(args.data_dir).resolve()}/mlflow.db"
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     env.pop("MLFLOW_REGISTRY_URI", None)
-
-    sys.path.insert(0, str(ROOT))
-    from serving.loader import resolved
-
     os.environ["MLFLOW_TRACKING_URI"] = tracking
     from transformers import AutoTokenizer
 
+    from serving.loader import resolved
+
     with resolved(MODEL_URI) as spec:
         tokenizer = AutoTokenizer.from_pretrained(spec.folder)
-
-    def count_tokens(text: str) -> int:
-        return len(tokenizer.encode(text, add_special_tokens=False))
-
-    servers = {
-        "this server (python -m serving)": (
-            lambda port: [sys.executable, "-m", "serving", "--model-uri", MODEL_URI, "--port", str(port)],
-            "/health",
-        ),
-        "mlflow models serve (baseline)": (
-            lambda port: [
-                "mlflow",
-                "models",
-                "serve",
-                "-m",
-                MODEL_URI,
-                "--env-manager",
-                "local",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            "/ping",
-        ),
-    }
-    results: dict[str, dict] = {}
-    for name, (command, ready_path) in servers.items():
-        port = free_port()
-        proc, ready_s = start(command(port), env, f"http://127.0.0.1:{port}{ready_path}")
-        try:
-            base = f"http://127.0.0.1:{port}"
-            load(base, 1, 1, 4, count_tokens)  # warm-up, untimed
-            results[name] = {"ready_s": ready_s} | {
-                c: load(base, c, args.requests_per_client, args.max_new_tokens, count_tokens) for c in args.clients
-            }
-        finally:
-            stop(proc)
-
-    ours, base = results.values()
-    print(
-        f"\nserving {MODEL_URI}: greedy, max_new_tokens={args.max_new_tokens}, "
-        f"{args.requests_per_client} requests per client, /invocations on both\n"
-    )
-    print(f"{'clients':>7} | {'server':<34} | {'tokens/s':>8} | {'p50 s':>6} | {'p95 s':>6}")
-    for c in args.clients:
-        for name, r in results.items():
-            print(f"{c:>7} | {name:<34} | {r[c]['tokens_per_s']:>8.1f} | {r[c]['p50']:>6.2f} | {r[c]['p95']:>6.2f}")
-        print(
-            f"{'':>7} | {'ratio (this / baseline)':<34} | {ours[c]['tokens_per_s'] / base[c]['tokens_per_s']:>7.1f}x"
-            f" | {ours[c]['p50'] / base[c]['p50']:>5.2f}x | {ours[c]['p95'] / base[c]['p95']:>5.2f}x"
-        )
-    for name, r in results.items():
-        print(f"start-to-ready, {name}: {r['ready_s']:.1f} s")
-    top = max(args.clients)
-    speedup, p50 = ours[top]["tokens_per_s"] / base[top]["tokens_per_s"], ours[top]["p50"] / base[top]["p50"]
-    print(f"target at {top} clients: tokens/s >= 6x baseline: {speedup:.1f}x, {'met' if speedup >= 6 else 'NOT met'}")
-    print(f"target at {top} clients: p50 <= baseline p50: {p50:.2f}x, {'met' if p50 <= 1 else 'NOT met'}")
+        folder = Path(spec.folder)
+        MODEL_NAME[0] = str(folder)
+        questions = spec.eval_questions or sys.exit(f"{MODEL_URI} carries no evaluation questions: deploy it again")
+        listed = servers(args, folder)
+        for server in listed:
+            print(f"{server.name}: starting", flush=True)
+            run(server, env, args, questions, lambda text: len(tokenizer.encode(text, add_special_tokens=False)))
+    report(listed, args)
 
 
 if __name__ == "__main__":

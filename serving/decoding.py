@@ -185,7 +185,11 @@ class DecodeBatch:
         """The index of the longest shared prefix ``seq``'s prompt starts with (and goes beyond), if any."""
         ids = seq.prompt_ids
         return next(
-            (i for i, (prefix, _) in enumerate(self.prefixes) if len(ids) > len(prefix) and ids[: len(prefix)] == prefix),
+            (
+                i
+                for i, (prefix, _) in enumerate(self.prefixes)
+                if len(ids) > len(prefix) and ids[: len(prefix)] == prefix
+            ),
             None,
         )
 

@@ -48,7 +48,7 @@ class StepGraphs:
         self.pool = torch.cuda.graph_pool_handle() if capture else None
 
     def _allocate(self) -> None:
-        rows, columns = self.batch.cache.capacity
+        rows = self.batch.cache.capacity[0]
         device = self.batch.device
         self.tokens = torch.full((rows, 1), self.batch.pad_token_id, dtype=torch.long, device=device)
         self.positions = torch.zeros((rows, 1), dtype=torch.long, device=device)

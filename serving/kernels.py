@@ -92,10 +92,8 @@ def attention(module, query, key, value, attention_mask, scaling=None, dropout=0
     scores = torch.matmul(grouped, key.transpose(-1, -2)).float() * scale  # [batch, kv_heads, group, kv]
     if attention_mask is not None:
         mask = attention_mask[:, :, :1]  # [batch, 1, 1, kv]: broadcasts over the group of query heads
-        if mask.dtype == torch.bool:
-            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-        else:
-            scores = scores + mask
+        hidden = ~mask if mask.dtype == torch.bool else None
+        scores = scores + mask if hidden is None else scores.masked_fill(hidden, torch.finfo(scores.dtype).min)
     weights = torch.softmax(scores, dim=-1).to(value.dtype)
     out = torch.matmul(weights, value)  # [batch, kv_heads, group, dim]
     return out.view(batch, 1, heads, dim), None
@@ -201,6 +199,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(
-            f"device {name!r} asked for, but this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu or auto"
+            f"device {name!r} asked for, but this torch ({torch.__version__}) sees no CUDA GPU; "
+            "use --device cpu or auto"
         )
     return torch.device(name)

@@ -85,8 +85,10 @@ class KVCache(Cache):
         have_rows, have_columns = self.capacity
         if rows <= have_rows and columns <= have_columns:
             return
-        new = (max(rows, have_rows * 2) if rows > have_rows else have_rows,
-               max(columns, have_columns * 2) if columns > have_columns else have_columns)
+        new = (
+            max(rows, have_rows * 2) if rows > have_rows else have_rows,
+            max(columns, have_columns * 2) if columns > have_columns else have_columns,
+        )
         used_rows, used_columns = used
         self.capacity = new
         for buffers in (self.keys, self.values):

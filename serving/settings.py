@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr

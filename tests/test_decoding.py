@@ -101,7 +101,7 @@ def test_requests_joining_and_leaving_get_the_answer_they_would_get_alone(real, 
 def test_shared_prefixes_change_no_answer(real, new_batch):
     """The question template's prefix and the chat template's, both cached: questions and chat messages arriving
     together get the answers they get with no prefix cached."""
-    loaded, prompter, prompts = real
+    _, prompter, prompts = real
     chats = [prompter.encode(prompter.render_messages([{"role": "user", "content": q}])) for q in QUESTIONS[:3]]
     mixed = [prompts[0], chats[0], prompts[1], chats[1], prompts[2], chats[2]]
     plain = [greedy(ids, 16) for ids in mixed]
@@ -143,7 +143,7 @@ def test_sampling_neighbours_do_not_change_a_greedy_answer(real, new_batch):
 
 
 def test_streaming_callback_sees_each_token_in_order(real, new_batch):
-    loaded, _, prompts = real
+    _, _, prompts = real
     seen: list[int] = []
     seq = Sequence(prompts[0], 8, repetition_penalty=PENALTY, on_token=seen.append)
     run_to_end(new_batch(), {0: [seq]})

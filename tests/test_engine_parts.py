@@ -104,7 +104,7 @@ def test_idle_work_advances_only_while_no_request_is_waiting_or_running():
     proceed = threading.Event()
 
     def work():
-        for i in range(1000):
+        for _ in range(1000):
             steps.append(len(batch.rows))  # the rows running while the idle work took its step
             proceed.wait()
             yield

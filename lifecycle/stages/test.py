@@ -73,4 +73,7 @@ class ModelTestStage(Stage):
         if result["first_difference_mean"] is not None:
             metrics[f"dtype_agreement/{dtype}/first_difference_mean"] = result["first_difference_mean"]
             differ = f"; the others first differ at token {result['first_difference_mean']:.1f} on average"
-        return metrics, f"{dtype} against float32: {result['identical']} of {result['questions']} answers identical{differ}"
+        return (
+            metrics,
+            f"{dtype} against float32: {result['identical']} of {result['questions']} answers identical{differ}",
+        )
