@@ -37,7 +37,7 @@ def model_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def smollm2(model_cache):
     """The real offline model (SmolLM2-135M-Instruct), loaded once per session."""
-    from lifecycle.integrations.models import load_model
+    from core.model_folder import load_model
 
     return load_model(model_cache / "smollm2", "chat_template")
 

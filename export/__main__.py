@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("give --model-uri (or set MLFLOW_MODEL_URI), e.g. models:/langchain-e2e-model@champion")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
+    from core.model_folder import ModelLoadError
     from export.bundle import ExportError, ExportSettings, write
-    from serving.loader import ModelLoadError
 
     settings = ExportSettings(
         model_uri=args.model_uri,

@@ -5,7 +5,7 @@ build and run the HTTP server, and nothing it must not have (no MLflow, no boto3
       Dockerfile, .dockerignore   slim Python base, CPU-only torch, non-root user, HEALTHCHECK on /health, EXPOSE
       requirements.txt            the server's dependencies pinned to the tested versions (export.requirements)
       model/                      weights, tokenizer, generation and chat settings (serving.json), manifest.json
-      app/                        the serving code: serving/ and the few pure lifecycle modules it uses
+      app/                        the server's code: the packages core/ and serving/, whole
       build.sh, run.sh, test.sh   build the image; run it (port, bind address, API key, batching from the env); check it
       README.md                   for the person on the remote machine, with the bf16 cost measured when exported so
       wheels/                     with vendor_wheels: every wheel, so the image builds with no network
@@ -24,22 +24,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core import manifest
 from export import quality, requirements, templates
-from serving import manifest
 from serving.loader import SERVING_JSON, ServingSpec, resolved
 
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
-APP_FILES = (  # what `python -m serving` imports, no more
-    "serving",
-    "lifecycle/__init__.py",
-    "lifecycle/generation.py",
-    "lifecycle/payloads.py",
-    "lifecycle/stage.py",
-    "lifecycle/integrations/__init__.py",
-    "lifecycle/integrations/models.py",
-)
+APP_PACKAGES = ("core", "serving")  # what `python -m serving` imports, whole (tests/test_layering.py keeps it so)
 LEFT_OUT = ("lifecycle-model.json", manifest.MANIFEST)  # the converter's marker names paths of the exporting machine
 WEIGHTS = (".safetensors", ".bin")
 BF16 = "bf16"
@@ -108,14 +100,8 @@ def _serving_json(spec: ServingSpec, dtype: str) -> dict:
 
 
 def _copy_app(dest: Path) -> None:
-    for relative in APP_FILES:
-        source = ROOT / relative
-        target = dest / relative
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
+    for package in APP_PACKAGES:
+        shutil.copytree(ROOT / package, dest / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 
 def _vendor_wheels(bundle: Path, wheelhouse: Path | None) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from pytest_bdd import given, parsers, scenarios, then, when
 
+from core import manifest
 from export import podman
-from serving import manifest
 
 from .conftest import ROOT, Invocation, Workspace, free_port, launch
 

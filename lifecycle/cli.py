@@ -16,15 +16,12 @@ def quiet_libraries() -> None:
 
 
 def execute(cfg: DictConfig) -> int:
-    """Run, print the summary, exit 1 on failure. A job of a sweep returns 1 instead: Hydra's sweeper re-raises
-    a job's exception once its batch is done, which would end the sweep before its summary. The failure is in the
-    job's MLflow run, and the sweep exits 1 at its end."""
-    from lifecycle.sweep import current_job
-
+    """Run, print the summary, exit 1 on failure; or return 1 where the session says so (a job of a sweep:
+    Hydra's sweeper re-raises a job's exception once its batch is done, which would end the sweep before its
+    summary; the failure is in the job's MLflow run, and the sweep exits 1 at its end)."""
     quiet_libraries()
-    job = current_job()
-    report = runner.run(cfg, sweep=job)
+    report = runner.run(cfg)
     print(redact_text(summary.render(report, ui_port=cfg.serve.tracking_port)), flush=True)
-    if report.failed and job is None:
+    if report.failed and report.raises_on_failure:
         raise SystemExit(1)
     return 1 if report.failed else 0

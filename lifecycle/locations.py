@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.artifacts import scheme
+
+__all__ = ["as_prefix", "client_environment", "direct_s3", "is_server", "s3_environment", "scheme"]
+
 
 def is_server(tracking_uri: str) -> bool:
     """A tracking server (which proxies artifacts), as opposed to an embedded backend such as sqlite:///..."""
     return tracking_uri.startswith(("http://", "https://", "databricks"))
-
-
-def scheme(uri: str) -> str:
-    """``s3``, ``file``, ``mlflow-artifacts``...; a bare path is a file."""
-    return uri.split(":", 1)[0] if ":" in uri else "file"
 
 
 def direct_s3(cfg: Any) -> bool:

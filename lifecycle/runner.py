@@ -12,15 +12,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
+from lifecycle import sessions
 from lifecycle.registry import StageRegistry
 from lifecycle.stage import Stage, StageContext, StageError, StageResult
-
-if TYPE_CHECKING:
-    from lifecycle.sweep import SweepJob
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +30,7 @@ class LifecycleReport:
     experiment_id: str | None = None
     tracking_uri: str | None = None
     error: str | None = None
+    raises_on_failure: bool = True  # the session's kind decides: a sweep job returns 1 instead of exiting
 
     @property
     def failed(self) -> bool:
@@ -68,10 +66,8 @@ def _record(result: StageResult, context: StageContext, report: LifecycleReport)
     return result.error is None
 
 
-def run(cfg: DictConfig, registry: StageRegistry | None = None, sweep: SweepJob | None = None) -> LifecycleReport:
-    """Run ``cfg.mode``'s stages. As a job of a sweep (``sweep`` given), the runs hang below the sweep's run, a
-    failure before any stage ran is recorded as a failed run too (the sweep's summary lists every job), and each
-    run gets the job's wall time."""
+def run(cfg: DictConfig, registry: StageRegistry | None = None) -> LifecycleReport:
+    """Run ``cfg.mode``'s stages under the session ``lifecycle.sessions`` picks (standalone, or a job of a sweep)."""
     started = time.perf_counter()
     report = LifecycleReport(mode=cfg.mode.name)
     try:
@@ -80,8 +76,7 @@ def run(cfg: DictConfig, registry: StageRegistry | None = None, sweep: SweepJob 
             stage.preflight()
     except StageError as exc:
         report.error = str(exc)
-        if sweep:
-            _record_early_failure(cfg, sweep, report, started)
+        sessions.failed_before_stages(cfg, report, time.perf_counter() - started)
         return report
 
     context = StageContext(cfg=cfg)
@@ -89,16 +84,15 @@ def run(cfg: DictConfig, registry: StageRegistry | None = None, sweep: SweepJob 
         _run_untracked(stages, context, report)
         return report
 
-    from lifecycle.integrations import tracking
-
     try:
-        session = tracking.open_session(cfg, sweep)
+        session = sessions.open_session(cfg)
     except StageError as exc:
         report.error = str(exc)
         return report
     report.tracking_uri = session.tracking_uri
     report.experiment_id = session.experiment_id
-    with session.parent_run(cfg) as parent_id:
+    report.raises_on_failure = session.raises_on_failure
+    with session.parent_run() as parent_id:
         report.parent_run_id = context.parent_run_id = parent_id
         for stage in stages:
             with session.stage_run(stage.name, enabled=stage.uses_tracking) as stage_run:
@@ -107,24 +101,8 @@ def run(cfg: DictConfig, registry: StageRegistry | None = None, sweep: SweepJob 
                 stage_run.finish(result)
             if not _record(result, context, report):
                 break
-        session.finish_parent(report)
-    if sweep:
-        session.record_job_time(report, time.perf_counter() - started)
+        session.finish(report, time.perf_counter() - started)
     return report
-
-
-def _record_early_failure(cfg: DictConfig, sweep: SweepJob, report: LifecycleReport, started: float) -> None:
-    """A sweep job that failed before its first stage still gets a (failed) run, so the summary can show why."""
-    from lifecycle.integrations import tracking
-
-    session = tracking.open_session(cfg, sweep)
-    name = cfg.mode.stages[0] if cfg.mode.stages else cfg.mode.name
-    with session.stage_run(name) as stage_run:
-        result = StageResult(stage=name, status="failed", error=report.error)
-        result.run_id = stage_run.run_id
-        stage_run.finish(result)
-    report.results.append(result)
-    session.record_job_time(report, time.perf_counter() - started)
 
 
 def _run_untracked(stages: list[Stage], context: StageContext, report: LifecycleReport) -> None:

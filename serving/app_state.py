@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Request
 
-from lifecycle import generation
-from lifecycle.generation import merge_settings
+from core import generation
+from core.generation import merge_settings
 from serving.engine import Batcher, Overloaded, Sequence, ShuttingDown
 from serving.metrics import Metrics
 from serving.prompting import Prompter, PromptTooLong, TextStream

@@ -31,6 +31,7 @@ import inspect
 import torch
 
 from serving.engine import Sequence
+from serving.graphs import StepGraphs
 from serving.kvcache import KVCache, Window, additive_mask
 
 
@@ -86,13 +87,12 @@ class DecodeBatch:
         self.prefixes: list[tuple[list[int], list]] = []  # prompt prefixes many requests share, with their KV cache
         if graphs is None:
             graphs = self.device.type == "cuda"
-        from serving.graphs import StepGraphs
-
-        self.graphs = StepGraphs(self, capture=self.device.type == "cuda") if graphs else None
+        capture = self.device.type == "cuda"
+        self.graphs = StepGraphs(self.forward, self.cache, pad_token_id, capture) if graphs else None
 
     @classmethod
     def for_model(cls, loaded) -> DecodeBatch:
-        """An empty batch for a loaded model (``lifecycle.integrations.models.LoadedModel``): its padding and
+        """An empty batch for a loaded model (``core.model_folder.LoadedModel``): its padding and
         end-of-answer tokens from its tokenizer and generation config."""
         return cls(loaded.model, loaded.tokenizer.pad_token_id, eos_token_ids(loaded))
 

@@ -24,10 +24,7 @@ import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from serving.decoding import DecodeBatch
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +41,18 @@ class Sequence:
     tokens: list[int] = field(default_factory=list)
     finish_reason: str | None = None  # "stop" (end-of-sequence token) or "length" (max_new_tokens reached)
     on_token: Callable[[int], None] | None = None  # called from the generation thread for each new token
+
+
+class Batch(Protocol):
+    """What the engine drives (``serving.decoding.DecodeBatch``): the rows being generated now."""
+
+    def __len__(self) -> int: ...
+
+    def admit(self, sequences: list[Sequence]) -> None: ...
+
+    def drop(self, sequences: list[Sequence]) -> Any: ...
+
+    def step(self) -> list[Sequence]: ...
 
 
 class Overloaded(RuntimeError):
@@ -116,7 +125,7 @@ class Stats:
 
 
 class Batcher:
-    def __init__(self, batch: DecodeBatch, max_batch_size: int, max_wait_ms: float, max_queue: int) -> None:
+    def __init__(self, batch: Batch, max_batch_size: int, max_wait_ms: float, max_queue: int) -> None:
         self.batch = batch
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000

@@ -18,14 +18,13 @@ With ``capture=False`` the same bucketed path runs eagerly: how the tests check 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import torch
 
-from serving.kvcache import Window
+from serving.kvcache import KVCache, Window
 
-if TYPE_CHECKING:
-    from serving.decoding import DecodeBatch
+Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Window], torch.Tensor]  # the batch's forward pass
 
 COLUMN_BUCKET = 128
 
@@ -40,21 +39,21 @@ def column_bucket(columns: int, capacity: int) -> int:
 
 
 class StepGraphs:
-    def __init__(self, batch: DecodeBatch, capture: bool) -> None:
-        self.batch = batch
+    def __init__(self, forward: Forward, cache: KVCache, pad_token_id: int, capture: bool) -> None:
+        self.forward, self.cache, self.pad_token_id = forward, cache, pad_token_id
         self.capture = capture
         self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.generation = -1  # the KV cache allocation the buffers and graphs belong to
         self.pool = torch.cuda.graph_pool_handle() if capture else None
 
     def _allocate(self) -> None:
-        rows = self.batch.cache.capacity[0]
-        device = self.batch.device
-        self.tokens = torch.full((rows, 1), self.batch.pad_token_id, dtype=torch.long, device=device)
+        rows = self.cache.capacity[0]
+        device = self.cache.device
+        self.tokens = torch.full((rows, 1), self.pad_token_id, dtype=torch.long, device=device)
         self.positions = torch.zeros((rows, 1), dtype=torch.long, device=device)
         self.write = torch.zeros(1, dtype=torch.long, device=device)
         self.graphs.clear()
-        self.generation = self.batch.cache.generation
+        self.generation = self.cache.generation
 
     @property
     def captured(self) -> list[tuple[int, int]]:
@@ -62,12 +61,12 @@ class StepGraphs:
 
     def row_buckets(self) -> list[int]:
         """Every row bucket up to the batch's reserved rows: 1, 2, 4, ..."""
-        rows = self.batch.cache.capacity[0]
+        rows = self.cache.capacity[0]
         return sorted({row_bucket(n, rows) for n in (1 << i for i in range(rows.bit_length() + 1))})
 
     def decode(self, tokens: torch.Tensor, positions: torch.Tensor, end: int) -> torch.Tensor:
         """The next-token logits of ``tokens`` (one per row, at ``positions``), written at column ``end``."""
-        cache = self.batch.cache
+        cache = self.cache
         if cache.generation != self.generation:
             self._allocate()
         rows = tokens.shape[0]
@@ -79,7 +78,7 @@ class StepGraphs:
         args = (self.tokens[:padded], self.positions[:padded], cache.mask[:padded, None, None, :columns])
         window = Window(padded, self.write, 0, columns)
         if not self.capture:
-            return self.batch.forward(*args, window)[:rows]
+            return self.forward(*args, window)[:rows]
         if bucket in self.graphs:
             graph, logits = self.graphs[bucket]
             graph.replay()
@@ -90,10 +89,10 @@ class StepGraphs:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            logits = self.batch.forward(*args, window).clone()  # this step's real result
+            logits = self.forward(*args, window).clone()  # this step's real result
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
-            static = self.batch.forward(*args, window)
+            static = self.forward(*args, window)
         self.graphs[bucket] = (graph, static)
         return logits

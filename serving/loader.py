@@ -21,16 +21,13 @@ from typing import Any
 
 import yaml
 
-from serving import manifest
+from core import manifest
+from core.model_folder import ModelLoadError, load_model
 
 DEFAULT_GENERATION = {"max_new_tokens": 64, "temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.1}
 DEFAULT_TEMPLATE = "{{question}}"
 DEFAULT_MAX_INPUT_TOKENS = 1024
 SERVING_JSON = "serving.json"
-
-
-class ModelLoadError(RuntimeError):
-    pass
 
 
 @dataclass
@@ -72,7 +69,6 @@ def load(spec: ServingSpec, device: str = "cpu"):
     has one, a plain prompt otherwise."""
     import torch
 
-    from lifecycle.integrations.models import load_model
     from serving import kernels
 
     try:
@@ -137,7 +133,7 @@ def resolved(uri: str) -> Iterator[ServingSpec]:
         try:
             import mlflow
 
-            from lifecycle.integrations.artifacts import local_artifacts
+            from core.artifacts import local_artifacts
         except ImportError as exc:
             raise ModelLoadError(f"{uri} needs MLflow installed; serve a local model folder instead") from exc
         with contextlib.ExitStack() as stack:

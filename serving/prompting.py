@@ -1,7 +1,7 @@
 """From a request to token ids and back: the model's prompt format, the input limits, and text out of tokens.
 
 - ``Prompter.render`` puts a question into the model's format: its chat template, a plain prompt, or EOS-separated
-  turns, through the same ``lifecycle.generation.render`` the experiment chain uses.
+  turns, through the same ``core.generation.render`` the experiment chain uses.
 - ``Prompter.render_messages`` does the same for an OpenAI-style conversation. Models without a chat template get
   a plain ``Role: text`` transcript that ends with ``Assistant:``.
 - ``Prompter.sequence`` encodes a prompt and checks it against ``max_input_tokens`` and the model's context window.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lifecycle.generation import render
+from core.generation import render
 from serving.engine import Sequence
 
 PREFIX_PROBES = ("What is the capital of France?", "Tell me about photosynthesis.")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lifecycle.payloads import extract_questions
+from core.model_input import extract_questions
 
 DATAFRAME_SPLIT = "dataframe_split"
 DATAFRAME_RECORDS = "dataframe_records"

@@ -59,7 +59,7 @@ def run_to_end(batch: DecodeBatch, waves: dict[int, list[Sequence]]) -> list[int
 @pytest.fixture(scope="module")
 def served(model_cache):
     """A second copy of the real model, prepared the way the server prepares it."""
-    from lifecycle.integrations.models import load_model
+    from core.model_folder import load_model
 
     loaded = load_model(model_cache / "smollm2", "chat_template")
     kernels.prepare(loaded.model)

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from core import manifest
 from export import bundle, requirements, templates
-from serving import manifest
 from serving.settings import Settings
 
 

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
+from core.model_folder import ModelLoadError
 from lifecycle.integrations import models
-from lifecycle.stage import StageError
 
 EOS = "<|endoftext|>"
 CORPUS = [
@@ -87,7 +87,7 @@ def test_dialogpt_ends_the_user_turn_with_eos(tiny_gpt2):
 
 
 def test_a_base_model_asked_for_its_chat_template_says_what_to_set(tiny_gpt2):
-    with pytest.raises(StageError, match=r"model\.chat_format=plain"):
+    with pytest.raises(ModelLoadError, match=r"model\.chat_format=plain"):
         models.load_model(tiny_gpt2, "chat_template")
 
 

@@ -7,8 +7,9 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from lifecycle import generation, redact, scoring
-from lifecycle.payloads import extract_questions
+from core import generation
+from core.model_input import extract_questions
+from lifecycle import redact, scoring
 
 DEFAULTS = {"max_new_tokens": 64, "temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.1}
 

@@ -16,7 +16,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate, PromptTemplate
 from langchain_huggingface import ChatHuggingFace, HuggingFacePipeline
 
-from lifecycle.generation import (
+from core.generation import (
     eos_turns_prompt,
     generation_kwargs,
     merge_settings,
@@ -24,7 +24,7 @@ from lifecycle.generation import (
     render,
     single_brace,
 )
-from lifecycle.integrations.models import LoadedModel
+from core.model_folder import LoadedModel
 
 BATCH_SIZE = 8
 

@@ -20,9 +20,10 @@ import socket
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
+from core.model_folder import LoadedModel, ModelLoadError, load_model
 from lifecycle.stage import StageError
 
 if TYPE_CHECKING:
@@ -145,43 +146,6 @@ def resolve_model_folder(model_cfg: DictConfig, cache_dir: str | Path) -> Path:
     return location.folder
 
 
-@dataclass
-class LoadedModel:
-    model: Any
-    tokenizer: Any
-    folder: Path
-    chat_format: str
-    load_s: float
-    reused: bool = False  # handed over from an earlier job of this process (a sweep) instead of loaded again
-
-
-def prepare_tokenizer(tokenizer: Any) -> Any:
-    """Batched generation needs a pad token (GPT-2 has none: reuse EOS) and left padding."""
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    return tokenizer
-
-
-def load_model(folder: str | Path, chat_format: str, dtype: str = "float32", threads: int | None = None) -> LoadedModel:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # a 2-second load needs no bar; conversion keeps its own
-    if threads:
-        torch.set_num_threads(threads)
-    started = time.perf_counter()
-    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(folder))
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype))
-    model.eval()
-    if model.generation_config.pad_token_id is None:
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
-    if chat_format == "chat_template" and not tokenizer.chat_template:
-        raise StageError(f"{folder} has no chat template; set model.chat_format=plain for a base model")
-    return LoadedModel(model, tokenizer, Path(folder), chat_format, time.perf_counter() - started)
-
-
 _last_loaded: dict[tuple, LoadedModel] = {}  # at most one: the model the previous job of this process loaded
 loads_in_process = 0
 
@@ -197,7 +161,10 @@ def load_for_config(model_cfg: DictConfig, cache_dir: str | Path) -> LoadedModel
         log.info("reusing model %s, loaded by an earlier job of this process", folder.name)
         return replace(_last_loaded[key], load_s=0.0, reused=True)
     _last_loaded.clear()
-    loaded = load_model(folder, model_cfg.chat_format.value, model_cfg.dtype.value, model_cfg.threads)
+    try:
+        loaded = load_model(folder, model_cfg.chat_format.value, model_cfg.dtype.value, model_cfg.threads)
+    except ModelLoadError as exc:
+        raise StageError(str(exc)) from None
     _last_loaded[key] = loaded
     loads_in_process += 1
     log.info("loaded model %s in %.1f s (loads in this process: %d)", folder.name, loaded.load_s, loads_in_process)

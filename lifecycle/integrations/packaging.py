@@ -17,14 +17,15 @@ import mlflow
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
+import core
 import lifecycle
-from lifecycle.integrations.artifacts import local_artifacts
+from core.artifacts import local_artifacts
 from lifecycle.stage import StageError
 
 log = logging.getLogger(__name__)
 
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
-PACKAGE_DIR = Path(lifecycle.__file__).parent
+CODE_DIRS = [str(Path(package.__file__).parent) for package in (lifecycle, core)]  # the pyfunc's own code
 PINNED = (
     "torch",
     "transformers",
@@ -87,7 +88,7 @@ def log_pyfunc(model_dir: Path, artifact_name: str, model_config: dict[str, Any]
         name=artifact_name,
         python_model=str(MODEL_CODE),
         artifacts={"model_dir": str(model_dir)},
-        code_paths=[str(PACKAGE_DIR)],
+        code_paths=CODE_DIRS,
         model_config=model_config,
         signature=signature(model_config["generation"]),
         input_example=pd.DataFrame({"question": [example]}),
@@ -102,10 +103,16 @@ def alias_version(name: str, alias: str) -> str | None:
         return None
 
 
+def load_logged(model_uri: str):
+    """The pyfunc model at ``model_uri`` (models:/, runs:/), read from a local store in place or from a remote one
+    through a download that is removed once loaded."""
+    with local_artifacts(model_uri) as folder:
+        return mlflow.pyfunc.load_model(str(folder))
+
+
 def smoke_check(model_uri: str, question: str, max_new_tokens: int, min_chars: int) -> str:
     try:
-        with local_artifacts(model_uri) as folder:
-            model = mlflow.pyfunc.load_model(str(folder))
+        model = load_logged(model_uri)
         answers = model.predict({"question": question}, params={"max_new_tokens": max_new_tokens})
     except Exception as exc:
         raise StageError(f"smoke prediction through the logged pyfunc raised {type(exc).__name__}: {exc}") from exc

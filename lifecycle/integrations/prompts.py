@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import mlflow
 from omegaconf import DictConfig
 
-from lifecycle.generation import check_template
+from core.generation import check_template
+from lifecycle import tags
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def register(prompt_cfg: DictConfig) -> RegisteredPrompt:
         name=prompt_cfg.name,
         template=template,
         commit_message=prompt_cfg.description,
-        tags={"lifecycle.description": prompt_cfg.description},
+        tags={tags.DESCRIPTION: prompt_cfg.description},
     )
     log.info("registered prompt %s version %s", prompt_cfg.name, version.version)
     return RegisteredPrompt(prompt_cfg.name, version.version, True, f"prompts:/{prompt_cfg.name}/{version.version}")

@@ -13,14 +13,14 @@ from __future__ import annotations
 import mlflow
 from mlflow.pyfunc import PythonModel
 
-from lifecycle.generation import OVERRIDABLE
-from lifecycle.payloads import extract_questions
+from core.generation import OVERRIDABLE
+from core.model_input import extract_questions
 
 
 class LifecycleChatModel(PythonModel):
     def load_context(self, context) -> None:
+        from core.model_folder import load_model
         from lifecycle.integrations.chains import ChainRuntime, PromptSpec
-        from lifecycle.integrations.models import load_model
 
         config = context.model_config
         loaded = load_model(context.artifacts["model_dir"], config["chat_format"], config["dtype"], config["threads"])

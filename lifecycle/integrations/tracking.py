@@ -13,27 +13,21 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import mlflow
 import yaml
 from mlflow.entities import RunStatus
 from omegaconf import DictConfig
 
+from lifecycle import tags
 from lifecycle.config import to_container
 from lifecycle.locations import direct_s3, is_server, scheme
 from lifecycle.redact import redact
 from lifecycle.stage import StageError, StageResult
 
-if TYPE_CHECKING:
-    from lifecycle.sweep import SweepJob
-
 log = logging.getLogger(__name__)
 
-TAG_MODE = "lifecycle.mode"
-TAG_STAGE = "lifecycle.stage"
-TAG_STATUS = "lifecycle.status"
-TAG_ERROR = "lifecycle.error"
 CONFIG_ARTIFACT = "config/resolved.yaml"
 SERVER_PROBE_TIMEOUT_S = 3
 LOGGED_PARAMS = {
@@ -127,19 +121,19 @@ class StageRun:
         client = mlflow.MlflowClient()
         if result.metrics:
             mlflow.log_metrics({k: float(v) for k, v in result.metrics.items()}, run_id=self.run_id)
-        client.set_tag(self.run_id, TAG_STATUS, result.status)
+        client.set_tag(self.run_id, tags.STATUS, result.status)
         if result.error:
-            client.set_tag(self.run_id, TAG_ERROR, redact(result.error)[:5000])
+            client.set_tag(self.run_id, tags.ERROR, redact(result.error)[:5000])
 
 
 class TrackingSession:
-    """The runs of one invocation. Standalone: a parent run with one nested run per stage. As a job of a sweep
-    (``sweep`` given): each stage run is a direct child of the sweep's run, described like a parent would be and
-    tagged with the sweep, the job and its overrides, so the sweep's children are the jobs themselves."""
+    """The runs of one invocation: a parent run, with one nested run per stage. (A job of a sweep gets
+    ``lifecycle.integrations.sweep_runs.SweepJobSession`` instead; ``lifecycle.sessions`` picks.)"""
 
-    def __init__(self, cfg: DictConfig, sweep: SweepJob | None = None) -> None:
+    raises_on_failure = True  # a failed invocation exits 1 (a sweep job returns 1 instead, so its sweep goes on)
+
+    def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
-        self.sweep = sweep
         self.tracking_uri = cfg.tracking_uri
         # Through a tracking server, artifacts go where its --artifacts-destination says (proxied); embedded, to
         # storage.artifact_uri.
@@ -148,42 +142,43 @@ class TrackingSession:
         if os.environ.get("MLFLOW_EXPERIMENT_ID") != self.experiment_id:  # where MLflow keeps the active one
             mlflow.set_experiment(experiment_id=self.experiment_id)  # resets the tracer provider: ~0.8 s
 
-    def _describe(self) -> None:
+    @classmethod
+    def open(cls, cfg: DictConfig) -> TrackingSession:
+        quiet()
+        check_storage(cfg)
+        ensure_local_dirs(cfg)
+        use_backend(cfg.tracking_uri)
+        return cls(cfg)
+
+    def describe(self) -> None:
         """The invocation's params and its resolved config (secrets redacted), on the active run."""
         resolved = redact(to_container(self.cfg))
         mlflow.log_params({k: _select(resolved, path) for k, path in LOGGED_PARAMS.items()})
         mlflow.log_text(yaml.safe_dump(resolved, sort_keys=False), CONFIG_ARTIFACT)
 
     @contextlib.contextmanager
-    def parent_run(self, cfg: DictConfig) -> Iterator[str]:
-        if self.sweep:  # the sweep opened its run and closes it: the jobs only hang their runs below it
-            try:
-                yield self.sweep.run_id
-            finally:
-                if not self.sweep.in_sweep_process:
-                    flush_traces()  # a worker process: its traces must be out before it goes (~1 s)
-            return  # in the sweep's own process the sweep's end flushes every job's traces at once
-        tags = {TAG_MODE: cfg.mode.name, TAG_STATUS: "running"}
-        run = mlflow.start_run(run_name=f"lifecycle-{cfg.mode.name}", tags=tags)
-        self._parent_failed = True  # until finish_parent says otherwise (an exception skips it)
+    def parent_run(self) -> Iterator[str]:
+        cfg = self.cfg
+        run = mlflow.start_run(
+            run_name=f"lifecycle-{cfg.mode.name}", tags={tags.MODE: cfg.mode.name, tags.STATUS: "running"}
+        )
+        self._parent_failed = True  # until finish says otherwise (an exception skips it)
         try:
-            self._describe()
+            self.describe()
             yield run.info.run_id
         finally:
             flush_traces()  # traces are exported asynchronously: have them stored before the run is reported
             mlflow.end_run(status=_status(self._parent_failed))
+
+    def start_stage_run(self, name: str):
+        return mlflow.start_run(run_name=name, nested=True, tags={tags.STAGE: name})
 
     @contextlib.contextmanager
     def stage_run(self, name: str, enabled: bool = True) -> Iterator[StageRun]:
         if not enabled:
             yield StageRun(None)
             return
-        if self.sweep:
-            tags = {TAG_STAGE: name, "mlflow.parentRunId": self.sweep.run_id, **self.sweep.tags()}
-            run = mlflow.start_run(run_name=f"{name}-job{self.sweep.num}", tags=tags)
-            self._describe()
-        else:
-            run = mlflow.start_run(run_name=name, nested=True, tags={TAG_STAGE: name})
+        run = self.start_stage_run(name)
         stage_run = StageRun(run.info.run_id)
         try:
             yield stage_run
@@ -192,19 +187,12 @@ class TrackingSession:
                 mlflow.end_run(status=_status(True))  # a run the stage left open
             mlflow.end_run(status=_status(stage_run.failed))
 
-    def finish_parent(self, report: Any) -> None:
-        if self.sweep:
-            return  # the sweep's end marks its run
+    def finish(self, report: Any, seconds: float) -> None:
+        """The invocation's outcome on its parent run (called inside ``parent_run``)."""
         self._parent_failed = report.failed
-        mlflow.set_tag(TAG_STATUS, "failed" if report.failed else "success")
+        mlflow.set_tag(tags.STATUS, "failed" if report.failed else "success")
         if report.failed:
-            mlflow.set_tag(TAG_ERROR, redact(report.error)[:5000])
-
-    def record_job_time(self, report: Any, seconds: float) -> None:
-        """A sweep job's wall time (imports and model load included) on each of its runs."""
-        for result in report.results:
-            if result.run_id:
-                mlflow.MlflowClient().log_metric(result.run_id, "job_s", seconds)
+            mlflow.set_tag(tags.ERROR, redact(report.error)[:5000])
 
 
 def _status(failed: bool) -> str:
@@ -216,15 +204,6 @@ def _select(tree: dict, dotted: str) -> Any:
     for part in dotted.split("."):
         node = node.get(part) if isinstance(node, dict) else None
     return node
-
-
-def open_session(cfg: DictConfig, sweep: SweepJob | None = None) -> TrackingSession:
-    quiet()
-    if sweep is None:
-        check_storage(cfg)  # a sweep checked the store once, before its first job
-    ensure_local_dirs(cfg)
-    use_backend(cfg.tracking_uri)
-    return TrackingSession(cfg, sweep)
 
 
 def flush_traces() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from lifecycle import tags
 from lifecycle.config import to_container
 from lifecycle.locations import direct_s3
 from lifecycle.stage import Stage, StageContext, StageError, StageResult
@@ -47,15 +48,13 @@ class DeployStage(Stage):
         return f"{type(exc).__name__}: {exc}"
 
     def run(self, context: StageContext) -> StageResult:
-        import mlflow
-
-        from lifecycle.integrations import packaging
+        from lifecycle.integrations import packaging, runs
         from lifecycle.integrations.models import resolve_model_folder
 
         cfg, deploy = self.cfg, self.cfg.deploy
         name, alias = cfg.registered_model_name, deploy.alias
         folder = resolve_model_folder(cfg.model, cfg.paths.model_cache)
-        run_id = mlflow.active_run().info.run_id
+        run_id = runs.active_run_id()
         previous = packaging.alias_version(name, alias)
         kept = f"alias {alias!r} still points to version {previous}" if previous else f"alias {alias!r} stays unset"
         staged = packaging.stage_folder(folder, Path(cfg.paths.staging) / run_id)
@@ -63,7 +62,7 @@ class DeployStage(Stage):
             info = packaging.log_pyfunc(staged, deploy.artifact_name, self.model_config(), deploy.smoke.question)
         except Exception as exc:
             raise StageError(
-                f"logging the model to {mlflow.get_artifact_uri()} failed: {self._cause(exc)}. Nothing was "
+                f"logging the model to {runs.artifact_uri()} failed: {self._cause(exc)}. Nothing was "
                 f"registered; {kept}. Re-run mode=deploy once the artifact store is back."
             ) from exc
         finally:
@@ -77,9 +76,9 @@ class DeployStage(Stage):
             raise StageError(f"{exc}. Nothing was registered; {kept}.") from exc
 
         version = packaging.register(
-            info.model_uri, name, alias, tags={"lifecycle.run_id": run_id, "lifecycle.prompt": cfg.prompt.name}
+            info.model_uri, name, alias, tags={tags.RUN_ID: run_id, tags.PROMPT: cfg.prompt.name}
         )
-        mlflow.set_tags({"lifecycle.model_version": version, "lifecycle.alias": alias})
+        runs.set_tags({tags.MODEL_VERSION: version, tags.ALIAS: alias})
         return StageResult(
             stage=self.name,
             outputs={"model_name": name, "model_version": version, "alias": alias, "logged_model_uri": info.model_uri},

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 
+from lifecycle import tags
 from lifecycle.stage import Stage, StageContext, StageError, StageResult
 from lifecycle.stages.common import loaded_model, locate
 
@@ -18,7 +19,7 @@ class ExperimentStage(Stage):
     name = "experiment"
 
     def preflight(self) -> None:
-        from lifecycle.generation import check_template
+        from core.generation import check_template
 
         try:
             check_template(self.cfg.prompt.template)
@@ -27,36 +28,32 @@ class ExperimentStage(Stage):
         locate(self.cfg)
 
     def run(self, context: StageContext) -> StageResult:
-        import mlflow
-
         from lifecycle.catalog import group_options
-        from lifecycle.integrations import evaluation, prompts
+        from lifecycle.integrations import evaluation, prompts, runs
         from lifecycle.integrations.chains import ChainRuntime, PromptSpec
 
         cfg, settings = self.cfg, self.cfg.experiment
-        with mlflow.start_span("load_model") as span:
+        with runs.span("load_model") as span:
             loaded = loaded_model(context)
             span.set_attributes({"folder": str(loaded.folder), "load_s": loaded.load_s, "reused": loaded.reused})
 
-        with mlflow.start_span("register_prompts") as span:
+        with runs.span("register_prompts") as span:
             catalog = list(group_options(cfg, "prompt").values()) if settings.register_all_prompts else []
             registered = prompts.register_all(catalog, cfg.prompt, settings.prompt_alias)
             used = registered[cfg.prompt.name]
             span.set_outputs({name: p.uri for name, p in registered.items()})
 
-        with mlflow.start_span("build_chain") as span:
+        with runs.span("build_chain") as span:
             runtime = ChainRuntime(loaded, PromptSpec(cfg.prompt.template, cfg.prompt.system), cfg.model.generation)
             span.set_attributes({"chat_format": loaded.chat_format, "prompt": used.uri})
 
-        mlflow.log_params(
-            {"prompt_uri": used.uri, "model_folder": str(loaded.folder), "chat_format": loaded.chat_format}
-        )
-        mlflow.set_tag("lifecycle.model_reused", str(loaded.reused).lower())
-        with mlflow.start_span("answer_questions") as span:
+        runs.log_params({"prompt_uri": used.uri, "model_folder": str(loaded.folder), "chat_format": loaded.chat_format})
+        runs.set_tags({tags.MODEL_REUSED: str(loaded.reused).lower()})
+        with runs.span("answer_questions") as span:
             answers = self._answer_all(runtime, cfg.eval.questions, settings.progress_bar, used.uri)
             span.set_outputs({a.question: a.text for a in answers})
 
-        with mlflow.start_span("evaluate") as span:
+        with runs.span("evaluate") as span:
             scores = evaluation.evaluate(
                 answers, cfg.eval.questions, cfg.eval.thresholds.max_answer_chars, settings.judge_model
             )
@@ -85,26 +82,27 @@ class ExperimentStage(Stage):
     def _answer_all(runtime, questions, progress: bool, prompt_uri: str) -> list:
         """All questions in one batched generation (greedy answers are the ones each would get alone, about four
         times faster), then one nested run per question with its answer, tokens and share of the batch's time."""
-        import mlflow
         from tqdm.auto import tqdm
 
-        with mlflow.start_span("generate_batch") as span:
+        from lifecycle.integrations import runs
+
+        with runs.span("generate_batch") as span:
             span.set_inputs({"questions": len(questions)})
             answers = runtime.answer_batch([item.question for item in questions])
         for index, (item, answer) in enumerate(
             tqdm(list(zip(questions, answers, strict=True)), desc="questions", unit="q", disable=not progress)
         ):
-            with mlflow.start_run(run_name=f"question-{index + 1:02d}", nested=True):
-                mlflow.log_params({"question": item.question[:500], "prompt_uri": prompt_uri})
-                mlflow.log_metrics(
+            with runs.nested_run(f"question-{index + 1:02d}"):
+                runs.log_params({"question": item.question[:500], "prompt_uri": prompt_uri})
+                runs.log_metrics(
                     {
                         "latency_s": answer.latency_s,  # this answer's share of the batch's generation time
                         "tokens_generated": answer.tokens,
                         "tokens_per_s": answer.tokens_per_s,
                     }
                 )
-                mlflow.log_text(answer.text, "answer.txt")
-                mlflow.log_dict(
+                runs.log_text(answer.text, "answer.txt")
+                runs.log_dict(
                     {"question": item.question, "answer": answer.text, "expected_facts": list(item.expected_facts)},
                     "qa.json",
                 )

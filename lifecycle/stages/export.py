@@ -24,10 +24,9 @@ class ExportStage(Stage):
             raise StageError(str(exc)) from None
 
     def run(self, context: StageContext) -> StageResult:
-        import mlflow
-
+        from core.model_folder import ModelLoadError
         from export.bundle import ExportError, ExportSettings, write
-        from serving.loader import ModelLoadError
+        from lifecycle.integrations import runs
 
         cfg = self.cfg
         if cfg.export.model_uri == model_uri(cfg):
@@ -46,9 +45,9 @@ class ExportStage(Stage):
             bundle = write(settings)
         except (ExportError, ModelLoadError) as exc:
             raise StageError(str(exc)) from None
-        mlflow.log_params({"export.model_uri": settings.model_uri, "export.dtype": settings.dtype})
+        runs.log_params({"export.model_uri": settings.model_uri, "export.dtype": settings.dtype})
         for name in ("README.md", "requirements.txt", "model/manifest.json", "model/serving.json"):
-            mlflow.log_artifact(str(bundle.path / name), artifact_path=f"export/{Path(name).parent}".rstrip("/."))
+            runs.log_artifact(str(bundle.path / name), f"export/{Path(name).parent}".rstrip("/."))
         metrics = {"export.model_mb": bundle.model_bytes / 1e6, "export.bundle_mb": bundle.total_bytes / 1e6}
         sizes = f"model {metrics['export.model_mb']:.0f} MB, bundle {metrics['export.bundle_mb']:.0f} MB"
         return StageResult(

@@ -31,13 +31,13 @@ class ServeStage(Stage):
     name = "serve"
 
     def run(self, context: StageContext) -> StageResult:
-        import mlflow
+        from lifecycle.integrations import runs
 
         version = aliased_version(self.cfg)
         s3 = direct_s3(self.cfg)
         uri = model_uri(self.cfg)
         commands = serving_commands(self.cfg, uri)
-        mlflow.log_text("\n".join(commands) + "\n", "serving/commands.sh")
+        runs.log_text("\n".join(commands) + "\n", "serving/commands.sh")
         if self.cfg.serve.run:
             self._run_server(uri)
         return StageResult(

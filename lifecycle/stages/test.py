@@ -8,7 +8,7 @@ in that dtype, and logs how they agree (``serving.agreement``): identical answer
 
 from __future__ import annotations
 
-from lifecycle import scoring
+from lifecycle import scoring, tags
 from lifecycle.stage import Stage, StageContext, StageError, StageResult
 from lifecycle.stages.common import aliased_version, model_uri
 
@@ -17,30 +17,28 @@ class ModelTestStage(Stage):
     name = "test"
 
     def run(self, context: StageContext) -> StageResult:
-        import mlflow
         import pandas as pd
 
-        from lifecycle.integrations.artifacts import local_artifacts
+        from lifecycle.integrations import packaging, runs
 
         cfg = self.cfg
         version = aliased_version(cfg)
         uri = model_uri(cfg)
-        with local_artifacts(uri) as folder:
-            model = mlflow.pyfunc.load_model(str(folder))
+        model = packaging.load_logged(uri)
         questions = cfg.eval.questions
         answers = model.predict(pd.DataFrame({"question": [q.question for q in questions]}))
         scored = [scoring.score(q.question, a, q.expected_facts) for q, a in zip(questions, answers, strict=True)]
         summary = scoring.summarize(scored)
-        mlflow.log_metrics(summary)
-        mlflow.set_tags({"lifecycle.model_uri": uri, "lifecycle.model_version": version})
-        mlflow.log_table(
+        runs.log_metrics(summary)
+        runs.set_tags({tags.MODEL_URI: uri, tags.MODEL_VERSION: version})
+        runs.log_table(
             pd.DataFrame([vars(s) for s in scored]).assign(expected_facts=[list(q.expected_facts) for q in questions]),
             "test/answers.json",
         )
         lines = []
         if cfg.test.compare_dtype is not None:
             compared, line = self._compare_dtype(uri, cfg.test.compare_dtype.value, [q.question for q in questions])
-            mlflow.log_metrics(compared)
+            runs.log_metrics(compared)
             summary.update(compared)
             lines.append(line)
         failures = scoring.validate(scored, cfg.eval.thresholds)
@@ -59,7 +57,7 @@ class ModelTestStage(Stage):
 
     @staticmethod
     def _compare_dtype(uri: str, dtype: str, questions: list[str]) -> tuple[dict[str, float], str]:
-        from lifecycle.integrations.artifacts import local_artifacts
+        from core.artifacts import local_artifacts
         from serving import agreement
         from serving.loader import from_pyfunc_dir
 

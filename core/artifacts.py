@@ -13,7 +13,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from lifecycle.locations import scheme
+
+def scheme(uri: str) -> str:
+    """``s3``, ``file``, ``mlflow-artifacts``...; a bare path is a file."""
+    return uri.split(":", 1)[0] if ":" in uri else "file"
 
 
 def underlying_uri(uri: str) -> str:

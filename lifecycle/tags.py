@@ -1,0 +1,22 @@
+"""Every MLflow tag this project writes, by name: runs, registered model versions and prompts."""
+
+# an invocation's runs
+MODE = "lifecycle.mode"  # the mode a parent run ran
+STAGE = "lifecycle.stage"  # the stage a run ran
+STATUS = "lifecycle.status"  # running | success | failed
+ERROR = "lifecycle.error"  # the failure, secrets redacted
+MODEL_REUSED = "lifecycle.model_reused"  # the experiment reused a model an earlier sweep job loaded
+MODEL_URI = "lifecycle.model_uri"  # the model a test run validated
+MODEL_VERSION = "lifecycle.model_version"  # the registered version a deploy made or a test validated
+ALIAS = "lifecycle.alias"  # the alias a deploy moved
+
+# a sweep's runs
+SWEEP_ID = "lifecycle.sweep_id"
+SWEEP_JOB = "lifecycle.sweep_job"  # the job's number in its sweep
+OVERRIDES = "lifecycle.overrides"  # what set the job (or the sweep) apart
+SWEEP_BEST = "lifecycle.sweep.best"  # on the sweep's run: the best job
+
+# registered model versions and prompts
+RUN_ID = "lifecycle.run_id"  # the deploy run that registered a version
+PROMPT = "lifecycle.prompt"  # the prompt template a version was deployed with
+DESCRIPTION = "lifecycle.description"  # a prompt template's description
