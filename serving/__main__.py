@@ -66,7 +66,7 @@ def serve(settings) -> str | None:
 
 async def check(settings) -> str:
     """The server's own path, without HTTP: load (checksums included), one greedy answer through the batcher."""
-    from serving.app_state import ServingState
+    from serving.state import ServingState
 
     state = ServingState(settings)
     await state.load()

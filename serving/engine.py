@@ -148,7 +148,7 @@ class Batcher:
 
     def serve_here(self) -> None:
         """Run the generation loop in the calling thread until ``stop``: for a thread that already owns the model
-        (it loaded it), so that one thread does all of the model's work (see ``serving.app_state``)."""
+        (it loaded it), so that one thread does all of the model's work (see ``serving.state``)."""
         self._thread = threading.current_thread()
         self._loop()
 

@@ -1,5 +1,6 @@
-"""What every route shares: the serving state, its FastAPI dependencies, and the one path a prompt takes to an answer
-(validation of generation settings, the batcher, 429 on a full queue, 504 past the timeout)."""
+"""The server's state and how it gets there: the model loaded on its own thread, the batcher, the bfloat16
+agreement measured while idle; and the FastAPI dependencies every route takes (``State``, ``Ready``,
+``authorized``)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Request
 
-from core import generation
-from core.generation import merge_settings
-from serving.engine import Batcher, Overloaded, Sequence, ShuttingDown
+from serving.engine import Batcher
 from serving.metrics import Metrics
-from serving.prompting import Prompter, PromptTooLong, TextStream
-from serving.schemas import AskResponse
+from serving.prompting import Prompter
 from serving.settings import Settings
 
 if TYPE_CHECKING:
@@ -131,132 +129,6 @@ def warm_up(batch: DecodeBatch, prompter: Prompter) -> None:
 MIN_SHARED_PREFIX = 4  # tokens; a shorter shared prefix saves less than its bookkeeping costs
 RESERVED_COLUMNS = 256  # KV-cache columns allocated at start for every row (a prompt and its answer, typically)
 WARM_UP = {"temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.0}
-
-
-def settings_for(state: ServingState, overrides: dict[str, Any]) -> dict[str, Any]:
-    cap = state.settings.max_new_tokens_cap
-    if (overrides.get("max_new_tokens") or 0) > cap:
-        raise HTTPException(422, f"max_new_tokens must be at most {cap}")
-    try:
-        return merge_settings(state.spec.generation, overrides)
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
-
-
-def check_template(template: str | None) -> str | None:
-    if template is not None:
-        try:
-            generation.check_template(template)
-        except ValueError as exc:
-            raise HTTPException(422, f"prompt_template: {exc}") from None
-    return template
-
-
-def check_questions(state: ServingState, questions: list[str]) -> list[str]:
-    s = state.settings
-    if len(questions) > s.max_batch_questions:
-        raise HTTPException(422, f"at most {s.max_batch_questions} questions per request, got {len(questions)}")
-    cleaned = []
-    for question in questions:
-        if not isinstance(question, str) or not question.strip():
-            raise HTTPException(422, "every question must be a non-empty string")
-        if len(question) > s.max_question_chars:
-            raise HTTPException(422, f"a question may have at most {s.max_question_chars} characters")
-        cleaned.append(question.strip())
-    return cleaned
-
-
-def sequence_for(state: ServingState, prompt: str, settings: dict[str, Any]) -> Sequence:
-    """A generation request for a rendered prompt; 422 when it does not fit the model's limits."""
-    try:
-        return state.prompter.sequence(prompt, settings)
-    except PromptTooLong as exc:
-        raise HTTPException(422, str(exc)) from None
-
-
-def _busy(exc: Exception) -> HTTPException:
-    if isinstance(exc, Overloaded):
-        return HTTPException(429, f"server busy: {exc}; retry shortly", headers={"Retry-After": "1"})
-    return HTTPException(503, str(exc), headers={"Retry-After": "5"})
-
-
-async def generate(state: ServingState, seq: Sequence) -> Sequence:
-    """``seq`` through the batcher: 429 at once when the queue is full, 504 past the request timeout."""
-    try:
-        return await asyncio.wait_for(state.batcher.submit(seq), state.settings.request_timeout_s)
-    except (Overloaded, ShuttingDown) as exc:
-        raise _busy(exc) from None
-    except TimeoutError:
-        raise HTTPException(504, f"no answer within {state.settings.request_timeout_s} s") from None
-
-
-def stream_text(state: ServingState, prompt: str, settings: dict[str, Any]):
-    """(job, text pieces) for a streamed answer. Queueing happens now, so a full queue is a 429 before any byte is
-    sent; the request timeout does not apply once a stream has started (the client ends it by disconnecting)."""
-    seq = sequence_for(state, prompt, settings)
-    try:
-        job = state.batcher.enqueue(seq, stream=True)
-    except (Overloaded, ShuttingDown) as exc:
-        raise _busy(exc) from None
-
-    async def pieces():
-        text = TextStream(state.prompter)
-        async for token in state.batcher.stream(job):
-            if piece := text.push(token):
-                yield piece
-
-    return job, pieces()
-
-
-async def _answer(state: ServingState, question: str, seq: Sequence) -> AskResponse:
-    started = time.perf_counter()
-    out = await generate(state, seq)
-    return AskResponse(
-        question=question,
-        answer=state.prompter.decode(out.tokens).strip(),
-        tokens=len(out.tokens),
-        latency_s=time.perf_counter() - started,
-        model_version=state.spec.version,
-    )
-
-
-async def _until_disconnected(request: Request) -> None:
-    """Returns when the client goes away: once the body is read, the next ASGI message is ``http.disconnect``
-    (event-driven, as Starlette's StreamingResponse listens; no polling that would wake the loop for nothing)."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-async def unless_disconnected(request: Request | None, work):
-    """Await ``work``; if the client goes away first, cancel it so its queued requests free their slots."""
-    task = asyncio.ensure_future(work)
-    if request is None:
-        return await task
-    watcher = asyncio.ensure_future(_until_disconnected(request))
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-    if not task.done():
-        task.cancel()
-        raise HTTPException(499, "client disconnected")  # nobody reads this; it ends the request
-    return task.result()
-
-
-async def answer_all(
-    state: ServingState, questions: list[str], overrides: dict[str, Any], request: Request | None = None
-) -> list[AskResponse]:
-    overrides = dict(overrides)
-    template = check_template(overrides.pop("prompt_template", None))
-    settings = settings_for(state, overrides)
-    questions = check_questions(state, questions)
-    seqs = [sequence_for(state, state.prompter.render(q, template), settings) for q in questions]  # all valid first
-    tasks = [asyncio.ensure_future(_answer(state, q, seq)) for q, seq in zip(questions, seqs, strict=True)]
-    try:
-        return list(await unless_disconnected(request, asyncio.gather(*tasks)))
-    finally:
-        for task in tasks:
-            task.cancel()  # one failed or the client left: free the others' slots
 
 
 def serving_state(request: Request) -> ServingState:

@@ -1,0 +1,59 @@
+"""What operators and orchestrators ask: ``/health`` (200 once the model is loaded, 503 before or if loading
+failed, with why; open without the API key), ``/model/info`` (what is served and how: dtype, device, what makes a
+step fast, batching, counters) and ``/metrics`` (Prometheus text)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from serving.schemas import Health, ModelInfo
+from serving.state import Ready, State, authorized
+
+router = APIRouter()
+
+
+@router.get("/health", response_model=Health, responses={503: {"model": Health}})
+async def health(state: State):
+    if state.ready:
+        return Health(status="ok", ready=True)
+    body = Health(status="error" if state.error else "loading", ready=False, detail=state.error)
+    return JSONResponse(body.model_dump(), status_code=503)
+
+
+@router.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(authorized)])
+async def metrics(state: State) -> str:
+    batcher = state.batcher
+    return state.metrics.render(batcher.stats if batcher else None, batcher.queue_depth if batcher else 0)
+
+
+@router.get("/model/info", response_model=ModelInfo, dependencies=[Depends(authorized)])
+async def model_info(st: Ready) -> ModelInfo:
+    from serving import kernels  # torch: loaded by now, but not at import time
+
+    spec, model, batch = st.spec, st.loaded.model, st.batcher.batch
+    graphs = batch.graphs.captured if batch.graphs and batch.graphs.capture else []
+    return ModelInfo(
+        name=spec.name,
+        version=spec.version,
+        alias=spec.alias,
+        run_id=spec.run_id,
+        source_uri=spec.source_uri,
+        folder=str(spec.folder),
+        chat_format=st.loaded.chat_format,
+        dtype=spec.dtype,
+        device=str(model.device),
+        acceleration=kernels.describe(model) + ([f"CUDA graphs for {len(graphs)} batch shapes"] if graphs else []),
+        dtype_agreement=st.agreement,
+        parameters=kernels.parameters(model),
+        generation_defaults=spec.generation,
+        batching={
+            "mode": "continuous (requests join and leave the batch at every decoding step)",
+            "shared_prefix_tokens": [len(ids) for ids, _ in batch.prefixes],
+            "max_batch_size": st.batcher.max_batch_size,
+            "max_wait_ms": st.settings.max_wait_ms,
+            "max_queue": st.settings.max_queue,
+            "queue_depth": st.batcher.queue_depth,
+        },
+        stats=st.batcher.stats.as_dict(),
+    )
