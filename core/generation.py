@@ -10,7 +10,12 @@ from collections.abc import Mapping
 from typing import Any
 
 OVERRIDABLE = ("max_new_tokens", "temperature", "top_p", "repetition_penalty")
-MAX_NEW_TOKENS_CAP = 1024
+MAX_NEW_TOKENS_CAP = 512  # the one cap: the pyfunc refuses more, and the server's setting may only lower it
+# What a model folder that states no settings of its own gets (no serving.json, no model_config): conf/model/*.yaml
+# state each model's, and deploy and export write them next to the model.
+FALLBACK_GENERATION = {"max_new_tokens": 64, "temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.1}
+FALLBACK_TEMPLATE = "{{question}}"
+FALLBACK_MAX_INPUT_TOKENS = 1024
 
 
 def _number(name: str, value: Any, kind: type) -> float | int:

@@ -8,39 +8,36 @@ files are in S3), or is a local model folder.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> None:
+    from export.bundle import ExportSettings  # light: no torch, no MLflow
+
+    defaults = {field.name: field.default for field in dataclasses.fields(ExportSettings)}
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
     parser.add_argument(
         "--model-uri", default=os.environ.get("MLFLOW_MODEL_URI"), help="models:/..., runs:/..., a folder"
     )
-    parser.add_argument("--output-dir", default="exported_model", help="the build context (default ./exported_model)")
-    parser.add_argument("--dtype", choices=["float32", "bf16"], default="float32")
+    parser.add_argument("--output-dir", type=Path, help=f"the build context (default {defaults['output_dir']})")
+    parser.add_argument("--dtype", choices=["float32", "bf16"], help=f"default {defaults['dtype']}")
     parser.add_argument("--vendor-wheels", action="store_true", help="put every wheel in the context (offline build)")
     parser.add_argument("--wheelhouse", type=Path, help="reuse and fill this folder of wheels (with --vendor-wheels)")
-    parser.add_argument("--base-image", default="python:3.11-slim")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--base-image", help=f"default {defaults['base_image']}")
+    parser.add_argument("--port", type=int, help=f"the server's port in the container (default {defaults['port']})")
     args = parser.parse_args(argv)
     if not args.model_uri:
         parser.error("give --model-uri (or set MLFLOW_MODEL_URI), e.g. models:/langchain-e2e-model@champion")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from core.model_folder import ModelLoadError
-    from export.bundle import ExportError, ExportSettings, write
+    from export.bundle import ExportError, write
 
-    settings = ExportSettings(
-        model_uri=args.model_uri,
-        output_dir=Path(args.output_dir),
-        dtype=args.dtype,
-        vendor_wheels=args.vendor_wheels,
-        wheelhouse=args.wheelhouse,
-        base_image=args.base_image,
-        port=args.port,
-    )
+    given = {k: v for k, v in vars(args).items() if v not in (None, False)}  # the rest: ExportSettings' defaults
+    settings = ExportSettings(**given)
     try:
         bundle = write(settings)
     except (ExportError, ModelLoadError) as exc:

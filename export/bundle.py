@@ -44,8 +44,11 @@ class ExportError(RuntimeError):
 
 @dataclass
 class ExportSettings:
+    """What to export and how; the defaults are the exporter's, for ``python -m export`` and ``mode=export`` alike
+    (conf/export/default.yaml reads them from here)."""
+
     model_uri: str
-    output_dir: Path
+    output_dir: Path = Path("exported_model")
     dtype: str = "float32"  # float32 | bf16
     vendor_wheels: bool = False
     wheelhouse: Path | None = None  # wheels reused between exports (filled on demand)

@@ -197,6 +197,7 @@ class Config:
     experiment_name: str = MISSING
     registered_model_name: str = MISSING
     tracking_uri: str = MISSING
+    verbose: bool = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -215,12 +216,32 @@ def _abspath(path: str) -> str:
     return str(Path(path).expanduser().resolve())
 
 
+def _server_default(name: str) -> Any:
+    """``${server_default:port}``: a default the standalone server owns (``python -m serving`` runs without Hydra,
+    in an exported image too), read from its settings so that it is said once."""
+    from serving.settings import Settings
+
+    return Settings.model_fields[name].default
+
+
+def _export_default(name: str) -> Any:
+    """``${export_default:base_image}``: a default the standalone exporter (``python -m export``) owns."""
+    import dataclasses
+
+    from export.bundle import ExportSettings
+
+    value = {f.name: f.default for f in dataclasses.fields(ExportSettings)}[name]
+    return str(value) if isinstance(value, Path) else value
+
+
 def register_configs() -> None:
     """Store the schema and register resolvers; safe to call more than once."""
     from hydra.core.config_store import ConfigStore
 
     if not OmegaConf.has_resolver("abspath"):
         OmegaConf.register_new_resolver("abspath", _abspath)
+        OmegaConf.register_new_resolver("server_default", _server_default)
+        OmegaConf.register_new_resolver("export_default", _export_default)
     ConfigStore.instance().store(name=SCHEMA_NAME, node=Config)
 
 

@@ -21,12 +21,9 @@ from typing import Any
 
 import yaml
 
-from core import manifest
+from core import generation, manifest
 from core.model_folder import ModelLoadError, load_model
 
-DEFAULT_GENERATION = {"max_new_tokens": 64, "temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.1}
-DEFAULT_TEMPLATE = "{{question}}"
-DEFAULT_MAX_INPUT_TOKENS = 1024
 SERVING_JSON = "serving.json"
 
 
@@ -36,10 +33,10 @@ class ServingSpec:
     chat_format: str | None = None  # None: decided from the tokenizer once loaded
     dtype: str = "float32"
     threads: int | None = None
-    max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS
+    max_input_tokens: int = generation.FALLBACK_MAX_INPUT_TOKENS
     system: str | None = None
-    template: str = DEFAULT_TEMPLATE
-    generation: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_GENERATION))
+    template: str = generation.FALLBACK_TEMPLATE
+    generation: dict[str, Any] = field(default_factory=lambda: dict(generation.FALLBACK_GENERATION))
     name: str | None = None
     version: str | None = None
     alias: str | None = None
@@ -54,10 +51,10 @@ def _from_config(folder: Path, config: dict, **info) -> ServingSpec:
         chat_format=config.get("chat_format"),
         dtype=config.get("dtype") or "float32",
         threads=config.get("threads"),
-        max_input_tokens=config.get("max_input_tokens") or DEFAULT_MAX_INPUT_TOKENS,
+        max_input_tokens=config.get("max_input_tokens") or generation.FALLBACK_MAX_INPUT_TOKENS,
         system=config.get("system"),
-        template=config.get("template") or DEFAULT_TEMPLATE,
-        generation={**DEFAULT_GENERATION, **(config.get("generation") or {})},
+        template=config.get("template") or generation.FALLBACK_TEMPLATE,
+        generation={**generation.FALLBACK_GENERATION, **(config.get("generation") or {})},
         eval_questions=list(config.get("eval_questions") or []),
         **info,
     )

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 
+from core.generation import MAX_NEW_TOKENS_CAP
+
 ENV_PREFIX = "SERVING_"
 # Measured (benchmarks/serving.py, 2-core CPU, float32): 16 rows per step give 500 tokens/s, 64 give 820, 128 give
 # 920 at twice the step time of 64; on a GPU a step of 256 rows costs little more than one of 64.
@@ -29,7 +31,7 @@ class Settings(BaseModel):
     max_queue: int = Field(64, ge=1, description="queued requests beyond which new ones get 429")
     request_timeout_s: float = Field(120.0, gt=0, description="a request still waiting after this answers 504")
     max_question_chars: int = Field(2000, ge=1)
-    max_new_tokens_cap: int = Field(512, ge=1)
+    max_new_tokens_cap: int = Field(MAX_NEW_TOKENS_CAP, ge=1, le=MAX_NEW_TOKENS_CAP, description="may only lower it")
     max_batch_questions: int = Field(32, ge=1, description="questions in one /ask/batch or /invocations call")
     cors_origins: list[str] = Field(default_factory=list)
     api_key: SecretStr | None = None

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import mlflow
 from mlflow.genai.scorers import scorer
 
-from lifecycle import scoring
+from lifecycle import console, scoring
 
 
 @scorer
@@ -59,5 +59,8 @@ def evaluation_rows(answers: Sequence, questions: Sequence) -> list[dict]:
 
 
 def evaluate(answers: Sequence, questions: Sequence, max_chars: int, judge_model: str | None) -> dict[str, float]:
-    result = mlflow.genai.evaluate(data=evaluation_rows(answers, questions), scorers=scorers(max_chars, judge_model))
+    with console.library_output_hidden():  # its progress bar and closing banner
+        result = mlflow.genai.evaluate(
+            data=evaluation_rows(answers, questions), scorers=scorers(max_chars, judge_model)
+        )
     return {k: float(v) for k, v in result.metrics.items()}

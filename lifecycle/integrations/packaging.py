@@ -20,6 +20,7 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 import core
 import lifecycle
 from core.artifacts import local_artifacts
+from lifecycle import console
 from lifecycle.stage import StageError
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,8 @@ def smoke_check(model_uri: str, question: str, max_new_tokens: int, min_chars: i
 
 def register(model_uri: str, name: str, alias: str, tags: dict[str, str]) -> str:
     client = mlflow.MlflowClient()
-    model_version = mlflow.register_model(model_uri, name, tags=tags)
+    with console.library_output_hidden():  # "Successfully registered model ...": the summary says it
+        model_version = mlflow.register_model(model_uri, name, tags=tags)
     try:
         client.set_registered_model_alias(name, alias, model_version.version)
     except Exception:

@@ -191,7 +191,7 @@ class SweepJobSession(tracking.TrackingSession):
 
     @classmethod
     def open(cls, cfg: DictConfig, job: SweepJob) -> SweepJobSession:
-        tracking.quiet()  # the sweep checked the store once, before its first job
+        # the sweep checked the store once, before its first job
         tracking.ensure_local_dirs(cfg)
         tracking.use_backend(cfg.tracking_uri)
         return cls(cfg, job)

@@ -41,11 +41,6 @@ LOGGED_PARAMS = {
 }
 
 
-def quiet() -> None:
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def ensure_local_dirs(cfg: DictConfig) -> None:
     keys = ["root", "staging", "logs", "model_cache"] + (["artifacts"] if cfg.storage.kind.value == "local" else [])
     for key in keys:
@@ -144,7 +139,6 @@ class TrackingSession:
 
     @classmethod
     def open(cls, cfg: DictConfig) -> TrackingSession:
-        quiet()
         check_storage(cfg)
         ensure_local_dirs(cfg)
         use_backend(cfg.tracking_uri)

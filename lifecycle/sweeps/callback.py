@@ -27,8 +27,10 @@ class SweepCallback(Callback):
         self.sweep: tuple[str, str] | None = None
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        from lifecycle import console
         from lifecycle.integrations import sweep_runs
 
+        console.configure(config.verbose)
         run_id, sweep_id = sweep_runs.start(config)
         self.sweep = (run_id, sweep_id)
         job.announce(run_id, sweep_id)
