@@ -12,10 +12,12 @@ Feature: Composing a run from config groups
   Scenario: Help lists the config groups and their options
     Given a scratch directory
     When I run "python main.py --help"
-    Then it succeeds
-    And the output mentions "mode: all, deploy, experiment, export, serve, server-config, test"
-    And the output mentions "export: default"
-    And the output mentions "model: dialogpt, gpt2, smollm2"
+    Then it succeeds, printing these lines
+      """
+      mode: all, deploy, experiment, export, serve, server-config, test
+      export: default
+      model: dialogpt, gpt2, smollm2
+      """
 
   Scenario: An unknown model choice lists the available ones
     Given a scratch directory
@@ -37,6 +39,8 @@ Feature: Composing a run from config groups
     Given a scratch directory
     And an empty Hugging Face cache
     When I run "python main.py model=gpt2 mode=experiment"
-    Then it fails with "huggingface-cli download gpt2"
-    And the output mentions "model=smollm2"
-    And it took less than 5 seconds
+    Then within 5 seconds it fails, printing these lines
+      """
+      huggingface-cli download gpt2
+      model=smollm2
+      """

@@ -174,27 +174,57 @@ def run_command(workspace: Workspace, command: str) -> Invocation:
 
 @then("it succeeds")
 def succeeds(invocation: Invocation):
+    """The command exited 0."""
     assert invocation.returncode == 0, invocation.explain()
 
 
 @then(parsers.parse('it fails with "{text}"'))
 def fails_with(invocation: Invocation, workspace: Workspace, text: str):
+    """The command exited non-zero and its output (stdout and stderr) contains ``text``."""
     assert invocation.returncode != 0, invocation.explain()
     assert workspace.expand(text) in invocation.output, invocation.explain()
 
 
+def printed(invocation: Invocation, workspace: Workspace, docstring: str) -> None:
+    for line in filter(None, (line.strip() for line in docstring.splitlines())):
+        assert workspace.expand(line) in invocation.output, f"{line!r} not printed\n{invocation.explain()}"
+
+
+@then("it succeeds, printing these lines")
+def succeeds_printing(invocation: Invocation, workspace: Workspace, docstring: str):
+    """The command exited 0, and each line of the docstring (<data_dir> expanded) appears in its output."""
+    assert invocation.returncode == 0, invocation.explain()
+    printed(invocation, workspace, docstring)
+
+
+@then("it fails, printing these lines")
+def fails_printing(invocation: Invocation, workspace: Workspace, docstring: str):
+    """The command exited non-zero, and each line of the docstring appears in its output."""
+    assert invocation.returncode != 0, invocation.explain()
+    printed(invocation, workspace, docstring)
+
+
+@then("the output mentions these lines")
+def output_mentions_lines(invocation: Invocation, workspace: Workspace, docstring: str):
+    """Each line of the docstring (<data_dir> expanded) appears in the command's output."""
+    printed(invocation, workspace, docstring)
+
+
 @then(parsers.parse('the output mentions "{text}"'))
 def output_mentions(invocation: Invocation, workspace: Workspace, text: str):
+    """``text`` (<data_dir> expanded) appears in the command's output."""
     assert workspace.expand(text) in invocation.output, invocation.explain()
 
 
 @then(parsers.parse('the output does not mention "{text}"'))
 def output_lacks(invocation: Invocation, workspace: Workspace, text: str):
+    """``text`` appears nowhere in the command's output."""
     assert workspace.expand(text) not in invocation.output, invocation.explain()
 
 
 @then("no MLflow database was created")
 def no_database(workspace: Workspace):
+    """The command failed before opening any MLflow backend: no SQLite file in the data directory."""
     assert not (workspace.data_dir / "mlflow.db").exists()
 
 

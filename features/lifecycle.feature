@@ -13,8 +13,11 @@ Feature: mode=all runs the whole lifecycle on the real offline model
     And the parent run logged the resolved config with status success
 
   Scenario: The summary says what ran and what to do next
-    Then the output mentions "registered langchain-e2e-model version 1; alias 'champion' -> 1"
-    And the output mentions "8 answers passed validation"
-    And the output mentions "mlflow models serve -m models:/langchain-e2e-model@champion --env-manager local"
-    And the output mentions "python -m serving --model-uri models:/langchain-e2e-model@champion"
-    And the output mentions "mlflow ui --backend-store-uri sqlite:///<data_dir>/mlflow.db"
+    Then the output mentions these lines
+      """
+      registered langchain-e2e-model version 1; alias 'champion' -> 1
+      8 answers passed validation
+      mlflow models serve -m models:/langchain-e2e-model@champion --env-manager local
+      python -m serving --model-uri models:/langchain-e2e-model@champion
+      mlflow ui --backend-store-uri sqlite:///<data_dir>/mlflow.db
+      """

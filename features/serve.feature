@@ -5,7 +5,9 @@ Feature: mode=serve prints commands that serve the registered model
   Scenario: The printed mlflow models serve command answers /invocations
     Given a model registered by mode=deploy
     When I run "python main.py mode=serve"
-    Then it succeeds
-    And the output mentions "mlflow models serve -m models:/langchain-e2e-model@champion --env-manager local"
+    Then it succeeds, printing these lines
+      """
+      mlflow models serve -m models:/langchain-e2e-model@champion --env-manager local
+      """
     And the printed mlflow models serve command, on a free port, answers dataframe_split and inputs payloads
     And python -m serving answers the same payloads with the same predictions

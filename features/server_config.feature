@@ -4,18 +4,22 @@ Feature: mode=server-config prints how to run a tracking server for the chosen s
   Scenario: Local storage
     Given a scratch directory
     When I run "python main.py mode=server-config"
-    Then it succeeds
-    And the output mentions "mlflow server --backend-store-uri sqlite:///<data_dir>/mlflow.db"
-    And the output mentions "--artifacts-destination file://<data_dir>/mlartifacts"
-    And the output mentions "--port 5050 --workers 1"
-    And the output mentions "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false"
-    And the output mentions "export MLFLOW_TRACKING_URI=http://127.0.0.1:5050"
+    Then it succeeds, printing these lines
+      """
+      mlflow server --backend-store-uri sqlite:///<data_dir>/mlflow.db
+      --artifacts-destination file://<data_dir>/mlartifacts
+      --port 5050 --workers 1
+      MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
+      export MLFLOW_TRACKING_URI=http://127.0.0.1:5050
+      """
     And no MLflow database was created
 
   Scenario: S3 storage names the endpoint and the variables, never a secret
     Given a scratch directory
     When I run "python main.py mode=server-config storage=s3 storage.bucket=models"
-    Then it succeeds
-    And the output mentions "--artifacts-destination s3://models/lifecycle/mlartifacts"
-    And the output mentions "export MLFLOW_S3_ENDPOINT_URL=http://127.0.0.1:9878"
-    And the output mentions "export AWS_SECRET_ACCESS_KEY=<your secret key>"
+    Then it succeeds, printing these lines
+      """
+      --artifacts-destination s3://models/lifecycle/mlartifacts
+      export MLFLOW_S3_ENDPOINT_URL=http://127.0.0.1:9878
+      export AWS_SECRET_ACCESS_KEY=<your secret key>
+      """

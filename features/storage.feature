@@ -9,11 +9,12 @@ Feature: storage=s3 keeps artifacts in a real S3-compatible object store
   Scenario: The whole lifecycle lands the model's files in the bucket
     Given a fresh data directory
     When I run "python main.py storage=s3 mode=all eval=quick" against the S3 server
-    Then it succeeds
-    And the bucket holds the registered model's weights and MLmodel under "lifecycle/mlartifacts"
-    And the experiment keeps its artifacts at "s3://mlflow/lifecycle/mlartifacts"
+    Then it succeeds, with the registered model's weights and MLmodel in the bucket under "lifecycle/mlartifacts", where the experiment keeps its artifacts
     And the S3 secret appears nowhere under the data directory, in MLflow params or tags, or in the output
     And no copy of the model is left in the temporary folder
+
+  Scenario: The server reads a registered model from the bucket and keeps no copy of it
+    Given a model deployed to the S3 server
     When "python -m serving" serves "models:/langchain-e2e-model@champion" from the S3 server
     Then the server answers a question on /ask
     And no copy of the model is left in the temporary folder
@@ -38,21 +39,15 @@ Feature: storage=s3 keeps artifacts in a real S3-compatible object store
     And no MLflow database was created
 
   Scenario: An S3 server that stops during deploy leaves the registry unchanged
-    Given a fresh data directory
-    And "python main.py storage=s3 mode=deploy" ran there against the S3 server
+    Given a model deployed to the S3 server
     When the S3 server stops while "python main.py storage=s3 mode=deploy" uploads the model
-    Then it fails with "cannot reach the S3 endpoint"
-    And it fails with "Nothing was registered; alias 'champion' still points to version 1"
-    And the registry holds 1 version with alias "champion" on version 1
+    Then it fails saying the endpoint cannot be reached, and the registry holds 1 version with alias "champion" on version 1
     When the S3 server is back and "python main.py storage=s3 mode=deploy" runs again
-    Then it succeeds
-    And the registry holds 2 versions with alias "champion" on version 2
+    Then it succeeds, and the registry holds 2 versions with alias "champion" on version 2
 
   Scenario: Through a tracking server, clients need no S3 credentials
     Given a fresh data directory
     And a tracking server started by "python main.py mode=server-config storage=s3 storage.prefix=proxied serve.run=true"
     When I run "python main.py storage=s3 mode=deploy" through the tracking server without AWS credentials
-    Then it succeeds
-    And the bucket holds the registered model's weights and MLmodel under "proxied/mlartifacts"
-    And the deploy run's artifacts went through the server's proxy
-    And no copy of the model is left in the temporary folder
+    Then it succeeds, with the registered model's weights and MLmodel in the bucket under "proxied/mlartifacts"
+    And the deploy run's artifacts went through the server's proxy, leaving no copy of the model in the temporary folder

@@ -6,10 +6,8 @@ Feature: Prompt-template sweeps with Hydra multirun end in a verdict
   Scenario: A three-template sweep compares the templates and names the best one
     Given a fresh data directory
     When I sweep "python main.py -m mode=experiment eval=quick prompt=concise,detailed,step_by_step"
-    Then it succeeds
-    And the sweep's run has 3 child runs, one per template, with the same scores logged
-    And the sweep's run holds the summary table and the chart
-    And the output names the best template and its prompt version gets the alias "best"
+    Then it succeeds, and the sweep's run has 3 child runs, one per template, with the same scores logged
+    And the sweep's run holds the summary table and the chart, and names the best template, whose prompt version gets the alias "best"
     And the model was loaded once and reused by the other 2 jobs
 
   Scenario: A broken template fails its job while the others complete
@@ -17,5 +15,4 @@ Feature: Prompt-template sweeps with Hydra multirun end in a verdict
     And an extra prompt template "broken" without {{question}}
     When I sweep "python main.py -m mode=experiment eval=quick prompt=concise,broken,detailed" with the extra templates
     Then it fails with "1 of 3 sweep jobs failed"
-    And the summary marks job "prompt=broken" failed with "must contain {{question}}"
-    And the other 2 jobs completed with their scores
+    And the summary marks job "prompt=broken" failed with "must contain {{question}}", and the other 2 completed with their scores

@@ -3,6 +3,8 @@ from __future__ import annotations
 import pytest
 from pytest_bdd import given, parsers, scenarios, then, when
 
+from .conftest import fails_printing
+
 scenarios("config.feature")
 
 
@@ -21,7 +23,8 @@ def run_with_env(workspace, command, extra_env):
     return workspace.run(command, env=extra_env)
 
 
-@then(parsers.parse("it took less than {seconds:d} seconds"))
-def took_less_than(invocation, seconds):
-    # The model check runs before MLflow or torch are imported; the bound includes interpreter start-up.
+@then(parsers.parse("within {seconds:d} seconds it fails, printing these lines"))
+def fails_fast(invocation, workspace, seconds, docstring):
+    """The model check runs before MLflow or torch are imported; the bound includes interpreter start-up."""
+    fails_printing(invocation, workspace, docstring)
     assert invocation.elapsed_s < seconds, invocation.explain()

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import mlflow
 import pandas as pd
-import pytest
 from pytest_bdd import given, parsers, scenarios, then
+
+from lifecycle import tags
 
 scenarios("deploy.feature")
 
@@ -14,25 +15,18 @@ def versions(workspace) -> list[str]:
     return sorted(v.version for v in workspace.client().search_model_versions(f"name='{MODEL}'"))
 
 
-@pytest.fixture
-def noted() -> dict:
-    return {}
+@given("I note the registry", target_fixture="noted")
+def note_registry(workspace) -> dict:
+    return {
+        "versions": versions(workspace),
+        "champion": workspace.client().get_model_version_by_alias(MODEL, "champion").version,
+    }
 
 
-@given("I note the registry")
-def note_registry(workspace, noted):
-    noted["versions"] = versions(workspace)
-    noted["champion"] = workspace.client().get_model_version_by_alias(MODEL, "champion").version
-
-
-@then(parsers.parse('registered model "{name}" has {count:d} version'))
-def version_count(workspace, name, count):
+@then(parsers.parse('registered model "{name}" has {count:d} version, with the alias "{alias}" on version {version}'))
+def registry_holds(workspace, name, count, alias, version):
     assert len(workspace.client().search_model_versions(f"name='{name}'")) == count
-
-
-@then(parsers.parse('the alias "{alias}" points to version {version}'))
-def alias_points_to(workspace, alias, version):
-    assert str(workspace.client().get_model_version_by_alias(MODEL, alias).version) == version
+    assert str(workspace.client().get_model_version_by_alias(name, alias).version) == version
 
 
 @then("the registered version loads and answers a plain string, a dict, a list and a DataFrame")
@@ -50,14 +44,10 @@ def registered_model_answers(workspace):
         assert len(answers) == count and all(a.strip() for a in answers), (model_input, answers)
 
 
-@then("the registry is as I noted it")
+@then("the registry is as I noted it, and the failed deploy run is marked FAILED with the smoke prediction")
 def registry_unchanged(workspace, noted):
     assert versions(workspace) == noted["versions"]
     assert workspace.client().get_model_version_by_alias(MODEL, "champion").version == noted["champion"]
-
-
-@then("the failed deploy run is marked FAILED")
-def failed_run_marked(workspace):
     latest = workspace.stage_runs("deploy")[0]
     assert latest.info.status == "FAILED"
-    assert "smoke prediction" in latest.data.tags["lifecycle.error"]
+    assert "smoke prediction" in latest.data.tags[tags.ERROR]

@@ -38,10 +38,13 @@ def run_against_s3(workspace: Workspace, store, command):
     return workspace.run(against(store, command), env=store.env)
 
 
-@given(parsers.parse('"{command}" ran there against the S3 server'))
-def ran_against_s3(workspace: Workspace, store, command):
-    invocation = workspace.run(against(store, command), env=store.env)
-    assert invocation.returncode == 0, invocation.explain()
+@given("a model deployed to the S3 server", target_fixture="workspace")
+def deployed_to_s3(tmp_path, model_cache, store) -> Workspace:
+    """A fresh data directory where ``mode=deploy`` registered version 1 with its files in the bucket."""
+    workspace = Workspace(tmp_path / "data", model_cache)
+    deployed = workspace.run(against(store, "python main.py storage=s3 mode=deploy"), env=store.env)
+    assert deployed.returncode == 0, deployed.explain()
+    return workspace
 
 
 WITH_ENV = r'I run "(?P<command>[^"]+)" against the S3 server with "(?P<env>[^"]*)"'  # env may be empty
@@ -64,17 +67,28 @@ def fails_naming_endpoint(invocation: Invocation, store, cause):
     assert f"S3 endpoint {store.endpoint_url}" in invocation.output and cause in invocation.output, invocation.explain()
 
 
-@then(parsers.parse('the bucket holds the registered model\'s weights and MLmodel under "{prefix}"'))
-def model_in_bucket(store, prefix):
+def model_in_bucket(store, prefix: str) -> None:
     keys = store.keys(prefix)
     assert any(k.endswith("/model.safetensors") for k in keys), keys
     assert any(k.endswith("/MLmodel") for k in keys), keys
 
 
-@then(parsers.parse('the experiment keeps its artifacts at "{location}"'))
-def experiment_location(workspace: Workspace, location):
+@then(parsers.parse('it succeeds, with the registered model\'s weights and MLmodel in the bucket under "{prefix}"'))
+def succeeds_into_bucket(invocation: Invocation, store, prefix):
+    assert invocation.returncode == 0, invocation.explain()
+    model_in_bucket(store, prefix)
+
+
+@then(
+    parsers.parse(
+        'it succeeds, with the registered model\'s weights and MLmodel in the bucket under "{prefix}", where the '
+        "experiment keeps its artifacts"
+    )
+)
+def succeeds_into_experiment_bucket(workspace: Workspace, invocation: Invocation, store, prefix):
+    succeeds_into_bucket(invocation, store, prefix)
     experiment = workspace.client().get_experiment_by_name("langchain-e2e-experiment")
-    assert experiment.artifact_location == location
+    assert experiment.artifact_location == f"s3://{store.bucket}/{prefix}"
 
 
 @then("the S3 secret appears nowhere under the data directory, in MLflow params or tags, or in the output")
@@ -129,11 +143,27 @@ def back_again(workspace: Workspace, store, command):
 REGISTRY = r'the registry holds (?P<count>\d+) versions? with alias "(?P<alias>[^"]+)" on version (?P<version>\d+)'
 
 
-@then(parsers.re(REGISTRY), converters={"count": int, "version": int})
-def registry_state(workspace: Workspace, count, alias, version):
+def registry_state(workspace: Workspace, count: int, alias: str, version: int) -> None:
     client = workspace.client()
     assert len(client.search_model_versions(f"name='{MODEL}'")) == count
     assert int(client.get_model_version_by_alias(MODEL, alias).version) == version
+
+
+@then(
+    parsers.re(f"it fails saying the endpoint cannot be reached, and {REGISTRY}"),
+    converters={"count": int, "version": int},
+)
+def unreachable_and_unchanged(workspace: Workspace, invocation: Invocation, count, alias, version):
+    assert invocation.returncode != 0, invocation.explain()
+    for text in ("cannot reach the S3 endpoint", f"Nothing was registered; alias {alias!r} still points to version"):
+        assert text in invocation.output, invocation.explain()
+    registry_state(workspace, count, alias, version)
+
+
+@then(parsers.re(f"it succeeds, and {REGISTRY}"), converters={"count": int, "version": int})
+def succeeds_and_registered(workspace: Workspace, invocation: Invocation, count, alias, version):
+    assert invocation.returncode == 0, invocation.explain()
+    registry_state(workspace, count, alias, version)
 
 
 @given(parsers.parse('a tracking server started by "{command}"'), target_fixture="tracking_server")
@@ -155,7 +185,9 @@ def run_through_server(workspace: Workspace, tracking_server, command):
     return workspace.run(words, unset=(*CREDENTIALS, "MLFLOW_S3_ENDPOINT_URL"))
 
 
-@then("the deploy run's artifacts went through the server's proxy")
+@then(
+    "the deploy run's artifacts went through the server's proxy, leaving no copy of the model in the temporary folder"
+)
 def proxied(workspace: Workspace, tracking_server):
     import mlflow
 
@@ -163,6 +195,7 @@ def proxied(workspace: Workspace, tracking_server):
     experiment = client.get_experiment_by_name("langchain-e2e-experiment")
     (run,) = client.search_runs([experiment.experiment_id], "tags.`lifecycle.stage` = 'deploy'")
     assert run.info.artifact_uri.startswith("mlflow-artifacts:/"), run.info.artifact_uri
+    no_model_left(workspace)
 
 
 @then("no copy of the model is left in the temporary folder")

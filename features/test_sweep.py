@@ -44,8 +44,13 @@ def sweep_with_extra(workspace: Workspace, extra_conf: Path, command) -> Invocat
     return workspace.run(f"{command} hydra.searchpath=[file://{extra_conf}]")
 
 
-@then(parsers.parse("the sweep's run has {count:d} child runs, one per template, with the same scores logged"))
-def one_child_per_template(workspace: Workspace, count):
+@then(
+    parsers.parse(
+        "it succeeds, and the sweep's run has {count:d} child runs, one per template, with the same scores logged"
+    )
+)
+def one_child_per_template(workspace: Workspace, invocation: Invocation, count):
+    assert invocation.returncode == 0, invocation.explain()
     parent = sweep_run(workspace)
     children = workspace.child_runs(parent)
     assert len(children) == count, [c.info.run_name for c in children]
@@ -55,8 +60,7 @@ def one_child_per_template(workspace: Workspace, count):
     assert sorted(c.data.tags["lifecycle.sweep_job"] for c in children) == ["0", "1", "2"]
 
 
-@then("the sweep's run holds the summary table and the chart")
-def summary_and_chart(workspace: Workspace):
+def summary_and_chart(workspace: Workspace) -> None:
     run = sweep_run(workspace)
     names = {a.path for a in workspace.client().list_artifacts(run.info.run_id, "sweep")}
     assert names == {"sweep/summary.json", "sweep/summary.txt", "sweep/scores.png"}, names
@@ -67,8 +71,14 @@ def summary_and_chart(workspace: Workspace):
     assert [row["rank"] for row in rows] == [1, 2, 3]
 
 
-@then(parsers.parse('the output names the best template and its prompt version gets the alias "{alias}"'))
+@then(
+    parsers.parse(
+        "the sweep's run holds the summary table and the chart, and names the best template, whose prompt version "
+        'gets the alias "{alias}"'
+    )
+)
 def best_alias(workspace: Workspace, invocation: Invocation, alias):
+    summary_and_chart(workspace)
     match = re.search(rf"prompt alias '{alias}' -> prompts:/([\w-]+)/(\d+)", invocation.output)
     assert match, invocation.explain()
     name, version = match.groups()
@@ -87,13 +97,17 @@ def loaded_once(workspace: Workspace, invocation: Invocation, count):
     assert reused == ["false"] + ["true"] * count
 
 
-@then(parsers.parse('the summary marks job "{label}" failed with "{message}"'))
-def failed_job(workspace: Workspace, label, message):
+@then(
+    parsers.parse(
+        'the summary marks job "{label}" failed with "{message}", and the other {count:d} completed with their scores'
+    )
+)
+def failed_job(workspace: Workspace, label, message, count):
     (row,) = [row for row in summary_table(workspace) if row["label"] == label]
     assert row["status"] == "failed" and message in row["error"], row
+    others_completed(workspace, count)
 
 
-@then(parsers.parse("the other {count:d} jobs completed with their scores"))
-def others_completed(workspace: Workspace, count):
+def others_completed(workspace: Workspace, count: int) -> None:
     done = [row for row in summary_table(workspace) if row["status"] == "completed"]
     assert len(done) == count and all(row["fact_agreement/mean"] is not None for row in done), done
