@@ -65,7 +65,7 @@ def use_wal(tracking_uri: str) -> None:
 
 
 def start(cfg: DictConfig) -> tuple[str, str]:
-    from lifecycle.catalog import group_options
+    from lifecycle.config_groups import group_options
     from lifecycle.integrations.models import resolve_model_folder
 
     session = tracking.TrackingSession.open(cfg)

@@ -22,9 +22,9 @@ from omegaconf import DictConfig
 
 from lifecycle import tags
 from lifecycle.config import to_container
-from lifecycle.locations import direct_s3, is_server, scheme
 from lifecycle.redact import redact
 from lifecycle.stage import StageError, StageResult
+from lifecycle.stores import direct_s3, is_server, scheme
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from lifecycle import tags
 from lifecycle.config import to_container
-from lifecycle.locations import direct_s3
 from lifecycle.stage import Stage, StageContext, StageError, StageResult
 from lifecycle.stages.common import locate
+from lifecycle.stores import direct_s3
 
 
 class DeployStage(Stage):

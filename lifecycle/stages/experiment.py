@@ -28,7 +28,7 @@ class ExperimentStage(Stage):
         locate(self.cfg)
 
     def run(self, context: StageContext) -> StageResult:
-        from lifecycle.catalog import group_options
+        from lifecycle.config_groups import group_options
         from lifecycle.integrations import evaluation, prompts, runs
         from lifecycle.integrations.chains import ChainRuntime, PromptSpec
 

@@ -7,9 +7,9 @@ this project's FastAPI server (``python -m serving``).
 
 from __future__ import annotations
 
-from lifecycle.locations import as_prefix, client_environment, direct_s3
 from lifecycle.stage import Stage, StageContext, StageError, StageResult
 from lifecycle.stages.common import aliased_version, model_uri
+from lifecycle.stores import as_prefix, client_environment, direct_s3
 
 
 def engine_flags(serve) -> str:

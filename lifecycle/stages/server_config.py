@@ -13,8 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lifecycle.locations import as_prefix, s3_environment
 from lifecycle.stage import Stage, StageContext, StageResult
+from lifecycle.stores import as_prefix, s3_environment
 
 SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job runner: it alone costs ~3 GB
 
