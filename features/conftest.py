@@ -132,11 +132,13 @@ def registered_workspace(tmp_path_factory, model_cache) -> Workspace:
 
 @given("a fresh data directory", target_fixture="workspace")
 def fresh_workspace(tmp_path, model_cache) -> Workspace:
+    """An empty data directory of the scenario's own, with the session's converted model."""
     return Workspace(tmp_path / "data", model_cache)
 
 
 @given("a scratch directory", target_fixture="workspace")
 def scratch_workspace(tmp_path) -> Workspace:
+    """An empty data directory for a command that must not need the model (it would convert its own)."""
     return Workspace(tmp_path / "data", None)
 
 
@@ -147,6 +149,8 @@ def _shared_runs() -> dict:
 
 @given("a data directory shared by this feature", target_fixture="workspace")
 def shared_workspace(request, tmp_path_factory, model_cache, _shared_runs) -> Workspace:
+    """One data directory for every scenario of this feature (a session fixture keeps it), so a command that a
+    Background runs there runs once."""
     key = ("workspace", request.node.module.__name__)
     if key not in _shared_runs:
         _shared_runs[key] = Workspace(tmp_path_factory.mktemp("shared"), model_cache)
@@ -164,11 +168,15 @@ def has_run(workspace: Workspace, command: str, _shared_runs) -> Invocation:
 
 @given("a model registered by mode=deploy", target_fixture="workspace")
 def registered(registered_workspace) -> Workspace:
+    """The session's data directory where ``mode=deploy`` registered version 1 (shared: scenarios only read it,
+    or change what they restore)."""
     return registered_workspace
 
 
 @when(parsers.parse('I run "{command}"'), target_fixture="invocation")
 def run_command(workspace: Workspace, command: str) -> Invocation:
+    """``python main.py ...`` in the workspace (its data_dir, the session's model cache); <data_dir> and <free_port>
+    expanded."""
     return workspace.run(workspace.expand(command))
 
 
