@@ -44,3 +44,13 @@ Feature: Composing a run from config groups
       huggingface-cli download gpt2
       model=smollm2
       """
+
+  Scenario: A data_dir given as an S3 URL stops before anything is written, naming the command meant
+    Given a scratch directory
+    When I run "python main.py data_dir=s3://aiongenbucket/production_data"
+    Then it fails, printing these lines
+      """
+      data_dir=s3://aiongenbucket/production_data is a URL, but data_dir is a local folder
+      python main.py storage=s3 storage.bucket=aiongenbucket storage.prefix=production_data
+      """
+    And no folder named "s3:" was created where it ran

@@ -28,3 +28,11 @@ def fails_fast(invocation, workspace, seconds, docstring):
     """The model check runs before MLflow or torch are imported; the bound includes interpreter start-up."""
     fails_printing(invocation, workspace, docstring)
     assert invocation.elapsed_s < seconds, invocation.explain()
+
+
+@then(parsers.parse('no folder named "{name}" was created where it ran'))
+def nothing_written(workspace, name):
+    from .conftest import ROOT
+
+    assert not (ROOT / name).exists()
+    assert not workspace.data_dir.exists()  # nor the data directory the scenario gave it

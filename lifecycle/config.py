@@ -212,7 +212,28 @@ class Config:
     sweep: SweepSettings = field(default_factory=SweepSettings)
 
 
+def url_as_local_folder(path: str) -> str | None:
+    """Why ``path`` cannot be a local folder, with the command meant, when it is a URL: the original system took
+    ``--data-dir s3://bucket/prefix`` to mean "artifacts in that bucket"."""
+    scheme, separator, rest = str(path).partition("://")
+    if not separator:
+        return None
+    bucket, _, prefix = rest.partition("/")
+    storage = f"storage=s3 storage.bucket={bucket}" + (
+        f" storage.prefix={prefix.strip('/')}" if prefix.strip("/") else ""
+    )
+    return (
+        f"data_dir={path} is a URL, but data_dir is a local folder (the SQLite backend, logs, converted models); "
+        f"nothing was written. For artifacts in {scheme}://{rest}, keep data_dir local and run:\n"
+        f"  python main.py {storage}\n"
+        "(with storage.endpoint_url=... for a store other than the default one; README: 'Artifacts in S3')"
+    )
+
+
 def _abspath(path: str) -> str:
+    """A local folder as an absolute path; a URL is refused (lifecycle.checks says so before Hydra writes)."""
+    if problem := url_as_local_folder(path):
+        raise ValueError(problem)
     return str(Path(path).expanduser().resolve())
 
 
