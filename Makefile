@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 WHEELHOUSE := $(VENV)/wheelhouse
 
-.PHONY: run test test-tools install lint clean bench s3 tracking-server
+.PHONY: run test test-tools install lint clean bench s3 postgres tracking-server
 
 run: $(STAMP)
 	$(BIN)/python main.py $(ARGS)
@@ -15,10 +15,12 @@ test: $(STAMP) test-tools
 	$(BIN)/python -m pytest tests features $(PYTEST_ARGS)
 
 # What the tests need besides the venv, fetched here (at set-up) so that no test needs the network: the exported
-# server's wheels, and the container tooling of the @container scenario (it skips, saying why, where that fails).
+# server's wheels, the container tooling of the @container scenario and PostgreSQL for the @team scenarios (each
+# skips, saying why, where its tooling could not be installed).
 test-tools: $(STAMP)
 	$(BIN)/python -m export.requirements --download $(WHEELHOUSE)
 	./scripts/container-tools.sh
+	./scripts/postgres-tools.sh
 
 install: $(STAMP)
 
@@ -40,6 +42,12 @@ $(STAMP): pyproject.toml
 # environment: export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... first. Options: make s3 ARGS="--port 9000".
 s3: $(STAMP)
 	$(BIN)/python -m lifecycle.local_s3 $(ARGS)
+
+# A local PostgreSQL (Debian's, run as its unprivileged user) on 127.0.0.1:5432, data in ./pg_data, database and
+# user "mlflow" with the password in PGPASSWORD: export PGPASSWORD=... first. Options: make postgres ARGS="--port 5433".
+postgres: $(STAMP)
+	./scripts/postgres-tools.sh
+	$(BIN)/python -m lifecycle.local_postgres $(ARGS)
 
 # The lean MLflow tracking server for the chosen storage (what `mode=server-config` prints), in the foreground.
 tracking-server: $(STAMP)

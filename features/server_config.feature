@@ -23,3 +23,15 @@ Feature: mode=server-config prints how to run a tracking server for the chosen s
       export MLFLOW_S3_ENDPOINT_URL=http://127.0.0.1:9878
       export AWS_SECRET_ACCESS_KEY=<your secret key>
       """
+
+  Scenario: A team's server on PostgreSQL names the database and the variable for its password, never the password
+    Given a scratch directory
+    When I run "python main.py mode=server-config backend=postgresql storage=s3"
+    Then it succeeds, printing these lines
+      """
+      mlflow server --backend-store-uri postgresql+psycopg://mlflow@127.0.0.1:5432/mlflow
+      --artifacts-destination s3://mlflow/lifecycle/mlartifacts
+      export PGPASSWORD=<the database user's password>
+      python main.py mode=server-config backend=postgresql storage=s3 serve.run=true
+      """
+    And no MLflow database was created

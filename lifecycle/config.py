@@ -23,6 +23,11 @@ class StorageKind(str, Enum):
     s3 = "s3"
 
 
+class BackendKind(str, Enum):
+    sqlite = "sqlite"
+    postgresql = "postgresql"
+
+
 class ModelSource(str, Enum):
     gguf_package = "gguf_package"  # a GGUF file shipped inside an installed Python package (offline)
     hub = "hub"  # a Hugging Face hub id, read from the local cache or downloaded
@@ -75,6 +80,16 @@ class StorageConfig:
     prefix: str = ""
     region: str = "us-east-1"
     create_bucket: bool = False
+
+
+@dataclass
+class BackendConfig:
+    kind: BackendKind = MISSING
+    uri: str = MISSING  # never with a password: PostgreSQL's comes from PGPASSWORD
+    host: Optional[str] = None
+    port: Optional[int] = None
+    database: Optional[str] = None
+    user: Optional[str] = None
 
 
 @dataclass
@@ -199,6 +214,7 @@ class Config:
     tracking_uri: str = MISSING
     verbose: bool = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     mode: ModeConfig = field(default_factory=ModeConfig)
@@ -230,11 +246,13 @@ def url_as_local_folder(path: str) -> str | None:
     )
 
 
-def _abspath(path: str) -> str:
-    """A local folder as an absolute path; a URL is refused (lifecycle.checks says so before Hydra writes)."""
+def _abspath(path: str, _root_: Any = None) -> str:
+    """A local folder as an absolute path, relative to the folder the command ran in (``hydra.runtime.cwd``, which
+    a Ray worker, started elsewhere, also knows); a URL is refused (lifecycle.checks says so before Hydra writes)."""
     if problem := url_as_local_folder(path):
         raise ValueError(problem)
-    return str(Path(path).expanduser().resolve())
+    launched = OmegaConf.select(_root_, "hydra.runtime.cwd", default=None) if _root_ is not None else None
+    return str((Path(launched or ".") / Path(path).expanduser()).resolve())
 
 
 def _server_default(name: str) -> Any:

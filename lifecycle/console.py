@@ -2,7 +2,8 @@
 
 Library output that means nothing to the person running the lifecycle is filtered here, at the edge, unless
 ``verbose=true``: MLflow's advice to add type hints to ``predict``, its evaluation banner and registry messages,
-download and weight-loading progress bars, and the INFO chatter of MLflow, alembic, httpx and transformers.
+download and weight-loading progress bars, a "View run" link per run on a tracking server, and the INFO
+chatter of MLflow, alembic, httpx and transformers.
 ``configure`` is called once per invocation; ``library_output_hidden`` wraps a library call that prints.
 """
 
@@ -23,6 +24,7 @@ QUIET_ENVIRONMENT = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # also transformers' (read when it is imported)
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "MLFLOW_LOGGING_LEVEL": "WARNING",  # MLflow sets its loggers' level when it is imported
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # "View run at ..." per run on a tracking server: the summary
 }
 
 _verbose = True  # until configure() says otherwise: code used outside the CLI prints what it always did

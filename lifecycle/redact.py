@@ -14,7 +14,8 @@ from typing import Any
 REDACTED = "***"
 SECRET_KEY = re.compile(r"(secret|password|passwd|token|api[_-]?key|access[_-]?key|credential|private[_-]?key)", re.I)
 # whole words of a variable's name: AWS_SECRET_ACCESS_KEY, HF_TOKEN, OPENAI_API_KEY; not TOKENIZERS_PARALLELISM
-SECRET_ENV = re.compile(r"(^|_)(SECRET|PASSWORD|PASSWD|TOKEN|API_KEY|ACCESS_KEY|CREDENTIALS?)(_|$)", re.I)
+SECRET_ENV = re.compile(r"(^|_|PG)(SECRET|PASSWORD|PASSWD|TOKEN|API_KEY|ACCESS_KEY|CREDENTIALS?)(_|$)", re.I)
+URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/\s:@]+:)(?P<password>[^@\s/]+)(?=@)", re.I)
 MIN_SECRET_LEN = 6  # shorter values ("true", "1") would mask ordinary text
 
 
@@ -37,6 +38,7 @@ def redact(value: Any, secrets: set[str] | None = None, key: str = "") -> Any:
     if isinstance(value, str):
         for secret in secrets:
             value = value.replace(secret, REDACTED)
+        value = URL_PASSWORD.sub(lambda m: m["head"] + REDACTED, value)  # postgresql://user:<password>@host
     return value
 
 

@@ -4,7 +4,8 @@
 
 One invocation = one parent run (tags: lifecycle.mode, lifecycle.status) holding the redacted resolved config as
 ``config/resolved.yaml``; each stage runs in a nested run named after it. The first failing stage stops the
-invocation: its run and the parent are marked FAILED with the error in the ``lifecycle.error`` tag.
+invocation: its run and the parent are marked FAILED with the error in the ``lifecycle.error`` tag. When the
+tracking store itself fails (a tracking server whose database is down), the report says so instead of a traceback.
 """
 
 from __future__ import annotations
@@ -42,15 +43,20 @@ def build_stages(cfg: DictConfig, registry: StageRegistry | None = None) -> list
     return [registry.get(name)(cfg) for name in cfg.mode.stages]
 
 
-def _run_stage(stage: Stage, context: StageContext) -> StageResult:
-    """Run one stage; an exception becomes a failed result carrying the stage's error."""
+def _as_text(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _run_stage(stage: Stage, context: StageContext, explain=_as_text) -> StageResult:
+    """Run one stage; an exception becomes a failed result carrying the stage's error (a StageError's own words;
+    another exception as ``explain`` puts it: a tracking session names a failing tracking server)."""
     started = time.perf_counter()
     log.info("stage %s: starting", stage.name)
     try:
         result = stage.run(context)
     except Exception as exc:
         log.debug("stage %s failed", stage.name, exc_info=True)
-        message = str(exc) if isinstance(exc, StageError) else f"{type(exc).__name__}: {exc}"
+        message = str(exc) if isinstance(exc, StageError) else explain(exc)
         result = StageResult(stage=stage.name, status="failed", error=message)
     result.duration_s = time.perf_counter() - started
     log.info("stage %s: %s in %.1f s", stage.name, result.status, result.duration_s)
@@ -92,16 +98,27 @@ def run(cfg: DictConfig, registry: StageRegistry | None = None) -> LifecycleRepo
     report.tracking_uri = session.tracking_uri
     report.experiment_id = session.experiment_id
     report.raises_on_failure = session.raises_on_failure
-    with session.parent_run() as parent_id:
-        report.parent_run_id = context.parent_run_id = parent_id
-        for stage in stages:
-            with session.stage_run(stage.name, enabled=stage.uses_tracking) as stage_run:
-                result = _run_stage(stage, context)
-                result.run_id = stage_run.run_id
-                stage_run.finish(result)
-            if not _record(result, context, report):
-                break
-        session.finish(report, time.perf_counter() - started)
+    try:
+        with session.parent_run() as parent_id:
+            report.parent_run_id = context.parent_run_id = parent_id
+            for stage in stages:
+                with session.stage_run(stage.name, enabled=stage.uses_tracking) as stage_run:
+                    result = _run_stage(stage, context, session.explain)
+                    result.run_id = stage_run.run_id
+                    go_on = _record(result, context, report)  # kept even if closing its run fails
+                    stage_run.finish(result)
+                if not go_on:
+                    break
+            session.finish(report, time.perf_counter() - started)
+    except Exception as exc:  # the tracking store itself failed while the runs were recorded or closed
+        log.debug("recording the runs failed", exc_info=True)
+        cause = session.explain(exc)
+        if not report.error:
+            report.error = cause
+        elif cause not in report.error:
+            report.error += f" (nor could its runs be closed: {cause})"
+        else:
+            report.error += " (its runs could not be closed either)"
     return report
 
 

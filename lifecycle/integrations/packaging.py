@@ -126,13 +126,26 @@ def smoke_check(model_uri: str, question: str, max_new_tokens: int, min_chars: i
     return answer
 
 
+class LeftVersion(Exception):
+    """The alias could not be set, and the version it was meant for could not be removed either."""
+
+    def __init__(self, version: str) -> None:
+        super().__init__(f"version {version} was left without its alias")
+        self.version = version
+
+
 def register(model_uri: str, name: str, alias: str, tags: dict[str, str]) -> str:
+    """A new version with ``alias`` on it, or no new version: one whose alias fails is removed again (when the store
+    cannot even do that, ``LeftVersion`` names it, caused by the first failure)."""
     client = mlflow.MlflowClient()
     with console.library_output_hidden():  # "Successfully registered model ...": the summary says it
         model_version = mlflow.register_model(model_uri, name, tags=tags)
     try:
         client.set_registered_model_alias(name, alias, model_version.version)
-    except Exception:
-        client.delete_model_version(name, model_version.version)  # no half-registered version
+    except Exception as failure:
+        try:
+            client.delete_model_version(name, model_version.version)  # no half-registered version
+        except Exception:
+            raise LeftVersion(model_version.version) from failure
         raise
     return model_version.version

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,21 +64,62 @@ def check_tracking_server(tracking_uri: str) -> None:
     )
 
 
-def check_storage(cfg: DictConfig) -> None:
-    """Before any run: a tracking server answers; storage=s3 without one checks the store itself (the client
-    talks to it directly), and exports what MLflow's S3 client reads."""
+def check_stores(cfg: DictConfig) -> None:
+    """Before any run: a tracking server answers; without one, a PostgreSQL backend answers and accepts us, and
+    storage=s3 checks the store itself (the client talks to it directly) and exports what MLflow's S3 client reads."""
     if is_server(cfg.tracking_uri):
         check_tracking_server(cfg.tracking_uri)  # it proxies the artifacts: this client needs no S3 credentials
-    elif direct_s3(cfg):
+        return
+    if cfg.tracking_uri.startswith("postgresql"):
+        from lifecycle.integrations import database
+
+        database.check(cfg.tracking_uri)
+    if direct_s3(cfg):
         from lifecycle.integrations import storage
 
         storage.check(cfg.storage)
         storage.use_for_mlflow(cfg.storage)
 
 
+# Through a tracking server MLflow retries a failed request 7 times with doubling waits: a server whose database is down
+# keeps a deploy waiting for minutes. Three retries, 1 s apart at first, give a clear error in about ten seconds;
+# the variables still win where they are set (all three).
+# Traces go to a tracking server synchronously: MLflow 3.17's background trace exporter can deadlock a run against
+# mlflow.genai.evaluate. Its HTTP calls import modules lazily (Databricks and Spark probes) under MLflow's import-hook
+# lock while evaluate, holding that lock, imports a flavour: seen here as an experiment hung for good between two
+# threads' import locks. In-process export costs a few milliseconds per trace on a local server.
+SERVER_SETTINGS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING": "false",
+}
+
+
+FAILED_ON_SERVER = re.compile(r"error code 5\d\d|too many 5\d\d error responses|INTERNAL_ERROR|TEMPORARILY_UNAVAILABLE")
+
+
 def use_backend(tracking_uri: str) -> None:
+    if is_server(tracking_uri):
+        for name, value in SERVER_SETTINGS.items():
+            os.environ.setdefault(name, value)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
+
+
+def explain(exc: Exception, tracking_uri: str) -> str:
+    """A failed tracking call in words: a server that answered 5xx (its database or artifact store failing) or did
+    not answer; otherwise the exception itself."""
+    text = str(exc)
+    if not is_server(tracking_uri):
+        return f"{type(exc).__name__}: {text}"
+    if FAILED_ON_SERVER.search(text):
+        return (
+            f"the tracking server at {tracking_uri} failed the request (HTTP 5xx): its database or artifact store is "
+            "not answering; its log says which"
+        )
+    if "Max retries exceeded" in text or "Connection refused" in text:
+        return f"the tracking server at {tracking_uri} does not answer: start it, or fix tracking_uri"
+    return f"{type(exc).__name__}: {text}"
 
 
 def ensure_experiment(name: str, artifact_uri: str | None) -> str:
@@ -139,7 +181,7 @@ class TrackingSession:
 
     @classmethod
     def open(cls, cfg: DictConfig) -> TrackingSession:
-        check_storage(cfg)
+        check_stores(cfg)
         ensure_local_dirs(cfg)
         use_backend(cfg.tracking_uri)
         return cls(cfg)
@@ -180,6 +222,9 @@ class TrackingSession:
             while (active := mlflow.active_run()) and active.info.run_id != run.info.run_id:
                 mlflow.end_run(status=_status(True))  # a run the stage left open
             mlflow.end_run(status=_status(stage_run.failed))
+
+    def explain(self, exc: Exception) -> str:
+        return explain(exc, self.tracking_uri)
 
     def finish(self, report: Any, seconds: float) -> None:
         """The invocation's outcome on its parent run (called inside ``parent_run``)."""

@@ -24,7 +24,7 @@ def server_args(cfg) -> list[str]:
         "mlflow",
         "server",
         "--backend-store-uri",
-        f"sqlite:///{cfg.paths.backend_db}",
+        cfg.backend.uri,  # no password in it: PostgreSQL's comes from the server's PGPASSWORD
         "--artifacts-destination",
         cfg.storage.artifact_uri,
         "--host",
@@ -41,14 +41,20 @@ def server_command(cfg) -> str:
 
 
 def server_environment_lines(cfg) -> list[str]:
-    if cfg.storage.kind.value != "s3":
-        return []
-    return [
-        "the server reaches the bucket with (clients do not: it proxies artifacts):",
-        *(f"  export {k}={v}" for k, v in s3_environment(cfg).items()),
-        "  export AWS_ACCESS_KEY_ID=<your access key>",
-        "  export AWS_SECRET_ACCESS_KEY=<your secret key>",
-    ]
+    lines = []
+    if cfg.backend.kind.value == "postgresql":
+        lines += [
+            "the server reaches the database with (clients do not):",
+            "  export PGPASSWORD=<the database user's password>",
+        ]
+    if cfg.storage.kind.value == "s3":
+        lines += [
+            "the server reaches the bucket with (clients do not: it proxies artifacts):",
+            *(f"  export {k}={v}" for k, v in s3_environment(cfg).items()),
+            "  export AWS_ACCESS_KEY_ID=<your access key>",
+            "  export AWS_SECRET_ACCESS_KEY=<your secret key>",
+        ]
+    return lines
 
 
 class ServerConfigStage(Stage):
@@ -59,10 +65,11 @@ class ServerConfigStage(Stage):
         cfg = self.cfg
         url = f"http://{cfg.serve.host}:{cfg.serve.tracking_port}"
         lines = [
-            f"storage={cfg.storage.kind.value}: backend {cfg.paths.backend_db}, artifacts {cfg.storage.artifact_uri}",
+            f"backend={cfg.backend.kind.value} storage={cfg.storage.kind.value}: records in {cfg.backend.uri}, "
+            f"artifacts in {cfg.storage.artifact_uri}",
             *server_environment_lines(cfg),
-            f"start the tracking server (or: python main.py mode=server-config storage={cfg.storage.kind.value} "
-            "serve.run=true):",
+            f"start the tracking server (or: python main.py mode=server-config backend={cfg.backend.kind.value} "
+            f"storage={cfg.storage.kind.value} serve.run=true):",
             f"  {server_command(cfg)}",
             "then point clients at it:",
             f"  export MLFLOW_TRACKING_URI={url}",
@@ -76,6 +83,10 @@ class ServerConfigStage(Stage):
 
     def _run_server(self) -> None:
         cfg = self.cfg
+        if cfg.backend.kind.value == "postgresql":
+            from lifecycle.integrations import database
+
+            database.check(cfg.backend.uri)  # what is wrong, in words, instead of the server's traceback
         if cfg.storage.kind.value == "s3":
             from lifecycle.integrations import storage
 
