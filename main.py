@@ -6,15 +6,11 @@ python main.py storage=local model=smollm2 mode=all
 import hydra
 from omegaconf import DictConfig
 
-from lifecycle.config import register_configs
-
-register_configs()
+from lifecycle.cli import execute  # registers the config's schema and resolvers (in Ray's workers too)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> int:
-    from lifecycle.cli import execute
-
     return execute(cfg)
 
 

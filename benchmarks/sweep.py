@@ -1,6 +1,8 @@
-"""A prompt-template sweep against the same experiments run one by one.
+"""A prompt-template sweep against the same experiments run one by one; with --ray, on a Ray cluster against
+Hydra's basic launcher.
 
     python benchmarks/sweep.py [--eval default] [--prompts concise,detailed,step_by_step] [--model-cache DIR]
+    python benchmarks/sweep.py --ray [--templates 6] [--ray-cpus 2]
 
 Measured in one run, each part in a fresh data_dir, on a warm model cache:
 1. The sweep: `python main.py -m mode=experiment prompt=a,b,c` (Hydra's basic launcher, one process), timed end to
@@ -12,11 +14,20 @@ Measured in one run, each part in a fresh data_dir, on a warm model cache:
    transformers, langchain), and model-load time is each separate run's `model_load_s`.
 Targets: every job after the first costs at most 60% of the first; the sweep beats the separate runs by at least
 the import and model-load time of all runs but one.
+
+With --ray, both sweeps of the same templates (the three in conf/prompt/ and copies of them under other names, up to
+--templates) record through one tracking server (`mlflow server` on SQLite: the jobs reach it over HTTP):
+1. the baseline: Hydra's basic launcher, every job in one process;
+2. `hydra/launcher=ray` on a local cluster (`ray start --head --num-cpus N`, started and stopped here, its start
+   timed apart), jobs as Ray tasks in N worker processes that each load the model once.
+It prints wall time, per-job time (`job_s`) and Ray's overhead per job. No target: on two cores Ray cannot win.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -49,12 +60,122 @@ def import_time() -> float:
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
+def templates(folder: Path, count: int) -> list[str]:
+    """``count`` template names: conf/prompt/'s own, then copies of them under other names (in ``folder``, for
+    hydra.searchpath)."""
+    import yaml
+
+    own = sorted(path.stem for path in (ROOT / "conf" / "prompt").glob("*.yaml"))
+    names = own[:count]
+    (folder / "prompt").mkdir(parents=True, exist_ok=True)
+    for index in range(count - len(names)):
+        source = yaml.safe_load((ROOT / "conf" / "prompt" / f"{own[index % len(own)]}.yaml").read_text())
+        name = f"copy{index}_{own[index % len(own)]}"
+        source["name"] = f"qa-{name.replace('_', '-')}"
+        (folder / "prompt" / f"{name}.yaml").write_text(yaml.safe_dump(source))
+        names.append(name)
+    return names
+
+
+def job_times(tracking_uri: str, sweep_id: str) -> dict[int, float]:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("langchain-e2e-experiment")
+    found = client.search_runs([experiment.experiment_id], f"tags.`lifecycle.sweep_id` = '{sweep_id}'")
+    return {
+        int(r.data.tags["lifecycle.sweep_job"]): r.data.metrics["job_s"] for r in found if "job_s" in r.data.metrics
+    }
+
+
+def sweep_id(output: str) -> str:
+    return next(line.split()[1].rstrip(":") for line in output.splitlines() if line.startswith("sweep "))
+
+
+def compare_ray(args: argparse.Namespace) -> None:
+    from lifecycle.ports import free_port
+
+    ray = str(Path(sys.executable).with_name("ray"))
+    with tempfile.TemporaryDirectory(prefix="bench-ray-") as scratch:
+        folder = Path(scratch)
+        names = templates(folder / "conf", args.templates)
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, "main.py", "mode=server-config", "serve.run=true", f"data_dir={folder / 'server'}",
+             f"serve.tracking_port={port}"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        tracking = f"http://127.0.0.1:{port}"
+        ray_port = free_port()
+        try:
+            wait_for(f"{tracking}/health", server)
+            started = time.perf_counter()
+            subprocess.run(
+                [ray, "start", "--head", f"--port={ray_port}", f"--num-cpus={args.ray_cpus}",
+                 "--include-dashboard=false", "--disable-usage-stats"],
+                cwd=folder, check=True, capture_output=True,
+            )  # fmt: skip
+            ray_start = time.perf_counter() - started
+            common = [
+                "mode=experiment", f"eval={args.eval}", f"prompt={','.join(names)}", f"tracking_uri={tracking}",
+                f"paths.model_cache={args.model_cache}", f"hydra.searchpath=[file://{folder / 'conf'}]",
+            ]  # fmt: skip
+            rows = []
+            on_ray = ["hydra/launcher=ray", f"hydra.launcher.ray.init.address=127.0.0.1:{ray_port}"]
+            for label, extra in (("basic launcher (baseline)", []), (f"ray, {args.ray_cpus} workers", on_ray)):
+                started = time.perf_counter()
+                proc = subprocess.run(
+                    [sys.executable, "main.py", "-m", *extra, *common, f"data_dir={folder / label.split()[0]}"],
+                    cwd=ROOT, capture_output=True, text=True,
+                )  # fmt: skip
+                wall = time.perf_counter() - started
+                if proc.returncode != 0:
+                    sys.exit(f"{label} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+                rows.append((label, wall, job_times(tracking, sweep_id(proc.stdout))))
+        finally:
+            subprocess.run([ray, "stop", "--force"], capture_output=True)
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+
+    print(f"\n{len(names)}-template sweep, eval={args.eval}, through one tracking server (mlflow server, SQLite)")
+    print(f"{'launcher':<26} {'wall s':>7} {'jobs':>5} {'job s mean':>11} {'job s max':>10} {'x baseline':>11}")
+    base = rows[0][1]
+    for label, wall, jobs in rows:
+        mean = sum(jobs.values()) / len(jobs)
+        print(f"{label:<26} {wall:>7.1f} {len(jobs):>5} {mean:>11.1f} {max(jobs.values()):>10.1f} {wall / base:>11.2f}")
+    overhead = (rows[1][1] - base) / len(names)
+    print(f"ray start --head: {ray_start:.1f} s (not in the wall times)")
+    print(f"Ray's overhead per job against the basic launcher: {overhead:+.1f} s")
+
+
+def wait_for(url: str, proc: subprocess.Popen, timeout_s: float = 120) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"the tracking server exited {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)  # polling interval until the server answers
+    sys.exit(f"{url} did not answer within {timeout_s} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--eval", default="default")
     parser.add_argument("--prompts", default="concise,detailed,step_by_step")
     parser.add_argument("--model-cache", default=str(ROOT / "mlflow_data" / "models"))
+    parser.add_argument("--ray", action="store_true", help="a sweep on a local Ray cluster against the basic launcher")
+    parser.add_argument("--templates", type=int, default=6, help="--ray: how many templates the sweeps compare")
+    parser.add_argument("--ray-cpus", type=int, default=2, help="--ray: the cluster's CPUs (one job per CPU at once)")
     args = parser.parse_args()
+    if args.ray:
+        compare_ray(args)
+        return
     prompts = args.prompts.split(",")
     common = [f"eval={args.eval}", f"paths.model_cache={args.model_cache}", "experiment.progress_bar=false"]
 

@@ -307,3 +307,45 @@ def start_server(workspace: Workspace, extra_env: dict[str, str], log: Path, com
 
 def load_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+# --- sweeps: what a sweep's run holds (features/sweep.feature, features/team.feature) ---
+
+
+def template_without_question(folder: Path, name: str) -> Path:
+    """A config folder (for hydra.searchpath) with a prompt template that forgot {{question}}."""
+    (folder / "prompt").mkdir(parents=True)
+    (folder / "prompt" / f"{name}.yaml").write_text(
+        f"name: qa-{name}\ndescription: A template that forgot the question.\ntemplate: Answer briefly.\n"
+    )
+    return folder
+
+
+def sweep_run(workspace: Workspace):
+    (run,) = workspace.runs("tags.`lifecycle.mode` = 'sweep'")
+    return run
+
+
+def summary_table(workspace: Workspace) -> list[dict]:
+    import mlflow
+
+    run = sweep_run(workspace)
+    table = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/sweep/summary.json")
+    return [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+
+
+@then(
+    parsers.parse(
+        'the summary marks job "{label}" failed with "{message}", and the other {count:d} completed with their scores'
+    )
+)
+def failed_job(workspace: Workspace, label, message, count):
+    """The sweep's summary table: the job labelled ``label`` failed with ``message``; the others completed."""
+    (row,) = [row for row in summary_table(workspace) if row["label"] == label]
+    assert row["status"] == "failed" and message in row["error"], row
+    others_completed(workspace, count)
+
+
+def others_completed(workspace: Workspace, count: int) -> None:
+    done = [row for row in summary_table(workspace) if row["status"] == "completed"]
+    assert len(done) == count and all(row["fact_agreement/mean"] is not None for row in done), done

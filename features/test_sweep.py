@@ -6,32 +6,16 @@ from pathlib import Path
 import mlflow
 from pytest_bdd import given, parsers, scenarios, then, when
 
-from .conftest import Invocation, Workspace
+from .conftest import Invocation, Workspace, summary_table, sweep_run, template_without_question
 
 scenarios("sweep.feature")
 
 SCORES = {"fact_agreement/mean", "answer_relevance/mean", "non_empty/mean", "within_length/mean"}
 
 
-def sweep_run(workspace: Workspace):
-    (run,) = workspace.runs("tags.`lifecycle.mode` = 'sweep'")
-    return run
-
-
-def summary_table(workspace: Workspace) -> list[dict]:
-    run = sweep_run(workspace)
-    table = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/sweep/summary.json")
-    return [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
-
-
 @given(parsers.parse('an extra prompt template "{name}" without {{{{question}}}}'), target_fixture="extra_conf")
 def extra_template(tmp_path, name) -> Path:
-    folder = tmp_path / "extra_conf"
-    (folder / "prompt").mkdir(parents=True)
-    (folder / "prompt" / f"{name}.yaml").write_text(
-        f"name: qa-{name}\ndescription: A template that forgot the question.\ntemplate: Answer briefly.\n"
-    )
-    return folder
+    return template_without_question(tmp_path / "extra_conf", name)
 
 
 @when(parsers.parse('I sweep "{command}"'), target_fixture="invocation")
@@ -95,19 +79,3 @@ def loaded_once(workspace: Workspace, invocation: Invocation, count):
     assert invocation.output.count("loaded by an earlier job of this process") == count
     reused = sorted(c.data.tags["lifecycle.model_reused"] for c in workspace.child_runs(sweep_run(workspace)))
     assert reused == ["false"] + ["true"] * count
-
-
-@then(
-    parsers.parse(
-        'the summary marks job "{label}" failed with "{message}", and the other {count:d} completed with their scores'
-    )
-)
-def failed_job(workspace: Workspace, label, message, count):
-    (row,) = [row for row in summary_table(workspace) if row["label"] == label]
-    assert row["status"] == "failed" and message in row["error"], row
-    others_completed(workspace, count)
-
-
-def others_completed(workspace: Workspace, count: int) -> None:
-    done = [row for row in summary_table(workspace) if row["status"] == "completed"]
-    assert len(done) == count and all(row["fact_agreement/mean"] is not None for row in done), done

@@ -13,6 +13,7 @@ ALIAS = "lifecycle.alias"  # the alias a deploy moved
 # a sweep's runs
 SWEEP_ID = "lifecycle.sweep_id"
 SWEEP_JOB = "lifecycle.sweep_job"  # the job's number in its sweep
+SWEEP_WORKER = "lifecycle.sweep_worker"  # host:pid of the process that ran the job (Ray and joblib reuse theirs)
 OVERRIDES = "lifecycle.overrides"  # what set the job (or the sweep) apart
 SWEEP_BEST = "lifecycle.sweep.best"  # on the sweep's run: the best job
 

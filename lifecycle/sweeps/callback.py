@@ -1,8 +1,9 @@
 """``SweepCallback``, registered in conf/hydra/default.yaml: the sweep's own work, in the process that launched it.
 
-- ``on_multirun_start``: checks the store and converts the model once, and registers every usable prompt once.
+- ``on_multirun_start``: checks that the launcher's workers can reach the tracking store (Ray's need a server),
+  checks the store and converts the model once, and registers every usable prompt once.
   With SQLite it switches the database to WAL, so parallel jobs wait for each other instead of failing. It then
-  opens the sweep's run and announces it to the jobs.
+  opens the sweep's run and announces it to the jobs (``launchers.prepare`` passes it on to Ray's tasks).
 - ``on_multirun_end``: reads the jobs' runs back from MLflow and ranks them by ``sweep.rank_by``. It prints the
   table, logs it with a bar chart to the sweep's run, moves the prompt alias ``sweep.best_alias`` to the best
   job's prompt version, and exits 1 when a job failed.
@@ -19,7 +20,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from lifecycle.sweeps import job
+from lifecycle.stage import StageError
+from lifecycle.sweeps import job, launchers
 
 
 class SweepCallback(Callback):
@@ -31,9 +33,14 @@ class SweepCallback(Callback):
         from lifecycle.integrations import sweep_runs
 
         console.configure(config.verbose)
+        try:
+            launchers.check(config)
+        except StageError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
         run_id, sweep_id = sweep_runs.start(config)
         self.sweep = (run_id, sweep_id)
-        job.announce(run_id, sweep_id)
+        launchers.prepare(config, job.announce(run_id, sweep_id))
         print(f"sweep {sweep_id}: MLflow run {run_id}", flush=True)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:

@@ -1,13 +1,14 @@
 """A job's identity in its sweep: which sweep, which job, what set it apart, as its runs' tags.
 
 ``SweepCallback`` opens the sweep's run before the first job and passes its id to the jobs through the
-environment (joblib workers inherit it). Inside a job, ``current_job()`` says which sweep and job this is, or None
-outside a sweep.
+environment (joblib workers inherit it; Ray's get it in their tasks' runtime_env). Inside a job,
+``current_job()`` says which sweep and job this is, or None outside a sweep.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 
 from lifecycle import tags
@@ -26,12 +27,20 @@ class SweepJob:
     in_sweep_process: bool  # the basic launcher: this job runs in the process that will end the sweep
 
     def tags(self) -> dict[str, str]:
-        return {tags.SWEEP_ID: self.sweep_id, tags.SWEEP_JOB: str(self.num), tags.OVERRIDES: " ".join(self.overrides)}
+        return {
+            tags.SWEEP_ID: self.sweep_id,
+            tags.SWEEP_JOB: str(self.num),
+            tags.OVERRIDES: " ".join(self.overrides),
+            tags.SWEEP_WORKER: f"{socket.gethostname()}:{os.getpid()}",
+        }
 
 
-def announce(run_id: str, sweep_id: str) -> None:
-    """Tell this process's jobs (and the worker processes it starts) which sweep they belong to."""
-    os.environ[ENV_RUN], os.environ[ENV_ID], os.environ[ENV_PID] = run_id, sweep_id, str(os.getpid())
+def announce(run_id: str, sweep_id: str) -> dict[str, str]:
+    """Tell this process's jobs (and the worker processes it starts) which sweep they belong to; returns the
+    variables, for launchers whose workers do not inherit this environment (``lifecycle.sweeps.launchers``)."""
+    environment = {ENV_RUN: run_id, ENV_ID: sweep_id, ENV_PID: str(os.getpid())}
+    os.environ.update(environment)
+    return environment
 
 
 def forget() -> None:
