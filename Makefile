@@ -15,12 +15,13 @@ test: $(STAMP) test-tools
 	$(BIN)/python -m pytest tests features $(PYTEST_ARGS)
 
 # What the tests need besides the venv, fetched here (at set-up) so that no test needs the network: the exported
-# server's wheels, the container tooling of the @container scenario and PostgreSQL for the @team scenarios (each
-# skips, saying why, where its tooling could not be installed).
+# server's wheels, the container tooling of the @container scenario, PostgreSQL for the @team scenarios and Chromium
+# for the /docs scenario (each skips, saying why, where its tooling could not be installed).
 test-tools: $(STAMP)
 	$(BIN)/python -m export.requirements --download $(WHEELHOUSE)
 	./scripts/container-tools.sh
 	./scripts/postgres-tools.sh
+	./scripts/browser-tools.sh
 
 install: $(STAMP)
 

@@ -93,18 +93,18 @@ Feature: The HTTP server answers questions about the registered model
 
     Examples:
       | path        | content_type     | body                                          | status | message                              |
-      | /ask        | application/json | {"question": "   "}                           | 422    | non-empty string                     |
-      | /ask        | application/json | {"question": "hi", "max_new_tokens": 99999}   | 422    | max_new_tokens must be at most 512   |
+      | /ask        | application/json | {"question": "   "}                           | 422    | should match pattern                 |
+      | /ask        | application/json | {"question": "hi", "max_new_tokens": 99999}   | 422    | less than or equal to 512            |
       | /ask        | application/json | {"question": "hi", "temperature": 5}          | 422    | less than or equal to 2              |
       | /ask        | application/json | {"question": 42}                              | 422    | valid string                         |
       | /ask        | application/json | {"question": "hi", "colour": "blue"}          | 422    | Extra inputs are not permitted       |
-      | /ask        | application/json | {"question": "hi", "prompt_template": "Q:"}   | 422    | prompt_template: the template must contain |
+      | /ask        | application/json | {"question": "hi", "prompt_template": "Q:"}   | 422    | should match pattern                 |
       | /ask        | application/json | {"question": "hi"                             | 422    | JSON decode error                    |
       | /ask/batch  | application/json | {"questions": []}                             | 422    | at least 1 item                      |
       | /invocations | text/csv        | question\nhi                                  | 415    | Content-Type must be application/json |
-      | /invocations | application/json | {"inputs": ["hi"], "instances": ["hi"]}      | 400    | exactly one of                       |
-      | /invocations | application/json | {"inputs": [1]}                              | 400    | unsupported input int                |
-      | /invocations | application/json | {"inputs": ["hi"], "params": {"top_k": 3}}   | 422    | unknown generation parameter 'top_k' |
+      | /invocations | application/json | {"inputs": ["hi"], "instances": ["hi"]}      | 422    | Extra inputs are not permitted       |
+      | /invocations | application/json | {"inputs": [1]}                              | 422    | valid string                         |
+      | /invocations | application/json | {"inputs": ["hi"], "params": {"top_k": 3}}   | 422    | Extra inputs are not permitted       |
 
   Scenario: Concurrent requests are batched into the same decoding steps
     Given a server for the registered model
@@ -131,9 +131,9 @@ Feature: The HTTP server answers questions about the registered model
     Examples:
       | path                 | body                                                                                 | message                            |
       | /ask                 | {"question": "Why is the sky blue and the grass green and the sea so salty?"}      | at most 40 characters              |
-      | /ask/batch           | {"questions": ["a?", "b?", "c?"]}                                                    | at most 2 questions per request    |
-      | /ask                 | {"question": "hi", "max_new_tokens": 17}                                             | max_new_tokens must be at most 16  |
-      | /v1/chat/completions | {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 17}                  | max_new_tokens must be at most 16  |
+      | /ask/batch           | {"questions": ["a?", "b?", "c?"]}                                                    | at most 2 items                    |
+      | /ask                 | {"question": "hi", "max_new_tokens": 17}                                             | less than or equal to 16           |
+      | /v1/chat/completions | {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 17}                  | less than or equal to 16           |
 
   Scenario: An overloaded server answers 429 at once and keeps serving
     Given a server for the registered model with "SERVING_MAX_BATCH_SIZE=1 SERVING_MAX_QUEUE=1"

@@ -11,6 +11,8 @@ HTTP contract (Swagger at /docs), one router per area (``serving.routes``):
 Requests are batched continuously (serving.engine, serving.decoding): each joins the running batch at the next
 decoding step and leaves it when done, its caller times out, or its client disconnects.
 Bad input answers 4xx with what is allowed; a full queue 429 with Retry-After; a request past its timeout 504.
+/openapi.json is the exact contract (serving.schemas: strict bodies, the server's limits in them, every answer an
+operation can give, one error shape); /docs shows it with Swagger UI served from this server (serving.docs).
 With ``api_key`` set, every endpoint but /health needs ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
 The model loads in the lifespan, never at import time.
 """
@@ -20,13 +22,35 @@ from __future__ import annotations
 import asyncio
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
+from serving.docs import add_docs
 from serving.metrics import MetricsMiddleware
 from serving.routes import ask, invocations, operations, v1
+from serving.schemas import ErrorBody, ErrorItem, request_models
 from serving.settings import Settings
 from serving.state import ServingState, authorized
+
+ERROR_TYPES = {
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    415: "unsupported_media_type",
+    422: "value_error",
+    429: "busy",
+    499: "client_disconnected",
+    503: "not_ready",
+    504: "timeout",
+}
+
+
+async def error_body(request: Request, exc: HTTPException) -> JSONResponse:
+    """An HTTPException's text in the one error shape every 4xx has (serving.schemas.ErrorBody)."""
+    item = ErrorItem(loc=["request"], msg=str(exc.detail), type=ERROR_TYPES.get(exc.status_code, "error"))
+    return JSONResponse(ErrorBody(detail=[item]).model_dump(), status_code=exc.status_code, headers=exc.headers)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -45,12 +69,17 @@ def create_app(settings: Settings) -> FastAPI:
         description="Serves a model registered by the lifecycle (or an exported model folder), with dynamic batching.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served by serving.docs, without a CDN
+        redoc_url=None,
     )
+    add_docs(app)
+    app.add_exception_handler(HTTPException, error_body)
     app.state.serving = state
     protected = [Depends(authorized)]
     app.include_router(operations.router)  # /health is open; the others there check the key themselves
+    models = request_models(settings)
     for area in (ask, invocations, v1):
-        app.include_router(area.router, dependencies=protected)
+        app.include_router(area.build(models), dependencies=protected)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     if settings.cors_origins:
         app.add_middleware(

@@ -6,25 +6,32 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from typing import Any
 
 from fastapi import HTTPException, Request
+from fastapi.responses import StreamingResponse
 
 from core import generation
 from core.generation import merge_settings
 from serving.engine import Overloaded, Sequence, ShuttingDown
 from serving.prompting import PromptTooLong, TextStream
-from serving.schemas import AskResponse
+from serving.schemas import QUESTION_PATTERN, AskResponse
 from serving.state import ServingState
+
+QUESTION = re.compile(QUESTION_PATTERN)  # what the schemas say a question needs (/invocations is checked here too)
+ASCII_WHITESPACE = " \t\n\r\f\v"
 
 
 def settings_for(state: ServingState, overrides: dict[str, Any]) -> dict[str, Any]:
     cap = state.settings.max_new_tokens_cap
     if (overrides.get("max_new_tokens") or 0) > cap:
         raise HTTPException(422, f"max_new_tokens must be at most {cap}")
+    defaults = dict(state.spec.generation)
+    defaults["max_new_tokens"] = min(defaults.get("max_new_tokens") or cap, cap)  # the cap bounds the default too
     try:
-        return merge_settings(state.spec.generation, overrides)
+        return merge_settings(defaults, overrides)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
 
@@ -44,11 +51,11 @@ def check_questions(state: ServingState, questions: list[str]) -> list[str]:
         raise HTTPException(422, f"at most {s.max_batch_questions} questions per request, got {len(questions)}")
     cleaned = []
     for question in questions:
-        if not isinstance(question, str) or not question.strip():
-            raise HTTPException(422, "every question must be a non-empty string")
+        if not isinstance(question, str) or not QUESTION.search(question):
+            raise HTTPException(422, "every question must be a string with a character other than whitespace")
         if len(question) > s.max_question_chars:
             raise HTTPException(422, f"a question may have at most {s.max_question_chars} characters")
-        cleaned.append(question.strip())
+        cleaned.append(question.strip(ASCII_WHITESPACE))
     return cleaned
 
 
@@ -143,6 +150,12 @@ async def answer_all(
     finally:
         for task in tasks:
             task.cancel()  # one failed or the client left: free the others' slots
+
+
+class EventStream(StreamingResponse):
+    """Server-sent events: what /ask/stream and a streamed chat completion answer (documented as such)."""
+
+    media_type = "text/event-stream"
 
 
 def sse(data: dict | str) -> str:

@@ -1,31 +1,79 @@
-"""Request and response bodies (pydantic); Swagger at /docs shows and tries them."""
+"""Request and response bodies (pydantic): the exact contract that /openapi.json publishes and the server enforces.
 
-from __future__ import annotations
+Requests are strict: a wrong type is refused, never coerced (``"0.5"`` is not a number, ``1`` is not a boolean).
+Every limit the server enforces on a body is in its schema, read from the server's settings
+(``request_models(settings)``): the question's length, the max_new_tokens cap, the batch size, the template's form.
+What a schema cannot say, the operation's description does: a prompt longer than the model takes (its token limit)
+is refused with 422. Every 4xx has one body shape, ``ErrorBody``: FastAPI's validation-error shape, a list of
+``{loc, msg, type}``.
+"""
 
-from typing import Any, Literal
+# no `from __future__ import annotations`: the request models are built in a function, from its local types
 
-from pydantic import BaseModel, ConfigDict, Field
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel
 
-class AskOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from serving.settings import Settings
 
-    max_new_tokens: int | None = Field(None, ge=1, description="cap on generated tokens (server default if unset)")
-    temperature: float | None = Field(None, ge=0, le=2, description="0 = greedy (deterministic)")
-    prompt_template: str | None = Field(
-        None,
-        max_length=4000,
-        description="an MLflow-style template containing {{question}}, used instead of the model's for this request",
-        examples=["Answer in one word: {{question}}"],
-    )
+STRICT = ConfigDict(extra="forbid", strict=True)
+# a character other than ASCII whitespace: the same test in JSON Schema's, Python's and Rust's regex engines
+QUESTION_PATTERN = r"[^ \t\n\r\f\v]"
+# {{question}} at least once and no other braces: what core.generation.check_template accepts, as a pattern
+TEMPLATE_PATTERN = r"^[^{}]*\{\{question\}\}[^{}]*(\{\{question\}\}[^{}]*)*$"
 
 
-class AskRequest(AskOptions):
-    question: str = Field(min_length=1, examples=["What is the capital of France?"])
+def _integral(value: Any) -> Any:
+    """JSON Schema's integer: 5.0 is one (and stays refused as a boolean or a string)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-class BatchRequest(AskOptions):
-    questions: list[str] = Field(min_length=1, examples=[["What is Python?", "How many days are in a week?"]])
+INTEGRAL = BeforeValidator(_integral)
+
+
+# --- errors ---
+
+
+class ErrorItem(BaseModel):
+    loc: list[str | int] = Field(description="where: ['body', 'question'], or ['request'] for the request as a whole")
+    msg: str = Field(description="what is wrong and what is allowed")
+    type: str = Field(description="a stable code: missing, string_too_long, busy, timeout, not_ready, ...")
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx answer (and 503/504): FastAPI's validation-error shape."""
+
+    detail: list[ErrorItem]
+
+
+ERROR_DESCRIPTIONS = {
+    400: "the body is not JSON at all (undecodable bytes)",
+    401: "the server has an API key and the request lacks it (Authorization: Bearer <key> or X-API-Key)",
+    415: "the body is not application/json",
+    422: "the body breaks the schema, or its prompt is longer than the model takes",
+    429: "the queue is full: retry after Retry-After seconds",
+    503: "the model is not loaded yet (or failed to load): retry after Retry-After seconds",
+    504: "no answer within the server's request timeout",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of an operation that may answer these error codes, each with ``ErrorBody``."""
+    return {code: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[code]} for code in codes}
+
+
+def json_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """``errors`` for an operation whose own answer is not JSON (a stream): FastAPI would file ``model`` under the
+    operation's media type, so the JSON body is named by reference (``ErrorBody`` is in every app's components)."""
+    body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    return {code: {"content": body, "description": ERROR_DESCRIPTIONS[code]} for code in codes}
+
+
+GENERATION_ERRORS = errors(400, 401, 422, 429, 503, 504)
+
+
+# --- responses ---
 
 
 class AskResponse(BaseModel):
@@ -45,7 +93,7 @@ class Predictions(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
+    status: Literal["ok", "loading", "error"]
     ready: bool
     detail: str | None = None
 
@@ -70,18 +118,181 @@ class ModelInfo(BaseModel):
     stats: dict[str, Any]
 
 
-class ChatMessage(BaseModel):
-    role: Literal["system", "user", "assistant"]
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
     content: str
 
 
-class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # clients send fields we do not use (n, user, ...): accepted
+class Choice(BaseModel):
+    index: int
+    message: AssistantMessage
+    finish_reason: str | None
 
-    model: str | None = None
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    stream: bool = False
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+
+
+# server-sent events, each described as the event it is: a "data:" line holding a JSON object (or [DONE])
+EVENT_STREAM = {
+    "text/event-stream": {
+        "schema": {
+            "type": "object",
+            "required": ["data"],
+            "properties": {"data": {"type": "string", "description": "a JSON object, or [DONE] at the end of a chat"}},
+        }
+    }
+}
+
+
+# --- requests: built from the settings, so the document says what this server enforces ---
+
+
+@dataclass(frozen=True)
+class RequestModels:
+    ask: type[BaseModel]
+    batch: type[BaseModel]
+    chat: type[BaseModel]
+    invocation: type[RootModel]
+
+
+def request_models(settings: Settings) -> RequestModels:
+    cap, batch = settings.max_new_tokens_cap, settings.max_batch_questions
+    Question = Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=settings.max_question_chars,
+            pattern=QUESTION_PATTERN,
+            description=f"at most {settings.max_question_chars} characters, not only whitespace",
+            examples=["What is the capital of France?"],
+        ),
+    ]
+    TokenCount = Annotated[int, Field(ge=1, le=cap), INTEGRAL]  # the bounds on the int, then 5.0 -> 5 before it
+    MaxNewTokens = Annotated[TokenCount | None, Field(None, description=f"1 to {cap}; server default if unset")]
+    Temperature = Annotated[float | None, Field(None, ge=0, le=2, description="0 = greedy (deterministic)")]
+    TopP = Annotated[float | None, Field(None, gt=0, le=1)]
+
+    class AskOptions(BaseModel):
+        model_config = STRICT
+
+        max_new_tokens: MaxNewTokens
+        temperature: Temperature
+        prompt_template: str | None = Field(
+            None,
+            max_length=settings.max_question_chars,
+            pattern=TEMPLATE_PATTERN,
+            description="an MLflow-style template: {{question}} (at least once) and no other braces; used instead of "
+            "the model's for this request",
+            examples=["Answer in one word: {{question}}"],
+        )
+
+    class AskRequest(AskOptions):
+        question: Question
+
+    class BatchRequest(AskOptions):
+        questions: list[Question] = Field(
+            min_length=1, max_length=batch, examples=[["What is Python?", "How many days are in a week?"]]
+        )
+
+    class ChatMessage(BaseModel):
+        model_config = STRICT
+
+        role: Literal["system", "user", "assistant"]
+        content: str = Field(max_length=settings.max_question_chars)
+
+    class ChatRequest(BaseModel):
+        model_config = ConfigDict(extra="ignore", strict=True)  # fields we do not use (n, user, ...) are accepted
+
+        model: str | None = None
+        messages: list[ChatMessage] = Field(min_length=1, max_length=settings.max_chat_messages)
+        max_tokens: MaxNewTokens
+        max_completion_tokens: MaxNewTokens
+        temperature: Temperature
+        top_p: TopP
+        stream: bool = False
+
+    class Params(BaseModel):
+        model_config = STRICT
+
+        max_new_tokens: MaxNewTokens
+        temperature: Temperature
+        top_p: TopP
+        repetition_penalty: float | None = Field(None, ge=0.5, le=2)
+
+    class QuestionRecord(BaseModel):
+        model_config = STRICT
+
+        question: Question
+
+    class QuestionList(BaseModel):
+        model_config = STRICT
+
+        questions: list[Question] = Field(min_length=1, max_length=batch)
+
+    class DataframeSplit(BaseModel):
+        model_config = STRICT
+
+        columns: list[Literal["question"]] = Field(min_length=1, max_length=1)
+        data: list[Annotated[list[Question], Field(min_length=1, max_length=1)]] = Field(min_length=1, max_length=batch)
+        index: list[int] | None = None
+
+    class SplitInput(BaseModel):
+        model_config = STRICT
+
+        dataframe_split: DataframeSplit
+        params: Params | None = None
+
+    class RecordsInput(BaseModel):
+        model_config = STRICT
+
+        dataframe_records: list[QuestionRecord] = Field(min_length=1, max_length=batch)
+        params: Params | None = None
+
+    class InstancesInput(BaseModel):
+        model_config = STRICT
+
+        instances: list[Question | QuestionRecord] = Field(min_length=1, max_length=batch)
+        params: Params | None = None
+
+    class InputsInput(BaseModel):
+        model_config = STRICT
+
+        inputs: (
+            Question | Annotated[list[Question | QuestionRecord], Field(min_length=1, max_length=batch)]
+            | QuestionRecord | QuestionList
+        )  # fmt: skip
+        params: Params | None = None
+
+    class InvocationRequest(RootModel):
+        """MLflow's scoring protocol: exactly one of dataframe_split, dataframe_records, instances or inputs, with
+        optional params. The question column is ``question``."""
+
+        root: SplitInput | RecordsInput | InstancesInput | InputsInput
+
+        model_config = ConfigDict(json_schema_extra=lambda schema: schema.update(oneOf=schema.pop("anyOf")))
+
+    return RequestModels(ask=AskRequest, batch=BatchRequest, chat=ChatRequest, invocation=InvocationRequest)

@@ -33,6 +33,7 @@ class Settings(BaseModel):
     max_question_chars: int = Field(2000, ge=1)
     max_new_tokens_cap: int = Field(MAX_NEW_TOKENS_CAP, ge=1, le=MAX_NEW_TOKENS_CAP, description="may only lower it")
     max_batch_questions: int = Field(32, ge=1, description="questions in one /ask/batch or /invocations call")
+    max_chat_messages: int = Field(16, ge=1, description="messages in one /v1/chat/completions call")
     cors_origins: list[str] = Field(default_factory=list)
     api_key: SecretStr | None = None
 

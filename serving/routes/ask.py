@@ -2,43 +2,51 @@
 version, a batch in its order; ``/ask/stream``: server-sent events ``{"token": ...}`` then ``{"done": true, "tokens":
 n, "answer": ...}``."""
 
-from __future__ import annotations
+# no `from __future__ import annotations`: FastAPI reads the bodies' types, built per app, from the annotations
 
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
 
-from serving.requests import answer_all, check_questions, check_template, settings_for, sse, stream_text
-from serving.schemas import AskRequest, AskResponse, BatchRequest, BatchResponse
+from serving.requests import EventStream, answer_all, check_questions, check_template, settings_for, sse, stream_text
+from serving.schemas import EVENT_STREAM, GENERATION_ERRORS, AskResponse, BatchResponse, RequestModels, json_errors
 from serving.state import Ready
 
-router = APIRouter()
 
+def build(models: RequestModels) -> APIRouter:
+    router = APIRouter(tags=["ask"])
+    Ask, Batch = models.ask, models.batch
 
-@router.post("/ask", response_model=AskResponse)
-async def ask(body: AskRequest, st: Ready, request: Request) -> AskResponse:
-    overrides = body.model_dump(exclude={"question"})
-    return (await answer_all(st, [body.question], overrides, request))[0]
+    @router.post("/ask", response_model=AskResponse, responses=GENERATION_ERRORS)
+    async def ask(body: Ask, st: Ready, request: Request) -> AskResponse:
+        overrides = body.model_dump(exclude={"question"})
+        return (await answer_all(st, [body.question], overrides, request))[0]
 
+    @router.post("/ask/batch", response_model=BatchResponse, responses=GENERATION_ERRORS)
+    async def ask_batch(body: Batch, st: Ready, request: Request) -> BatchResponse:
+        overrides = body.model_dump(exclude={"questions"})
+        return BatchResponse(answers=await answer_all(st, body.questions, overrides, request))
 
-@router.post("/ask/batch", response_model=BatchResponse)
-async def ask_batch(body: BatchRequest, st: Ready, request: Request) -> BatchResponse:
-    overrides = body.model_dump(exclude={"questions"})
-    return BatchResponse(answers=await answer_all(st, body.questions, overrides, request))
+    @router.post(
+        "/ask/stream",
+        response_class=EventStream,
+        responses={
+            200: {"content": EVENT_STREAM, "description": "tokens as they come"},
+            **json_errors(400, 401, 422, 429, 503),
+        },
+    )
+    async def ask_stream(body: Ask, st: Ready):
+        settings = settings_for(st, body.model_dump(exclude={"question", "prompt_template"}))
+        question = check_questions(st, [body.question])[0]
+        job, pieces = stream_text(st, st.prompter.render(question, check_template(body.prompt_template)), settings)
 
+        async def events() -> AsyncIterator[str]:
+            text = ""
+            async for piece in pieces:
+                text += piece
+                yield sse({"token": piece})
+            yield sse({"done": True, "tokens": len(job.seq.tokens), "answer": text.strip()})
 
-@router.post("/ask/stream")
-async def ask_stream(body: AskRequest, st: Ready):
-    settings = settings_for(st, body.model_dump(exclude={"question", "prompt_template"}))
-    question = check_questions(st, [body.question])[0]
-    job, pieces = stream_text(st, st.prompter.render(question, check_template(body.prompt_template)), settings)
+        return EventStream(events())
 
-    async def events() -> AsyncIterator[str]:
-        text = ""
-        async for piece in pieces:
-            text += piece
-            yield sse({"token": piece})
-        yield sse({"done": True, "tokens": len(job.seq.tokens), "answer": text.strip()})
-
-    return StreamingResponse(events(), media_type="text/event-stream")
+    return router

@@ -7,13 +7,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from serving.schemas import Health, ModelInfo
+from serving.schemas import Health, ModelInfo, errors, json_errors
 from serving.state import Ready, State, authorized
 
-router = APIRouter()
+router = APIRouter(tags=["operations"])
 
 
-@router.get("/health", response_model=Health, responses={503: {"model": Health}})
+@router.get("/health", response_model=Health, responses={503: {"model": Health, "description": "not ready, and why"}})
 async def health(state: State):
     if state.ready:
         return Health(status="ok", ready=True)
@@ -21,13 +21,17 @@ async def health(state: State):
     return JSONResponse(body.model_dump(), status_code=503)
 
 
-@router.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(authorized)])
+@router.get(
+    "/metrics", response_class=PlainTextResponse, dependencies=[Depends(authorized)], responses=json_errors(401, 422)
+)
 async def metrics(state: State) -> str:
     batcher = state.batcher
     return state.metrics.render(batcher.stats if batcher else None, batcher.queue_depth if batcher else 0)
 
 
-@router.get("/model/info", response_model=ModelInfo, dependencies=[Depends(authorized)])
+@router.get(
+    "/model/info", response_model=ModelInfo, dependencies=[Depends(authorized)], responses=errors(401, 422, 503)
+)
 async def model_info(st: Ready) -> ModelInfo:
     from serving import kernels  # torch: loaded by now, but not at import time
 
