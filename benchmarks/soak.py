@@ -7,7 +7,8 @@ and 32 clients (the count changes every 30 s) that each loop over a mix: /ask, /
 and without streaming, streams the client drops after two events, and bad requests (a wrong type, an empty question,
 an unknown field, a non-JSON body). It reports the server's resident memory after 2 minutes and at the end (target:
 growth under 10%), requests answered, 4xx by cause (the error body's ``type``), 429s and 5xx (target: none).
-Answers are capped at 16 new tokens so that the run exercises many requests, not long answers.
+Answers are capped at 16 new tokens (or the server's lower cap, read from /openapi.json) so that the run exercises
+many requests, not long answers. It exits 1 when a target is missed.
 """
 
 from __future__ import annotations
@@ -56,24 +57,24 @@ class Tally:
                 self.causes["unparsed"] += 1
 
 
-async def one_request(client: httpx.AsyncClient, tally: Tally, rng: random.Random) -> None:
+async def one_request(client: httpx.AsyncClient, tally: Tally, rng: random.Random, tokens: int) -> None:
     question = rng.choice(QUESTIONS)
     kind = rng.choices(
         ["ask", "batch", "invocations", "chat", "chat_stream", "drop_stream", "bad"], [4, 2, 2, 2, 2, 1, 1]
     )[0]
     if kind == "ask":
-        tally.record(await client.post("/ask", json={"question": question, "max_new_tokens": TOKENS}))
+        tally.record(await client.post("/ask", json={"question": question, "max_new_tokens": tokens}))
     elif kind == "batch":
-        body = {"questions": rng.sample(QUESTIONS, 2), "max_new_tokens": TOKENS}
+        body = {"questions": rng.sample(QUESTIONS, 2), "max_new_tokens": tokens}
         tally.record(await client.post("/ask/batch", json=body))
     elif kind == "invocations":
-        body = {"inputs": [question], "params": {"max_new_tokens": TOKENS}}
+        body = {"inputs": [question], "params": {"max_new_tokens": tokens}}
         tally.record(await client.post("/invocations", json=body))
     elif kind == "chat":
-        body = {"messages": [{"role": "user", "content": question}], "max_tokens": TOKENS}
+        body = {"messages": [{"role": "user", "content": question}], "max_tokens": tokens}
         tally.record(await client.post("/v1/chat/completions", json=body))
     elif kind in ("chat_stream", "drop_stream"):
-        body = {"messages": [{"role": "user", "content": question}], "max_tokens": TOKENS, "stream": True}
+        body = {"messages": [{"role": "user", "content": question}], "max_tokens": tokens, "stream": True}
         async with client.stream("POST", "/v1/chat/completions", json=body) as response:
             if response.status_code != 200:
                 await response.aread()
@@ -92,7 +93,7 @@ async def one_request(client: httpx.AsyncClient, tally: Tally, rng: random.Rando
         tally.record(await client.post("/ask", content=content, headers={"content-type": content_type}))
 
 
-async def client_loop(base: str, tally: Tally, active: asyncio.Event, seed: int, stop_at: float) -> None:
+async def client_loop(base: str, tally: Tally, active: asyncio.Event, seed: int, stop_at: float, tokens: int) -> None:
     rng = random.Random(seed)
     async with httpx.AsyncClient(base_url=base, timeout=300) as client:
         while time.monotonic() < stop_at:
@@ -100,9 +101,15 @@ async def client_loop(base: str, tally: Tally, active: asyncio.Event, seed: int,
                 await active.wait()
                 continue
             try:
-                await one_request(client, tally, rng)
+                await one_request(client, tally, rng, tokens)
             except httpx.TransportError as exc:
                 tally.causes[f"transport:{type(exc).__name__}"] += 1
+
+
+def token_cap(base: str) -> int:
+    """The server's max_new_tokens cap, as its /openapi.json states it."""
+    schema = httpx.get(f"{base}/openapi.json", timeout=30).json()["components"]["schemas"]["AskRequest"]
+    return int(next(a["maximum"] for a in schema["properties"]["max_new_tokens"]["anyOf"] if "maximum" in a))
 
 
 def rss_mib(pid: int) -> float:
@@ -112,11 +119,11 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-async def soak(base: str, seconds: float, pid: int | None) -> tuple[Tally, float | None, float | None]:
+async def soak(base: str, seconds: float, pid: int | None, tokens: int) -> tuple[Tally, float | None, float | None]:
     tally = Tally()
     stop_at = time.monotonic() + seconds
     gates = [asyncio.Event() for _ in range(32)]
-    tasks = [asyncio.create_task(client_loop(base, tally, gates[i], i, stop_at)) for i in range(32)]
+    tasks = [asyncio.create_task(client_loop(base, tally, gates[i], i, stop_at, tokens)) for i in range(32)]
     rng = random.Random(0)
     early = None
     started = time.monotonic()
@@ -168,7 +175,8 @@ def main() -> None:
         proc = start_server(args.model_uri, port)
         base = f"http://127.0.0.1:{port}"
     try:
-        tally, early, end = asyncio.run(soak(base, args.minutes * 60, proc.pid if proc else None))
+        tokens = min(TOKENS, token_cap(base))
+        tally, early, end = asyncio.run(soak(base, args.minutes * 60, proc.pid if proc else None, tokens))
         alive = httpx.get(f"{base}/health", timeout=10).status_code == 200
     finally:
         if proc:
@@ -176,7 +184,7 @@ def main() -> None:
             proc.wait(timeout=60)
 
     errors_5xx = sum(n for status, n in tally.statuses.items() if status >= 500)
-    print(f"\nsoak: {args.minutes:g} min, 8 to 32 clients, answers capped at {TOKENS} tokens, {base}")
+    print(f"\nsoak: {args.minutes:g} min, 8 to 32 clients, answers capped at {tokens} tokens, {base}")
     print(f"{'measure':<34} {'value':>12}")
     print(f"{'requests answered (2xx)':<34} {tally.answered:>12}")
     print(f"{'streams dropped mid-way by clients':<34} {tally.dropped_streams:>12}")
@@ -191,6 +199,9 @@ def main() -> None:
         print(f"{'resident memory at the end, MiB':<34} {end:>12.0f}")
         print(f"target: memory growth under 10%: {growth:+.1%}, {'met' if growth < 0.10 else 'NOT met'}")
     print(f"target: no 5xx: {errors_5xx}, {'met' if errors_5xx == 0 else 'NOT met'}")
+    grew = early and end and (end - early) / early >= 0.10
+    if errors_5xx or grew or not alive:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -349,3 +349,33 @@ def failed_job(workspace: Workspace, label, message, count):
 def others_completed(workspace: Workspace, count: int) -> None:
     done = [row for row in summary_table(workspace) if row["status"] == "completed"]
     assert len(done) == count and all(row["fact_agreement/mean"] is not None for row in done), done
+
+
+# --- the API contract (features/contract.feature, and the exported container in features/export.feature) ---
+
+# Small limits, so that every request /openapi.json allows also fits the model's token limit (which no schema states)
+LIMITS = {
+    "SERVING_MAX_QUESTION_CHARS": "100",
+    "SERVING_MAX_NEW_TOKENS_CAP": "2",
+    "SERVING_MAX_BATCH_QUESTIONS": "4",
+    "SERVING_MAX_CHAT_MESSAGES": "2",
+}
+CONTRACT_SEED = "2"  # the same requests every run; LIFECYCLE_CONTRACT_SEED tries others
+
+
+def schemathesis(base: str, cwd: Path, headers: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """schemathesis (pinned in the dev extras) with every check against ``base``'s live /openapi.json."""
+    seed = os.environ.get("LIFECYCLE_CONTRACT_SEED", CONTRACT_SEED)
+    command = [
+        str(Path(sys.executable).with_name("schemathesis")), "run", f"{base}/openapi.json",
+        "--checks", "all", "--max-examples", "5", "--seed", seed, "--request-timeout", "60",
+        "--max-response-time", "120",  # a contract, not a speed test (benchmarks/soak.py measures that)
+    ]  # fmt: skip
+    for name, value in (headers or {}).items():
+        command += ["--header", f"{name}: {value}"]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=900)
+
+
+def assert_no_difference(run: subprocess.CompletedProcess) -> None:
+    output = run.stdout + run.stderr
+    assert run.returncode == 0 and "No issues found" in output, output[-6000:]

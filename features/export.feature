@@ -42,3 +42,4 @@ Feature: mode=export writes a standalone build context whose server needs neithe
     When the bundle's build.sh builds the image and its run.sh starts it on a free port
     Then the bundle's test.sh passes against the container over HTTP
     And the container runs as a non-root user
+    And with small limits, the container keeps the contract of its /openapi.json and a short soak gets no 5xx

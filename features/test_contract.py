@@ -13,18 +13,11 @@ import httpx
 import pytest
 from pytest_bdd import given, parsers, scenarios, then, when
 
-from .conftest import ROOT, Server, launch
+from .conftest import LIMITS, ROOT, Server, assert_no_difference, launch, schemathesis
 
 scenarios("contract.feature")
 
-LIMITS = {
-    "SERVING_MAX_QUESTION_CHARS": "100",
-    "SERVING_MAX_NEW_TOKENS_CAP": "2",
-    "SERVING_MAX_BATCH_QUESTIONS": "4",
-    "SERVING_MAX_CHAT_MESSAGES": "2",
-}
 ARTIFACTS = Path(os.environ.get("LIFECYCLE_TEST_ARTIFACTS", ROOT / "test-artifacts"))
-SCHEMATHESIS_SEED = "2"  # a fixed seed: the same requests every run (another seed: LIFECYCLE_CONTRACT_SEED)
 
 
 @pytest.fixture(scope="module")
@@ -46,19 +39,12 @@ def running(limited_server) -> Server:
 
 @when("schemathesis runs every check against its /openapi.json", target_fixture="contract_run")
 def run_schemathesis(server: Server, tmp_path) -> subprocess.CompletedProcess:
-    seed = os.environ.get("LIFECYCLE_CONTRACT_SEED", SCHEMATHESIS_SEED)
-    command = [
-        str(Path(sys.executable).with_name("schemathesis")), "run", f"{server.base}/openapi.json",
-        "--checks", "all", "--max-examples", "5", "--seed", seed, "--request-timeout", "60",
-        "--max-response-time", "120",  # a contract, not a speed test (benchmarks/soak.py measures that)
-    ]  # fmt: skip
-    return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    return schemathesis(server.base, tmp_path)
 
 
 @then("it finds no difference between the document and the server")
 def no_difference(contract_run: subprocess.CompletedProcess):
-    output = contract_run.stdout + contract_run.stderr
-    assert contract_run.returncode == 0 and "No issues found" in output, output[-6000:]
+    assert_no_difference(contract_run)
 
 
 @when("I read its /openapi.json", target_fixture="document")

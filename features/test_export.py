@@ -2,20 +2,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from pytest_bdd import given, parsers, scenarios, then, when
 
 from core import manifest
 from export import podman
 
-from .conftest import ROOT, Invocation, Workspace, free_port, launch
+from .conftest import LIMITS, ROOT, Invocation, Workspace, assert_no_difference, free_port, launch, schemathesis
 
 scenarios("export.feature")
 
@@ -242,3 +245,38 @@ def non_root(container):
     assert uid.isdigit() and uid != "0", uid
     configured = podman.podman("image", "inspect", "--format", "{{.Config.User}}", container["IMAGE"]).stdout.strip()
     assert configured and not configured.startswith(("0", "root")), configured
+
+
+@then("with small limits, the container keeps the contract of its /openapi.json and a short soak gets no 5xx")
+def container_contract(bundle: Path, container, tmp_path):
+    """The same image started again by run.sh with the contract feature's limits: schemathesis over HTTP, then half
+    a minute of benchmarks/soak.py's mixed traffic."""
+    name, port = f"{container['NAME']}-limits", free_port()
+    env = {**bare_env(**podman.script_env(container["IMAGE"], name)), **LIMITS, "PORT": str(port)}
+    started = subprocess.run(["bash", str(bundle / "run.sh")], env=env, capture_output=True, text=True)
+    assert started.returncode == 0, started.stdout + started.stderr
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base, name)
+        assert_no_difference(schemathesis(base, tmp_path))
+        soak = subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--base-url", base, "--minutes", "0.5"],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert soak.returncode == 0 and "target: no 5xx: 0, met" in soak.stdout, soak.stdout + soak.stderr
+        assert re.search(r"requests answered \(2xx\)\s+[1-9]", soak.stdout), soak.stdout
+    finally:
+        podman.podman("rm", "-f", name, check=False)
+
+
+def wait_healthy(base: str, name: str, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)  # polling interval while the container loads the model
+    logs = podman.podman("logs", name, check=False)
+    raise AssertionError(f"{name} not healthy within {timeout_s} s:\n{logs.stdout[-3000:]}{logs.stderr[-3000:]}")
