@@ -249,8 +249,8 @@ def non_root(container):
 
 @then("with small limits, the container keeps the contract of its /openapi.json and a short soak gets no 5xx")
 def container_contract(bundle: Path, container, tmp_path):
-    """The same image started again by run.sh with the contract feature's limits: schemathesis over HTTP, then half
-    a minute of benchmarks/soak.py's mixed traffic."""
+    """The same image started again by run.sh with the contract feature's limits: Swagger UI's own files, schemathesis
+    over HTTP, then half a minute of benchmarks/soak.py's mixed traffic."""
     name, port = f"{container['NAME']}-limits", free_port()
     env = {**bare_env(**podman.script_env(container["IMAGE"], name)), **LIMITS, "PORT": str(port)}
     started = subprocess.run(["bash", str(bundle / "run.sh")], env=env, capture_output=True, text=True)
@@ -258,6 +258,8 @@ def container_contract(bundle: Path, container, tmp_path):
     base = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(base, name)
+        assets = httpx.get(f"{base}/docs/assets/swagger-ui-bundle.js", timeout=30)  # /docs with no internet
+        assert assets.status_code == 200 and len(assets.content) > 100_000, assets.status_code
         assert_no_difference(schemathesis(base, tmp_path))
         soak = subprocess.run(
             [sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--base-url", base, "--minutes", "0.5"],
