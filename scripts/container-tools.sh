@@ -8,18 +8,13 @@
 set -uo pipefail
 BASE_IMAGE="${BASE_IMAGE:-localhost/lifecycle-python:bookworm}"
 PACKAGES="podman runc mmdebstrap uidmap slirp4netns fuse-overlayfs containernetworking-plugins"
-skip() { echo "container-tools: $* (the @container scenario will be skipped)"; exit 0; }
-
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo > /dev/null; then sudo -n "$@"; else return 1; fi; }
+TOOL=container-tools SKIPS="the @container scenario will be skipped"
+# shellcheck source=scripts/apt.sh
+source "$(dirname "$0")/apt.sh"
 
 if ! command -v podman > /dev/null || ! command -v runc > /dev/null || ! command -v mmdebstrap > /dev/null; then
-  command -v apt-get > /dev/null || skip "podman is missing and this is not a Debian-like system with apt-get"
-  export DEBIAN_FRONTEND=noninteractive
   # shellcheck disable=SC2086
-  as_root apt-get install -y -qq --no-install-recommends $PACKAGES > /dev/null 2>&1 \
-    || { as_root apt-get update -qq > /dev/null 2>&1 \
-         && as_root apt-get install -y -qq --no-install-recommends $PACKAGES > /dev/null 2>&1; } \
-    || skip "could not install $PACKAGES with apt-get (root and Debian's package repository are needed)"
+  apt_install podman $PACKAGES
 fi
 
 podman=(podman --runtime runc)
