@@ -16,13 +16,18 @@ CONF = ROOT / "conf"
 
 @pytest.fixture
 def compose_cfg(tmp_path):
-    """compose(overrides) -> the config main.py would get, with data_dir in a temporary folder."""
+    """compose(overrides) -> the config main.py would get, with data_dir in a temporary folder; with_hydra=True
+    keeps the hydra node too (as a Hydra callback sees the config)."""
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
 
-        def _compose(*overrides: str):
-            return compose(config_name="config", overrides=[f"data_dir={tmp_path / 'data'}", *overrides])
+        def _compose(*overrides: str, with_hydra: bool = False):
+            return compose(
+                config_name="config",
+                overrides=[f"data_dir={tmp_path / 'data'}", *overrides],
+                return_hydra_config=with_hydra,
+            )
 
         yield _compose
     GlobalHydra.instance().clear()

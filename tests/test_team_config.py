@@ -5,32 +5,11 @@ features/team.feature."""
 from __future__ import annotations
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
 from lifecycle import redact
-from lifecycle.config import register_configs
 from lifecycle.integrations import database, tracking
 from lifecycle.stage import StageError
 from lifecycle.sweeps import launchers
-
-from .conftest import CONF
-
-
-@pytest.fixture
-def with_hydra(tmp_path):
-    """compose(overrides) -> the config with its hydra node, as a sweep's callback gets it."""
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-
-        def _compose(*overrides: str):
-            return compose(
-                config_name="config", overrides=[f"data_dir={tmp_path}", *overrides], return_hydra_config=True
-            )
-
-        yield _compose
-    GlobalHydra.instance().clear()
 
 
 def test_the_default_backend_is_the_sqlite_file_under_data_dir(compose_cfg, tmp_path):
@@ -58,16 +37,19 @@ def test_pgpassword_counts_as_a_secret():
     assert redact.secret_values({"PGPASSWORD": "team-password", "PGHOST": "db.internal"}) == {"team-password"}
 
 
-def test_a_ray_sweep_refuses_sqlite_with_the_reason(with_hydra):
-    cfg = with_hydra("hydra/launcher=ray")
+def test_a_ray_sweep_refuses_sqlite_with_the_reason(compose_cfg):
+    cfg = compose_cfg("hydra/launcher=ray", with_hydra=True)
     assert launchers.is_ray(cfg)
     with pytest.raises(StageError, match="SQLite is one file on this machine"):
         launchers.check(cfg)
 
 
-def test_a_ray_sweep_through_a_server_gets_the_sweep_in_its_tasks_environment(with_hydra):
-    cfg = with_hydra(
-        "hydra/launcher=ray", "hydra.launcher.ray.init.address=127.0.0.1:6379", "tracking_uri=http://127.0.0.1:5050"
+def test_a_ray_sweep_through_a_server_gets_the_sweep_in_its_tasks_environment(compose_cfg):
+    cfg = compose_cfg(
+        "hydra/launcher=ray",
+        "hydra.launcher.ray.init.address=127.0.0.1:6379",
+        "tracking_uri=http://127.0.0.1:5050",
+        with_hydra=True,
     )
     launchers.check(cfg)
     launchers.prepare(cfg, {"LIFECYCLE_SWEEP_RUN_ID": "abc"})
@@ -76,8 +58,8 @@ def test_a_ray_sweep_through_a_server_gets_the_sweep_in_its_tasks_environment(wi
     assert "object_store_memory" in ray.init and ray.init.object_store_memory is None  # the cluster's own store
 
 
-def test_other_launchers_are_left_alone(with_hydra):
-    cfg = with_hydra()
+def test_other_launchers_are_left_alone(compose_cfg):
+    cfg = compose_cfg(with_hydra=True)
     before = dict(cfg.hydra.launcher)
     launchers.check(cfg)
     launchers.prepare(cfg, {"LIFECYCLE_SWEEP_RUN_ID": "abc"})
