@@ -305,6 +305,14 @@ def start_server(workspace: Workspace, extra_env: dict[str, str], log: Path, com
     return server
 
 
+@then("the server answers a question on /ask")
+def answers_on_ask(server: Server):
+    """A short question to the scenario's server gets 200 and a non-empty answer."""
+    response = server.post("/ask", json={"question": "What is MLflow?", "max_new_tokens": 8})
+    assert response.status_code == 200, response.text
+    assert response.json()["answer"].strip(), response.json()
+
+
 def load_json(path: Path) -> dict:
     return json.loads(path.read_text())
 

@@ -211,10 +211,3 @@ def serve_from_s3(workspace: Workspace, store, uri, tmp_path):
     server = start_server(workspace, env, tmp_path / "serving.log", serving_command(uri))
     yield server
     server.stop()
-
-
-@then("the server answers a question on /ask")
-def answers_from_s3(server):
-    response = server.post("/ask", json={"question": "What is MLflow?", "max_new_tokens": 8})
-    assert response.status_code == 200, response.text
-    assert response.json()["answer"].strip(), response.json()

@@ -51,10 +51,15 @@ class Team:
         return [self.postgres.password, self.store.secret]
 
     def server_command(self, *overrides: str) -> str:
-        return (
-            "python main.py mode=server-config serve.run=true backend=postgresql "
-            f"backend.port={self.postgres.port} {' '.join(overrides)}"
-        )
+        return server_command(self.postgres, *overrides)
+
+
+def server_command(postgres: LocalPostgres, *overrides: str) -> str:
+    """The team's tracking server on ``postgres``, as the README starts it."""
+    return (
+        "python main.py mode=server-config serve.run=true backend=postgresql "
+        f"backend.port={postgres.port} {' '.join(overrides)}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +89,7 @@ def team(postgres, local_s3, tmp_path_factory) -> Team:
     """The team's tracking server, started the way the README says, on PostgreSQL with artifacts in S3."""
     store = local_s3(bucket="mlflow")
     host = Workspace(tmp_path_factory.mktemp("team-server"), None)
-    command = f"python main.py mode=server-config serve.run=true backend=postgresql backend.port={postgres.port} "
-    command += f"storage=s3 storage.endpoint_url={store.endpoint_url}"
+    command = server_command(postgres, "storage=s3", f"storage.endpoint_url={store.endpoint_url}")
 
     def argv(port: int) -> list[str]:
         return [*host.argv(command), f"serve.tracking_port={port}"]
@@ -118,31 +122,28 @@ def workspace(team, tmp_path, model_cache) -> TeamClient:
     return TeamClient(tmp_path / "client", model_cache, team.server.base)
 
 
-@pytest.fixture(scope="module")
-def _team_runs() -> dict:
-    return {}
-
-
 def run_once(team: Team, command: str, tmp_path_factory, model_cache, runs: dict) -> Invocation:
-    """A client command run once for the feature; later scenarios read the same result."""
-    if command not in runs:
+    """A client command run once for the team's server (the session's ``_shared_runs``, as conftest's ``has_run``
+    keeps them); later scenarios read the same result."""
+    key = ("team", team.server.base, command)
+    if key not in runs:
         client = TeamClient(tmp_path_factory.mktemp("team-client"), model_cache, team.server.base)
-        runs[command] = client.run(command)
-    return runs[command]
+        runs[key] = client.run(command)
+    return runs[key]
 
 
 @when(
     parsers.parse('a client runs "{command}" through the team\'s tracking server'),
     target_fixture="invocation",
 )
-def client_runs(team, command, tmp_path_factory, model_cache, _team_runs) -> Invocation:
-    return run_once(team, command, tmp_path_factory, model_cache, _team_runs)
+def client_runs(team, command, tmp_path_factory, model_cache, _shared_runs) -> Invocation:
+    return run_once(team, command, tmp_path_factory, model_cache, _shared_runs)
 
 
 @given("the lifecycle ran through the team's tracking server")
-def lifecycle_ran(team, tmp_path_factory, model_cache, _team_runs):
+def lifecycle_ran(team, tmp_path_factory, model_cache, _shared_runs):
     """`mode=all` through the server (once for the feature): version 1 of the model registered, alias champion."""
-    invocation = run_once(team, "python main.py mode=all", tmp_path_factory, model_cache, _team_runs)
+    invocation = run_once(team, "python main.py mode=all", tmp_path_factory, model_cache, _shared_runs)
     assert invocation.returncode == 0, invocation.explain()
 
 
@@ -218,13 +219,6 @@ def serve_from_team(workspace: TeamClient, uri, tmp_path):
     server = start_server(workspace, {}, tmp_path / "serving.log", serving_command(uri))
     yield server
     server.stop()
-
-
-@then("the server answers a question on /ask")
-def answers(server: Server):
-    response = server.post("/ask", json={"question": "What is MLflow?", "max_new_tokens": 8})
-    assert response.status_code == 200, response.text
-    assert response.json()["answer"].strip(), response.json()
 
 
 def registry(workspace: TeamClient) -> tuple[list[str], str]:
