@@ -28,7 +28,6 @@ from pathlib import Path
 
 SUPERUSER = "postgres"
 SERVICE_USER = "postgres"  # the unprivileged account Debian's postgresql package creates; used when we are root
-READY_TIMEOUT_S = 60
 PG_HBA = """\
 # written by lifecycle.local_postgres
 local   all   postgres                  trust
@@ -59,11 +58,6 @@ class LocalPostgres:
         self.port, self.user, self.password, self.database = port, user, password, database
         self.bin = bindir()
         self.owner = SERVICE_USER if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
-
-    @property
-    def uri(self) -> str:
-        """The SQLAlchemy URL MLflow uses: no password in it (clients set PGPASSWORD)."""
-        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{self.database}"
 
     def _as_owner(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
         command = [str(self.bin / args[0]), *args[1:]]
@@ -129,11 +123,6 @@ class LocalPostgres:
         """Stop the server (``immediate``: as a crash would, for tests of a database that goes away)."""
         if (self.data_dir / "postmaster.pid").exists():
             self._as_owner("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop")
-
-    def wait_stopped(self, timeout_s: float = 30) -> None:
-        deadline = time.monotonic() + timeout_s
-        while (self.data_dir / "postmaster.pid").exists() and time.monotonic() < deadline:
-            time.sleep(0.1)  # polling interval while the server shuts down
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -110,14 +110,12 @@ def explain(exc: Exception, tracking_uri: str) -> str:
     """A failed tracking call in words: a server that answered 5xx (its database or artifact store failing) or did
     not answer; otherwise the exception itself."""
     text = str(exc)
-    if not is_server(tracking_uri):
-        return f"{type(exc).__name__}: {text}"
-    if FAILED_ON_SERVER.search(text):
+    if is_server(tracking_uri) and FAILED_ON_SERVER.search(text):
         return (
             f"the tracking server at {tracking_uri} failed the request (HTTP 5xx): its database or artifact store is "
             "not answering; its log says which"
         )
-    if "Max retries exceeded" in text or "Connection refused" in text:
+    if is_server(tracking_uri) and ("Max retries exceeded" in text or "Connection refused" in text):
         return f"the tracking server at {tracking_uri} does not answer: start it, or fix tracking_uri"
     return f"{type(exc).__name__}: {text}"
 
