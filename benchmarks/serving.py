@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,7 +36,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from lifecycle.ports import free_port  # noqa: E402 - after the project root is importable
+from benchmarks.servers import start, stop  # noqa: E402 - after the project root is importable
+from lifecycle.ports import free_port  # noqa: E402
 
 MODEL_URI = "models:/langchain-e2e-model@champion"
 OVERLOAD_EXTRA = 64  # requests beyond what the batch and the queue hold, sent at once
@@ -55,32 +54,6 @@ class Server:
     max_clients: int | None = None  # more clients than this: left out, with the reason
     skip_reason: str = ""
     results: dict = field(default_factory=dict)
-
-
-def start(command: list[str], env: dict, ready_url: str) -> tuple[subprocess.Popen, float]:
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    while time.perf_counter() - started < 300:
-        if proc.poll() is not None:
-            sys.exit(f"{command[:3]} exited {proc.returncode}")
-        try:
-            if httpx.get(ready_url, timeout=2).status_code == 200:
-                return proc, time.perf_counter() - started
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)  # polling interval for start-to-ready
-    sys.exit(f"{command[:3]} not ready after 300 s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def request(http: httpx.Client, base: str, protocol: str, question: str, max_tokens: int) -> str:

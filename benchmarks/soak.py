@@ -18,8 +18,6 @@ import asyncio
 import json
 import os
 import random
-import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -141,24 +139,6 @@ async def soak(base: str, seconds: float, pid: int | None, tokens: int) -> tuple
     return tally, early, rss_mib(pid) if pid else None
 
 
-def start_server(model_uri: str, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "serving", "--model-uri", model_uri, "--port", str(port)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"the server exited {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)  # polling interval until the model is loaded
-    sys.exit("the server was not ready within 300 s")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=20)
@@ -169,19 +149,22 @@ def main() -> None:
     if args.base_url:
         base = args.base_url.rstrip("/")
     else:
+        from benchmarks.servers import start
         from lifecycle.ports import free_port
 
         port = free_port()
-        proc = start_server(args.model_uri, port)
         base = f"http://127.0.0.1:{port}"
+        command = [sys.executable, "-m", "serving", "--model-uri", args.model_uri, "--port", str(port)]
+        proc, _ = start(command, dict(os.environ), f"{base}/health")
     try:
         tokens = min(TOKENS, token_cap(base))
         tally, early, end = asyncio.run(soak(base, args.minutes * 60, proc.pid if proc else None, tokens))
         alive = httpx.get(f"{base}/health", timeout=10).status_code == 200
     finally:
         if proc:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=60)
+            from benchmarks.servers import stop
+
+            stop(proc)
 
     errors_5xx = sum(n for status, n in tally.statuses.items() if status >= 500)
     print(f"\nsoak: {args.minutes:g} min, 8 to 32 clients, answers capped at {tokens} tokens, {base}")

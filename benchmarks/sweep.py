@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -94,6 +93,7 @@ def sweep_id(output: str) -> str:
 
 
 def compare_ray(args: argparse.Namespace) -> None:
+    from benchmarks.servers import start, stop
     from lifecycle.ports import free_port
 
     ray = str(Path(sys.executable).with_name("ray"))
@@ -101,15 +101,11 @@ def compare_ray(args: argparse.Namespace) -> None:
         folder = Path(scratch)
         names = templates(folder / "conf", args.templates)
         port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "main.py", "mode=server-config", "serve.run=true", f"data_dir={folder / 'server'}",
-             f"serve.tracking_port={port}"],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
         tracking = f"http://127.0.0.1:{port}"
+        command = [sys.executable, "main.py", "mode=server-config", "serve.run=true", f"data_dir={folder / 'server'}"]
+        server, _ = start([*command, f"serve.tracking_port={port}"], dict(os.environ), f"{tracking}/health")
         ray_port = free_port()
         try:
-            wait_for(f"{tracking}/health", server)
             started = time.perf_counter()
             subprocess.run(
                 [ray, "start", "--head", f"--port={ray_port}", f"--num-cpus={args.ray_cpus}",
@@ -136,8 +132,7 @@ def compare_ray(args: argparse.Namespace) -> None:
                 rows.append((label, wall, job_times(tracking, sweep_id(proc.stdout))))
         finally:
             subprocess.run([ray, "stop", "--force"], capture_output=True)
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
+            stop(server)
 
     print(f"\n{len(names)}-template sweep, eval={args.eval}, through one tracking server (mlflow server, SQLite)")
     print(f"{'launcher':<26} {'wall s':>7} {'jobs':>5} {'job s mean':>11} {'job s max':>10} {'x baseline':>11}")
@@ -152,22 +147,6 @@ def compare_ray(args: argparse.Namespace) -> None:
         f"{os.cpu_count()} cores); the sweep: {rows[1][1] - base:+.1f} s wall, "
         f"{(rows[1][1] - base) / len(names):+.1f} s per job"
     )
-
-
-def wait_for(url: str, proc: subprocess.Popen, timeout_s: float = 120) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"the tracking server exited {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)  # polling interval until the server answers
-    sys.exit(f"{url} did not answer within {timeout_s} s")
 
 
 def main() -> None:
