@@ -123,10 +123,12 @@ class Workspace:
 
 @pytest.fixture(scope="session")
 def registered_workspace(tmp_path_factory, model_cache) -> Workspace:
-    """A backend where `mode=deploy` registered the model once (shared by the scenarios that only read it)."""
+    """A backend where `mode=deploy` registered the model once and `mode=promote` made it the champion (with no
+    champion before, without a comparison): version 1 has both aliases. Shared by the scenarios that only read it."""
     workspace = Workspace(tmp_path_factory.mktemp("registered"), model_cache)
-    invocation = workspace.run("python main.py mode=deploy")
-    assert invocation.returncode == 0, invocation.explain()
+    for command in ("python main.py mode=deploy", "python main.py mode=promote"):
+        invocation = workspace.run(command)
+        assert invocation.returncode == 0, invocation.explain()
     return workspace
 
 
@@ -166,10 +168,10 @@ def has_run(workspace: Workspace, command: str, _shared_runs) -> Invocation:
     return _shared_runs[key]
 
 
-@given("a model registered by mode=deploy", target_fixture="workspace")
+@given("a model deployed and promoted to champion", target_fixture="workspace")
 def registered(registered_workspace) -> Workspace:
-    """The session's data directory where ``mode=deploy`` registered version 1 (shared: scenarios only read it,
-    or change what they restore)."""
+    """The session's data directory where version 1 is both the challenger and the champion (shared: scenarios
+    only read it, or change what they restore)."""
     return registered_workspace
 
 

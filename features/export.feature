@@ -4,7 +4,7 @@ Feature: mode=export writes a standalone build context whose server needs neithe
   code, build/run/test scripts and a README into one folder that a machine with only Docker can build and run.
 
   Background:
-    Given a model registered by mode=deploy
+    Given a model deployed and promoted to champion
     And "python main.py mode=export export.vendor_wheels=true" has written a bundle
 
   Scenario: The bundle holds what a remote machine needs and nothing it must not have

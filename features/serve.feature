@@ -3,7 +3,7 @@ Feature: mode=serve prints commands that serve the registered model
   The printed `mlflow models serve` command works as printed and answers the MLflow scoring protocol.
 
   Scenario: The printed mlflow models serve command answers /invocations
-    Given a model registered by mode=deploy
+    Given a model deployed and promoted to champion
     When I run "python main.py mode=serve"
     Then it succeeds, printing these lines
       """

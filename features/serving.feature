@@ -3,7 +3,7 @@ Feature: The HTTP server answers questions about the registered model
   `python -m serving --model-uri models:/langchain-e2e-model@champion` on a loopback port, with the real model.
 
   Background:
-    Given a model registered by mode=deploy
+    Given a model deployed and promoted to champion
 
   Scenario: The server reports not-ready until the model has loaded
     Given a server for the registered model

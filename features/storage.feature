@@ -41,9 +41,9 @@ Feature: storage=s3 keeps artifacts in a real S3-compatible object store
   Scenario: An S3 server that stops during deploy leaves the registry unchanged
     Given a model deployed to the S3 server
     When the S3 server stops while "python main.py storage=s3 mode=deploy" uploads the model
-    Then it fails saying the endpoint cannot be reached, and the registry holds 1 version with alias "champion" on version 1
+    Then it fails saying the endpoint cannot be reached, and the registry holds 1 version with alias "challenger" on version 1
     When the S3 server is back and "python main.py storage=s3 mode=deploy" runs again
-    Then it succeeds, and the registry holds 2 versions with alias "champion" on version 2
+    Then it succeeds, and the registry holds 2 versions with alias "challenger" on version 2
 
   Scenario: Through a tracking server, clients need no S3 credentials
     Given a fresh data directory

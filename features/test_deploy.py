@@ -19,7 +19,7 @@ def versions(workspace) -> list[str]:
 def note_registry(workspace) -> dict:
     return {
         "versions": versions(workspace),
-        "champion": workspace.client().get_model_version_by_alias(MODEL, "champion").version,
+        "challenger": workspace.client().get_model_version_by_alias(MODEL, "challenger").version,
     }
 
 
@@ -32,7 +32,7 @@ def registry_holds(workspace, name, count, alias, version):
 @then("the registered version loads and answers a plain string, a dict, a list and a DataFrame")
 def registered_model_answers(workspace):
     workspace.client()
-    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@challenger")
     params = {"max_new_tokens": 8}
     for model_input, count in [
         ("What is Python?", 1),
@@ -47,7 +47,7 @@ def registered_model_answers(workspace):
 @then("the registry is as I noted it, and the failed deploy run is marked FAILED with the smoke prediction")
 def registry_unchanged(workspace, noted):
     assert versions(workspace) == noted["versions"]
-    assert workspace.client().get_model_version_by_alias(MODEL, "champion").version == noted["champion"]
+    assert workspace.client().get_model_version_by_alias(MODEL, "challenger").version == noted["challenger"]
     latest = workspace.stage_runs("deploy")[0]
     assert latest.info.status == "FAILED"
     assert "smoke prediction" in latest.data.tags[tags.ERROR]

@@ -26,5 +26,5 @@ def resolved_config(workspace):
     parent = parent_run(workspace)
     assert parent.data.tags["lifecycle.status"] == "success"
     config = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{parent.info.run_id}/config/resolved.yaml"))
-    assert config["mode"]["stages"] == ["experiment", "deploy", "test", "serve"]
+    assert config["mode"]["stages"] == ["experiment", "deploy", "test", "promote", "serve"]
     assert config["data_dir"] == str(workspace.data_dir)

@@ -142,7 +142,7 @@ def client_runs(team, command, tmp_path_factory, model_cache, _shared_runs) -> I
 
 @given("the lifecycle ran through the team's tracking server")
 def lifecycle_ran(team, tmp_path_factory, model_cache, _shared_runs):
-    """`mode=all` through the server (once for the feature): version 1 of the model registered, alias champion."""
+    """`mode=all` through the server (once for the feature): version 1 registered and promoted (both aliases)."""
     invocation = run_once(team, "python main.py mode=all", tmp_path_factory, model_cache, _shared_runs)
     assert invocation.returncode == 0, invocation.explain()
 
@@ -151,7 +151,7 @@ def lifecycle_ran(team, tmp_path_factory, model_cache, _shared_runs):
 def runs_in_postgres(invocation: Invocation, team: Team):
     assert invocation.returncode == 0, invocation.explain()
     stages = team.postgres.psql("SELECT value FROM tags WHERE key = 'lifecycle.stage';", database="mlflow").split()
-    assert {"experiment", "deploy", "test", "serve"} <= set(stages), stages
+    assert {"experiment", "deploy", "test", "promote", "serve"} <= set(stages), stages
     version = team.postgres.psql(
         "SELECT source FROM model_versions WHERE name = 'langchain-e2e-model' AND version = 1;", database="mlflow"
     )
@@ -224,7 +224,7 @@ def serve_from_team(workspace: TeamClient, uri, tmp_path):
 def registry(workspace: TeamClient) -> tuple[list[str], str]:
     client = workspace.client()
     versions = sorted(v.version for v in client.search_model_versions("name = 'langchain-e2e-model'"))
-    return versions, client.get_model_version_by_alias("langchain-e2e-model", "champion").version
+    return versions, client.get_model_version_by_alias("langchain-e2e-model", "challenger").version
 
 
 @pytest.fixture

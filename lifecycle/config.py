@@ -174,6 +174,13 @@ class DeploySettings:
 
 
 @dataclass
+class PromoteSettings:
+    alias: str = MISSING  # the champion: what serve and export use
+    default_margin: float = MISSING  # how far below the champion's mean score a challenger's may be...
+    margins: dict[str, float] = field(default_factory=dict)  # ...per score (its scorer's name), where it differs
+
+
+@dataclass
 class TestSettings:
     compare_dtype: Optional[ServeDType] = None  # e.g. bfloat16: report its agreement with float32
 
@@ -222,6 +229,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     experiment: ExperimentSettings = field(default_factory=ExperimentSettings)
     deploy: DeploySettings = field(default_factory=DeploySettings)
+    promote: PromoteSettings = field(default_factory=PromoteSettings)
     test: TestSettings = field(default_factory=TestSettings)
     serve: ServeSettings = field(default_factory=ServeSettings)
     export: ExportConfig = field(default_factory=ExportConfig)

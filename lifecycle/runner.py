@@ -57,7 +57,8 @@ def _run_stage(stage: Stage, context: StageContext, explain=_as_text) -> StageRe
     except Exception as exc:
         log.debug("stage %s failed", stage.name, exc_info=True)
         message = str(exc) if isinstance(exc, StageError) else explain(exc)
-        result = StageResult(stage=stage.name, status="failed", error=message)
+        lines = exc.lines if isinstance(exc, StageError) else []
+        result = StageResult(stage=stage.name, status="failed", error=message, lines=lines)
     result.duration_s = time.perf_counter() - started
     log.info("stage %s: %s in %.1f s", stage.name, result.status, result.duration_s)
     return result

@@ -16,7 +16,12 @@ if TYPE_CHECKING:
 
 
 class StageError(RuntimeError):
-    """A stage could not do its job; the message says why and what to do."""
+    """A stage could not do its job; the message says why and what to do. ``lines`` are what the final summary
+    prints under the failed stage (for example the scores behind a refusal)."""
+
+    def __init__(self, message: str, lines: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.lines = list(lines or [])
 
 
 @dataclass

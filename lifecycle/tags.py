@@ -9,6 +9,9 @@ MODEL_REUSED = "lifecycle.model_reused"  # the experiment reused a model an earl
 MODEL_URI = "lifecycle.model_uri"  # the model a test run validated
 MODEL_VERSION = "lifecycle.model_version"  # the registered version a deploy made or a test validated
 ALIAS = "lifecycle.alias"  # the alias a deploy moved
+CHAMPION_VERSION = "lifecycle.champion_version"  # a promote run: the champion it compared against ("" if none)
+CHALLENGER_VERSION = "lifecycle.challenger_version"  # a promote run: the challenger it judged
+VERDICT = "lifecycle.verdict"  # a promote run: promoted | refused | unchanged
 
 # a sweep's runs
 SWEEP_ID = "lifecycle.sweep_id"
@@ -20,4 +23,7 @@ SWEEP_BEST = "lifecycle.sweep.best"  # on the sweep's run: the best job
 # registered model versions and prompts
 RUN_ID = "lifecycle.run_id"  # the deploy run that registered a version
 PROMPT = "lifecycle.prompt"  # the prompt template a version was deployed with
+PROMOTION = "lifecycle.promotion"  # a version's last promotion outcome: promoted | refused | replaced | kept
+PROMOTION_AGAINST = "lifecycle.promotion.against"  # ...the other version in that decision ("" if none)
+PROMOTION_RUN = "lifecycle.promotion.run_id"  # ...and the promote run that explains it
 DESCRIPTION = "lifecycle.description"  # a prompt template's description

@@ -36,7 +36,7 @@ def test_defaults_are_the_embedded_lifecycle(compose_cfg, tmp_path):
     cfg = compose_cfg()
     assert cfg.storage.kind.value == "local"
     assert cfg.model.name == "smollm2"
-    assert list(cfg.mode.stages) == ["experiment", "deploy", "test", "serve"]
+    assert list(cfg.mode.stages) == ["experiment", "deploy", "test", "promote", "serve"]
     assert cfg.registered_model_name == "langchain-e2e-model"
     root = str((tmp_path / "data").resolve())
     assert cfg.tracking_uri == f"sqlite:///{root}/mlflow.db"

@@ -13,7 +13,7 @@ from lifecycle.stage import Stage
 
 def test_builtin_stages_are_entry_points():
     registry = StageRegistry.discover()
-    assert {"experiment", "deploy", "test", "serve", "server-config"} <= set(registry.names())
+    assert {"experiment", "deploy", "test", "promote", "serve", "server-config"} <= set(registry.names())
     assert registry.get("server-config").__name__ == "ServerConfigStage"
     assert registry.get("test").__name__ == "ModelTestStage"
 

@@ -8,7 +8,9 @@ never waits on a network call.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import mlflow
 from mlflow.genai.scorers import scorer
@@ -48,19 +50,44 @@ def scorers(max_chars: int, judge_model: str | None) -> list:
     return chosen
 
 
-def evaluation_rows(answers: Sequence, questions: Sequence) -> list[dict]:
+def evaluation_rows(answers: Sequence[str], questions: Sequence) -> list[dict]:
     rows = []
     for answer, q in zip(answers, questions, strict=True):
         expectations = {"expected_facts": list(q.expected_facts)}
         if q.expected_answer:
             expectations["expected_response"] = q.expected_answer
-        rows.append({"inputs": {"question": q.question}, "outputs": answer.text, "expectations": expectations})
+        rows.append({"inputs": {"question": q.question}, "outputs": answer, "expectations": expectations})
     return rows
 
 
-def evaluate(answers: Sequence, questions: Sequence, max_chars: int, judge_model: str | None) -> dict[str, float]:
+@dataclass(frozen=True)
+class Scores:
+    """What ``mlflow.genai.evaluate`` made of a set of answers: its metrics ("<scorer>/mean") and, per question in
+    the order asked, each scorer's value (booleans as 0/1; None where a scorer failed on that row)."""
+
+    metrics: dict[str, float]
+    per_question: list[dict[str, float | None]]
+
+
+def _value(cell) -> float | None:
+    if cell is None or (isinstance(cell, float) and math.isnan(cell)):
+        return None
+    if isinstance(cell, str):
+        return {"yes": 1.0, "no": 0.0}.get(cell.strip().lower())
+    return float(cell)
+
+
+def evaluate(answers: Sequence[str], questions: Sequence, max_chars: int, judge_model: str | None) -> Scores:
+    chosen = scorers(max_chars, judge_model)
     with console.library_output_hidden():  # its progress bar and closing banner
-        result = mlflow.genai.evaluate(
-            data=evaluation_rows(answers, questions), scorers=scorers(max_chars, judge_model)
-        )
-    return {k: float(v) for k, v in result.metrics.items()}
+        result = mlflow.genai.evaluate(data=evaluation_rows(answers, questions), scorers=chosen)
+    names = [s.name for s in chosen]
+    by_question: dict[str, dict[str, float | None]] = {}
+    for _, row in result.result_df.iterrows():
+        request = row["request"]
+        question = request.get("question") if isinstance(request, dict) else str(request)
+        by_question[question] = {n: _value(row.get(f"{n}/value")) for n in names}
+    return Scores(
+        metrics={k: float(v) for k, v in result.metrics.items()},
+        per_question=[by_question.get(q.question, dict.fromkeys(names)) for q in questions],
+    )

@@ -99,9 +99,19 @@ def log_pyfunc(model_dir: Path, artifact_name: str, model_config: dict[str, Any]
 
 def alias_version(name: str, alias: str) -> str | None:
     try:
-        return mlflow.MlflowClient().get_model_version_by_alias(name, alias).version
+        return str(mlflow.MlflowClient().get_model_version_by_alias(name, alias).version)
     except Exception:
         return None
+
+
+def set_alias(name: str, alias: str, version: str) -> None:
+    mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
+
+
+def tag_version(name: str, version: str, tags: dict[str, str]) -> None:
+    client = mlflow.MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
 
 
 def load_logged(model_uri: str):

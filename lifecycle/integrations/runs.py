@@ -46,6 +46,11 @@ def log_table(rows: Any, path: str) -> None:
     mlflow.log_table(rows, path)
 
 
+def log_figure(figure: Any, path: str) -> None:
+    """A matplotlib figure as an image artifact."""
+    mlflow.log_figure(figure, path)
+
+
 def log_artifact(local_path: str, artifact_path: str | None = None) -> None:
     mlflow.log_artifact(local_path, artifact_path=artifact_path)
 

@@ -25,18 +25,25 @@ def loaded_model(context: StageContext):
     return context.shared[SHARED_MODEL]
 
 
-def model_uri(cfg: DictConfig) -> str:
-    return f"models:/{cfg.registered_model_name}@{cfg.deploy.alias}"
+def champion_alias(cfg: DictConfig) -> str:
+    return cfg.promote.alias
 
 
-def aliased_version(cfg: DictConfig) -> str:
-    """The version the deploy alias points at, or a StageError that says to deploy first."""
+def model_uri(cfg: DictConfig, alias: str) -> str:
+    return f"models:/{cfg.registered_model_name}@{alias}"
+
+
+def aliased_version(cfg: DictConfig, alias: str) -> str:
+    """The version ``alias`` points at, or a StageError that says which mode sets it."""
     from lifecycle.integrations.packaging import alias_version
 
-    version = alias_version(cfg.registered_model_name, cfg.deploy.alias)
+    version = alias_version(cfg.registered_model_name, alias)
     if version is None:
+        todo = "`python main.py mode=deploy`"
+        if alias == champion_alias(cfg):
+            todo += " and then `python main.py mode=promote` (or `python main.py mode=all`)"
         raise StageError(
-            f"no version of registered model {cfg.registered_model_name!r} has alias {cfg.deploy.alias!r} "
-            f"on {cfg.tracking_uri}. Run `python main.py mode=deploy` first (same data_dir/tracking_uri)."
+            f"no version of registered model {cfg.registered_model_name!r} has alias {alias!r} "
+            f"on {cfg.tracking_uri}. Run {todo} first (same data_dir/tracking_uri)."
         )
     return version

@@ -1,11 +1,12 @@
-"""deploy: package the model as an MLflow pyfunc, smoke-test it, register it, move the alias.
+"""deploy: package the model as an MLflow pyfunc, smoke-test it, register it, set the challenger alias on it.
 
 The model folder goes through staging (hard links) into the run's artifacts as a pyfunc with a signature, an input
 example, pinned pip requirements and the prompt/generation settings as ``model_config``. Only after the logged model
-answers a smoke question does it become a registered version with the alias; otherwise nothing is registered and the
-alias stays where it was. The same holds when the upload itself fails (an S3 endpoint that went down, credentials
-revoked mid-run) or the tracking server's database goes away: the error names the store and the cause, and a
-re-run once it is back succeeds.
+answers a smoke question does it become a registered version with the alias ``deploy.alias`` (challenger);
+otherwise nothing is registered and the alias stays where it was. Deploying never moves the champion: mode=promote
+decides that, on the evaluation set. The same holds when the upload itself fails (an S3 endpoint that went down,
+credentials revoked mid-run) or the tracking server's database goes away: the error names the store and the cause,
+and a re-run once it is back succeeds.
 """
 
 from __future__ import annotations

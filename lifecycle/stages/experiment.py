@@ -54,9 +54,9 @@ class ExperimentStage(Stage):
             span.set_outputs({a.question: a.text for a in answers})
 
         with runs.span("evaluate") as span:
-            scores = evaluation.evaluate(
-                answers, cfg.eval.questions, cfg.eval.thresholds.max_answer_chars, settings.judge_model
-            )
+            texts = [a.text for a in answers]
+            limit = cfg.eval.thresholds.max_answer_chars
+            scores = evaluation.evaluate(texts, cfg.eval.questions, limit, settings.judge_model).metrics
             span.set_outputs(scores)
 
         latencies = [a.latency_s for a in answers]

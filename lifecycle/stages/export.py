@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lifecycle.stage import Stage, StageContext, StageError, StageResult
-from lifecycle.stages.common import aliased_version, model_uri
+from lifecycle.stages.common import aliased_version, champion_alias, model_uri
 
 
 class ExportStage(Stage):
@@ -29,8 +29,8 @@ class ExportStage(Stage):
         from lifecycle.integrations import runs
 
         cfg = self.cfg
-        if cfg.export.model_uri == model_uri(cfg):
-            aliased_version(cfg)  # the registered alias exists, or an error that says to deploy first
+        if cfg.export.model_uri == model_uri(cfg, champion_alias(cfg)):
+            aliased_version(cfg, champion_alias(cfg))  # the champion exists, or an error that says how to get one
         settings = ExportSettings(
             model_uri=cfg.export.model_uri,
             output_dir=Path(cfg.export.output_dir),

@@ -1,14 +1,14 @@
 """serve: print (and log) the commands that serve the registered model over HTTP; with ``serve.run=true``, also
 start this project's server for it, in this process, until it is stopped (Ctrl-C).
 
-Two servers for the same ``models:/<name>@<alias>`` URI: MLflow's own scoring server (``mlflow models serve``) and
-this project's FastAPI server (``python -m serving``).
+Two servers for the same ``models:/<name>@champion`` URI (``promote.alias``: what mode=promote let through):
+MLflow's own scoring server (``mlflow models serve``) and this project's FastAPI server (``python -m serving``).
 """
 
 from __future__ import annotations
 
 from lifecycle.stage import Stage, StageContext, StageError, StageResult
-from lifecycle.stages.common import aliased_version, model_uri
+from lifecycle.stages.common import aliased_version, champion_alias, model_uri
 from lifecycle.stores import as_prefix, client_environment, direct_s3
 
 
@@ -33,9 +33,9 @@ class ServeStage(Stage):
     def run(self, context: StageContext) -> StageResult:
         from lifecycle.integrations import runs
 
-        version = aliased_version(self.cfg)
+        version = aliased_version(self.cfg, champion_alias(self.cfg))
         s3 = direct_s3(self.cfg)
-        uri = model_uri(self.cfg)
+        uri = model_uri(self.cfg, champion_alias(self.cfg))
         commands = serving_commands(self.cfg, uri)
         runs.log_text("\n".join(commands) + "\n", "serving/commands.sh")
         if self.cfg.serve.run:

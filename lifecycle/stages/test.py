@@ -1,4 +1,4 @@
-"""test: load ``models:/<name>@<alias>``, answer the evaluation questions, validate the answers.
+"""test: load the challenger, ``models:/<name>@<deploy.alias>``, answer the evaluation questions, validate the answers.
 
 Validation uses ``eval.thresholds`` (non-empty rate, maximum length, mean fact agreement, mean relevance). Results go
 to the stage's run as metrics and a table; any missed threshold fails the stage with the list of what was missed.
@@ -22,8 +22,8 @@ class ModelTestStage(Stage):
         from lifecycle.integrations import packaging, runs
 
         cfg = self.cfg
-        version = aliased_version(cfg)
-        uri = model_uri(cfg)
+        version = aliased_version(cfg, cfg.deploy.alias)  # the challenger: mode=promote decides what ships
+        uri = model_uri(cfg, cfg.deploy.alias)
         model = packaging.load_logged(uri)
         questions = cfg.eval.questions
         answers = model.predict(pd.DataFrame({"question": [q.question for q in questions]}))
