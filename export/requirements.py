@@ -20,7 +20,9 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-RUNTIME = ("torch", "transformers", "fastapi", "fastapi-swagger", "uvicorn", "pydantic", "pyyaml", "safetensors")
+RUNTIME = (
+    "torch", "transformers", "fastapi", "fastapi-swagger", "uvicorn", "pydantic", "pyyaml", "safetensors", "llguidance"
+)  # fmt: skip
 NEVER = frozenset({"mlflow", "mlflow-skinny", "mlflow-tracing", "boto3", "botocore", "langchain-core", "hydra-core"})
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 

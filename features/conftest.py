@@ -188,6 +188,37 @@ def succeeds(invocation: Invocation):
     assert invocation.returncode == 0, invocation.explain()
 
 
+@when(parsers.parse('I run "{first}", then "{command}"'), target_fixture="invocation")
+def run_two_commands(workspace: Workspace, first: str, command: str) -> Invocation:
+    """``first`` must succeed; the invocation is the second command's."""
+    before = workspace.run(workspace.expand(first))
+    assert before.returncode == 0, before.explain()
+    return workspace.run(workspace.expand(command))
+
+
+def evaluation_datasets(workspace: Workspace, name: str) -> list:
+    from mlflow.genai.datasets import search_datasets
+
+    workspace.client()  # points this process at the workspace's store
+    return search_datasets(filter_string=f"name = '{name}'")
+
+
+@then(
+    parsers.parse(
+        'the latest {stage} run records the evaluation dataset "{name}" version {version}, holding {count:d} questions'
+    )
+)
+def records_dataset(workspace: Workspace, stage: str, name: str, version: str, count: int):
+    """The stage's latest run has the dataset as its "evaluation" input and the name and version as tags; the
+    dataset holds ``count`` records."""
+    run = workspace.stage_runs(stage)[0]
+    assert (run.data.tags["lifecycle.dataset"], run.data.tags["lifecycle.dataset_version"]) == (name, version)
+    inputs = {(i.dataset.name, i.dataset.source_type) for i in run.inputs.dataset_inputs}
+    assert (name, "mlflow_evaluation_dataset") in inputs, inputs
+    (dataset,) = evaluation_datasets(workspace, name)
+    assert len(dataset.to_df()) == count
+
+
 @then(parsers.parse('it fails with "{text}"'))
 def fails_with(invocation: Invocation, workspace: Workspace, text: str):
     """The command exited non-zero and its output (stdout and stderr) contains ``text``."""

@@ -19,6 +19,9 @@ Feature: mode=experiment tracks a model's answers to the evaluation questions
     Then the prompt registry holds qa-concise, qa-detailed and qa-step-by-step
     And the alias "active" of "qa-concise" points to its latest version
 
+  Scenario: The questions are an MLflow evaluation dataset, and the run records which version it answered
+    Then the latest experiment run records the evaluation dataset "eval-quick" version 1, holding 3 questions
+
   Scenario: The answers are scored offline
     Then the experiment run has the metrics fact_agreement/mean, answer_relevance/mean, non_empty/mean, within_length/mean
     And the output mentions "scores: answer_relevance/mean="

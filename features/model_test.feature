@@ -9,6 +9,19 @@ Feature: mode=test validates the registered model's answers
     Then it succeeds
     And the output mentions "models:/langchain-e2e-model@challenger (version 1): 8 answers passed validation"
     And the latest test run logged fact_agreement_mean and an answers table
+    And the latest test run records the evaluation dataset "eval-default" version 1, holding 8 questions
+
+  Scenario: The test answers an evaluation dataset that is already in MLflow, with no YAML
+    Given a model deployed and promoted to champion
+    When I run "python main.py mode=test eval=quick", then "python main.py mode=test eval=default eval.dataset=eval-quick"
+    Then it succeeds
+    And the output mentions "models:/langchain-e2e-model@challenger (version 1): 3 answers passed validation"
+    And the latest test run records the evaluation dataset "eval-quick" version 1, holding 3 questions
+
+  Scenario: An evaluation dataset that does not exist is named, with the ones that do
+    Given a model deployed and promoted to champion
+    When I run "python main.py mode=test eval.dataset=eval-nope"
+    Then it fails with "eval.dataset=eval-nope: no evaluation dataset with that name"
 
   Scenario: Asked to, the test reports how bfloat16 answers agree with float32
     Given a model deployed and promoted to champion

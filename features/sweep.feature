@@ -9,6 +9,7 @@ Feature: Prompt-template sweeps with Hydra multirun end in a verdict
     Then it succeeds, and the sweep's run has 3 child runs, one per template, with the same scores logged
     And the sweep's run holds the summary table and the chart, and names the best template, whose prompt version gets the alias "best"
     And the model was loaded once and reused by the other 2 jobs
+    And every job's run records the evaluation dataset "eval-quick" version 1, which exists once
 
   Scenario: A broken template fails its job while the others complete
     Given a fresh data directory

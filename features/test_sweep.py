@@ -6,7 +6,9 @@ from pathlib import Path
 import mlflow
 from pytest_bdd import given, parsers, scenarios, then, when
 
-from .conftest import Invocation, Workspace, summary_table, sweep_run, template_without_question
+from lifecycle import tags
+
+from .conftest import Invocation, Workspace, evaluation_datasets, summary_table, sweep_run, template_without_question
 
 scenarios("sweep.feature")
 
@@ -79,3 +81,10 @@ def loaded_once(workspace: Workspace, invocation: Invocation, count):
     assert invocation.output.count("loaded by an earlier job of this process") == count
     reused = sorted(c.data.tags["lifecycle.model_reused"] for c in workspace.child_runs(sweep_run(workspace)))
     assert reused == ["false"] + ["true"] * count
+
+
+@then(parsers.parse('every job\'s run records the evaluation dataset "{name}" version {version}, which exists once'))
+def jobs_record_the_dataset(workspace: Workspace, name: str, version: str):
+    children = workspace.child_runs(sweep_run(workspace))
+    assert {(c.data.tags[tags.DATASET], c.data.tags[tags.DATASET_VERSION]) for c in children} == {(name, version)}
+    assert len(evaluation_datasets(workspace, name)) == 1  # synced by the sweep's start, not by each job

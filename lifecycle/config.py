@@ -148,7 +148,16 @@ class Thresholds:
 class EvalConfig:
     name: str = MISSING
     questions: list[EvalQuestion] = MISSING
+    dataset: Optional[str] = None  # an evaluation dataset already in MLflow, by name, instead of ``questions``
+    guidelines: dict[str, str] = field(default_factory=dict)  # name -> a rule the Guidelines judge checks
     thresholds: Thresholds = field(default_factory=Thresholds)
+
+
+@dataclass
+class JudgeSettings:
+    model: Optional[str] = None  # the judge model's name on the endpoint; None: no judges, no network
+    base_url: Optional[str] = None  # an OpenAI-compatible endpoint ending in /v1; None: OpenAI's (or OPENAI_API_BASE)
+    key_env: Optional[str] = "OPENAI_API_KEY"  # the variable holding the key; None: the endpoint needs none
 
 
 @dataclass
@@ -156,7 +165,7 @@ class ExperimentSettings:
     register_all_prompts: bool = MISSING
     prompt_alias: str = MISSING
     progress_bar: bool = MISSING
-    judge_model: Optional[str] = None  # e.g. "openai:/gpt-4.1-mini"; None never calls a judge
+    judge: JudgeSettings = field(default_factory=JudgeSettings)
 
 
 @dataclass

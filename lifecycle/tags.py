@@ -13,6 +13,12 @@ CHAMPION_VERSION = "lifecycle.champion_version"  # a promote run: the champion i
 CHALLENGER_VERSION = "lifecycle.challenger_version"  # a promote run: the challenger it judged
 VERDICT = "lifecycle.verdict"  # a promote run: promoted | refused | unchanged
 
+DATASET = "lifecycle.dataset"  # the evaluation dataset a run answered (experiment, test, promote, sweep jobs)
+DATASET_VERSION = "lifecycle.dataset_version"  # ...and its version; on the dataset itself: the version counter
+
+# evaluation datasets
+DATASET_CONTENT = "lifecycle.content_sha256"  # the records' sha256: a change raises the version
+
 # a sweep's runs
 SWEEP_ID = "lifecycle.sweep_id"
 SWEEP_JOB = "lifecycle.sweep_job"  # the job's number in its sweep

@@ -283,6 +283,9 @@ class DecodeBatch:
             row, token = self.seen[:rows].nonzero(as_tuple=True)  # ~100 a row: 7x cheaper than a dense pass at 64
             seen, penalty = logits[row, token], self.penalty[row]
             logits[row, token] = torch.where(seen < 0, seen * penalty, seen / penalty)
+        for i, seq in enumerate(self.rows):
+            if seq.constraint is not None:  # structured output: only what the row's grammar accepts next
+                logits[i].masked_fill_(~seq.constraint.allowed().to(self.device), float("-inf"))
         chosen = logits.argmax(-1)
         sampled = [i for i, s in enumerate(self.rows) if s.temperature > 0]
         if sampled:
@@ -308,7 +311,11 @@ class DecodeBatch:
                 seq.tokens.append(token)
                 if seq.on_token:
                     seq.on_token(token)
-                if len(seq.tokens) >= seq.max_new_tokens:
+                if seq.constraint is not None:
+                    seq.constraint.consume(token)
+                if seq.constraint is not None and seq.constraint.done:
+                    seq.finish_reason = "stop"  # the JSON is complete: nothing may follow it
+                elif len(seq.tokens) >= seq.max_new_tokens:
                     seq.finish_reason = "length"
             if seq.finish_reason:
                 finished.append(seq)

@@ -41,6 +41,7 @@ class Sequence:
     tokens: list[int] = field(default_factory=list)
     finish_reason: str | None = None  # "stop" (end-of-sequence token) or "length" (max_new_tokens reached)
     on_token: Callable[[int], None] | None = None  # called from the generation thread for each new token
+    constraint: Any = None  # serving.structured.JsonConstraint: the tokens this row may take next (None: any)
 
 
 class Batch(Protocol):

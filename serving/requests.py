@@ -19,6 +19,7 @@ from serving.engine import Overloaded, Sequence, ShuttingDown
 from serving.prompting import PromptTooLong, TextStream
 from serving.schemas import QUESTION_PATTERN, AskResponse
 from serving.state import ServingState
+from serving.structured import Unenforceable
 
 QUESTION = re.compile(QUESTION_PATTERN)  # what the schemas say a question needs (/invocations is checked here too)
 ASCII_WHITESPACE = " \t\n\r\f\v"
@@ -67,6 +68,16 @@ def sequence_for(state: ServingState, prompt: str, settings: dict[str, Any]) -> 
         raise HTTPException(422, str(exc)) from None
 
 
+def constrained(state: ServingState, seq: Sequence, schema: dict[str, Any] | None) -> Sequence:
+    """``seq`` held to ``schema`` while it decodes (structured output); 400 when the schema cannot be enforced."""
+    if schema is not None:
+        try:
+            seq.constraint = state.grammars.constraint(schema)
+        except Unenforceable as exc:
+            raise HTTPException(400, f"response_format: this server cannot enforce that JSON schema: {exc}") from None
+    return seq
+
+
 def _busy(exc: Exception) -> HTTPException:
     if isinstance(exc, Overloaded):
         return HTTPException(429, f"server busy: {exc}; retry shortly", headers={"Retry-After": "1"})
@@ -83,10 +94,9 @@ async def generate(state: ServingState, seq: Sequence) -> Sequence:
         raise HTTPException(504, f"no answer within {state.settings.request_timeout_s} s") from None
 
 
-def stream_text(state: ServingState, prompt: str, settings: dict[str, Any]):
+def stream_text(state: ServingState, seq: Sequence):
     """(job, text pieces) for a streamed answer. Queueing happens now, so a full queue is a 429 before any byte is
     sent; the request timeout does not apply once a stream has started (the client ends it by disconnecting)."""
-    seq = sequence_for(state, prompt, settings)
     try:
         job = state.batcher.enqueue(seq, stream=True)
     except (Overloaded, ShuttingDown) as exc:

@@ -32,6 +32,49 @@ def _integral(value: Any) -> Any:
 INTEGRAL = BeforeValidator(_integral)
 
 
+# --- structured output (/v1/chat/completions response_format, as OpenAI's API spells it) ---
+
+
+class TextFormat(BaseModel):
+    model_config = STRICT
+
+    type: Literal["text"]
+
+
+class JsonObjectFormat(BaseModel):
+    """Any JSON object."""
+
+    model_config = STRICT
+
+    type: Literal["json_object"]
+
+
+class JsonSchemaSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = Field(None, max_length=2000)
+    schema_: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object"},
+        alias="schema",
+        description="a JSON Schema the answer is held to while it is generated; 400 when it cannot be enforced",
+        examples=[{"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}],
+    )
+    strict: bool | None = None  # always enforced here
+
+
+class JsonSchemaFormat(BaseModel):
+    """An answer that validates against ``json_schema.schema``."""
+
+    model_config = STRICT
+
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaSpec
+
+
+ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")]
+
+
 # --- errors ---
 
 
@@ -234,6 +277,7 @@ def request_models(settings: Settings) -> RequestModels:
         temperature: Temperature
         top_p: TopP
         stream: bool = False
+        response_format: ResponseFormat | None = None
 
     class Params(BaseModel):
         model_config = STRICT

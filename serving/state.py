@@ -31,6 +31,7 @@ class ServingState:
         self.loaded = None
         self.prompter: Prompter | None = None
         self.batcher: Batcher | None = None
+        self.grammars = None  # serving.structured.Grammars: response_format for this model's tokenizer
         self.error: str | None = None
         self.agreement: dict[str, Any] | None = None  # bfloat16 against float32, when serving bfloat16
         self.reference = None  # the float32 model that agreement is measured against, until it has answered
@@ -90,6 +91,9 @@ class ServingState:
             log.error("model %s failed to load: %s", self.settings.model_uri, self.error)
             self.on_failure()
             return
+        from serving.structured import Grammars
+
+        self.grammars = Grammars(self.loaded.tokenizer, self.loaded.model.get_output_embeddings().weight.shape[0])
         if self.reference is not None:
             self._measure_agreement(self.batcher)
         self.loaded_at = int(time.time())

@@ -204,3 +204,48 @@ def test_the_kv_cache_grows_when_rows_and_columns_run_out(real, served):
     assert rows >= len(prompts) and columns >= max(map(len, prompts)) + 48
     eos = served.tokenizer.eos_token_id
     assert seqs[0].tokens == alone(real[0].model, prompts[0], 48, eos)
+
+
+JUDGE_SCHEMA = {
+    "type": "object",
+    "properties": {"result": {"type": "string", "enum": ["yes", "no"]}, "rationale": {"type": "string"}},
+    "required": ["result", "rationale"],
+    "additionalProperties": False,
+}
+
+
+def test_a_json_schema_row_answers_valid_json_and_its_neighbours_are_untouched(real, new_batch):
+    """Structured output is per row: the constrained row's answer parses and validates, the plain rows beside it get
+    the answers they get alone."""
+    import json
+
+    from serving.structured import Grammars
+
+    loaded, prompter, prompts = real
+    grammars = Grammars(loaded.tokenizer, loaded.model.get_output_embeddings().weight.shape[0])
+    ask = "Is Paris the capital of France? Reply in JSON with result (yes or no) and rationale."
+    structured = greedy(prompter.encode(prompter.render_messages([{"role": "user", "content": ask}])), 96)
+    structured.constraint = grammars.constraint(JUDGE_SCHEMA)
+    plain = [greedy(prompts[0], 12), greedy(prompts[1], 12)]
+    run_to_end(new_batch(), {0: [plain[0], structured, plain[1]]})
+    answer = json.loads(loaded.tokenizer.decode(structured.tokens))
+    assert set(answer) == {"result", "rationale"} and answer["result"] in {"yes", "no"}, answer
+    assert structured.finish_reason == "stop"  # ended by the grammar, before its token limit
+    eos = loaded.tokenizer.eos_token_id
+    assert [s.tokens for s in plain] == [alone(loaded.model, prompts[i], 12, eos) for i in (0, 1)]
+
+
+@pytest.mark.parametrize(
+    ("schema", "reason"),
+    [
+        ({"type": "string", "pattern": "(?<=a)b"}, "look-around"),
+        ({"$ref": "http://example.com/schema.json"}, "retriev"),
+        ({"type": "strang"}, "strang"),
+    ],
+)
+def test_a_schema_the_engine_cannot_enforce_is_refused_with_its_reason(served, schema, reason):
+    from serving.structured import Grammars, Unenforceable
+
+    grammars = Grammars(served.tokenizer, served.model.get_output_embeddings().weight.shape[0])
+    with pytest.raises(Unenforceable, match=reason):
+        grammars.constraint(schema)

@@ -51,7 +51,7 @@ def cfg_with(compose_cfg, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-value")
 
     def _cfg(*stages: str):
-        cfg = compose_cfg("mode=experiment", "experiment.judge_model=openai:/very-secret-value")
+        cfg = compose_cfg("mode=experiment", "experiment.judge.model=very-secret-value")
         cfg.mode.stages = list(stages)
         return cfg
 
@@ -77,7 +77,7 @@ def test_parent_run_with_nested_stage_runs_and_redacted_config(cfg_with, registr
     assert report.results[1].lines == ["saw hi"]  # a later stage sees what an earlier one published
     config_text = mlflow.artifacts.load_text(f"runs:/{report.parent_run_id}/config/resolved.yaml")
     assert "very-secret-value" not in config_text
-    assert yaml.safe_load(config_text)["experiment"]["judge_model"] == "openai:/***"
+    assert yaml.safe_load(config_text)["experiment"]["judge"]["model"] == "***"
 
 
 def test_a_failing_stage_stops_the_invocation_and_marks_the_runs(cfg_with, registry):

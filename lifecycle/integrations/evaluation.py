@@ -1,21 +1,23 @@
 """Score answers with ``mlflow.genai.evaluate`` using scorers that run offline.
 
 Offline scorers (always): non_empty, within_length, fact_agreement (expected facts found in the answer) and
-answer_relevance (question content words the answer mentions), built on ``lifecycle.scoring``. The built-in LLM judges
-(Correctness, RelevanceToQuery) are added only when ``experiment.judge_model`` names a judge, so a run without one
+answer_relevance (question content words the answer mentions), built on ``lifecycle.scoring``. MLflow's LLM judges
+(``lifecycle.integrations.judges``) are added only when ``experiment.judge.model`` names one, so a run without one
 never waits on a network call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import mlflow
 from mlflow.genai.scorers import scorer
 
 from lifecycle import console, scoring
+from lifecycle.integrations import judges
 
 
 @scorer
@@ -23,9 +25,12 @@ def non_empty(outputs: str) -> bool:
     return bool(outputs and outputs.strip())
 
 
+FACT_PATTERNS = "fact_patterns"  # conf/eval's expected_facts ("7|seven"): MLflow's Correctness reads expected_facts
+
+
 @scorer
 def fact_agreement(outputs: str, expectations: dict) -> float:
-    return scoring.fact_agreement(outputs or "", expectations.get("expected_facts") or [])
+    return scoring.fact_agreement(outputs or "", expectations.get(FACT_PATTERNS) or [])
 
 
 @scorer
@@ -41,21 +46,23 @@ def within_length(max_chars: int):
     return _within_length
 
 
-def scorers(max_chars: int, judge_model: str | None) -> list:
+def scorers(max_chars: int, judge=None, guidelines: Mapping[str, str] | None = None) -> list:
     chosen = [non_empty, within_length(max_chars), fact_agreement, answer_relevance]
-    if judge_model:
-        from mlflow.genai.scorers import Correctness, RelevanceToQuery
-
-        chosen += [Correctness(model=judge_model), RelevanceToQuery(model=judge_model)]
+    if judges.enabled(judge):
+        chosen += judges.scorers(judge, guidelines or {})
     return chosen
 
 
 def evaluation_rows(answers: Sequence[str], questions: Sequence) -> list[dict]:
+    """One row per answer. The Correctness judge takes the expected answer, or else the expected facts (never
+    both: it refuses that); the fact_agreement scorer reads the facts as patterns under its own key."""
     rows = []
     for answer, q in zip(answers, questions, strict=True):
-        expectations = {"expected_facts": list(q.expected_facts)}
+        expectations: dict = {FACT_PATTERNS: list(q.expected_facts)}
         if q.expected_answer:
             expectations["expected_response"] = q.expected_answer
+        elif q.expected_facts:
+            expectations["expected_facts"] = [fact.replace("|", " or ") for fact in q.expected_facts]
         rows.append({"inputs": {"question": q.question}, "outputs": answer, "expectations": expectations})
     return rows
 
@@ -77,9 +84,13 @@ def _value(cell) -> float | None:
     return float(cell)
 
 
-def evaluate(answers: Sequence[str], questions: Sequence, max_chars: int, judge_model: str | None) -> Scores:
-    chosen = scorers(max_chars, judge_model)
-    with console.library_output_hidden():  # its progress bar and closing banner
+def evaluate(
+    answers: Sequence[str], questions: Sequence, max_chars: int, judge=None, guidelines: Mapping[str, str] | None = None
+) -> Scores:
+    """Score ``answers`` to ``questions`` with the offline scorers, and the judges when ``judge`` names a model."""
+    chosen = scorers(max_chars, judge, guidelines)
+    judging = judges.environment(judge) if judges.enabled(judge) else contextlib.nullcontext()
+    with console.library_output_hidden(), judging:  # its progress bar and closing banner; the judges' endpoint
         result = mlflow.genai.evaluate(data=evaluation_rows(answers, questions), scorers=chosen)
     names = [s.name for s in chosen]
     by_question: dict[str, dict[str, float | None]] = {}

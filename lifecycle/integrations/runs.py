@@ -17,6 +17,10 @@ def active_run_id() -> str:
     return mlflow.active_run().info.run_id
 
 
+def experiment_id() -> str:
+    return mlflow.active_run().info.experiment_id
+
+
 def artifact_uri() -> str:
     return mlflow.get_artifact_uri()
 

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lifecycle import tags
 from lifecycle.config import to_container
-from lifecycle.integrations import prompts, tracking
+from lifecycle.integrations import datasets, prompts, tracking
 from lifecycle.redact import redact
 from lifecycle.stage import StageResult
 from lifecycle.sweeps import ranking
@@ -73,6 +73,8 @@ def start(cfg: DictConfig) -> tuple[str, str]:
     resolve_model_folder(cfg.model, cfg.paths.model_cache)  # converted here, once, not by parallel jobs
     for prompt_cfg in prompts.usable(list(group_options(cfg, "prompt").values())):
         prompts.register(prompt_cfg)
+    if not cfg.eval.dataset:  # synced here, once: parallel jobs would each create a dataset of the same name
+        datasets.synced(datasets.PREFIX + cfg.eval.name, cfg.eval.questions, session.experiment_id)
     sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     overrides = " ".join(cfg.hydra.overrides.task)
     run_tags = {tags.MODE: "sweep", tags.SWEEP_ID: sweep_id, tags.OVERRIDES: overrides, tags.STATUS: "running"}

@@ -7,6 +7,7 @@ from omegaconf import DictConfig
 from lifecycle.stage import StageContext, StageError
 
 SHARED_MODEL = "loaded_model"
+SHARED_EVALUATION_SET = "evaluation_set"
 
 
 def locate(cfg: DictConfig) -> None:
@@ -23,6 +24,38 @@ def loaded_model(context: StageContext):
     if SHARED_MODEL not in context.shared:
         context.shared[SHARED_MODEL] = load_for_config(context.cfg.model, context.cfg.paths.model_cache)
     return context.shared[SHARED_MODEL]
+
+
+def evaluation_set(context: StageContext):
+    """The evaluation set this invocation answers (``lifecycle.integrations.datasets``), synced with MLflow once per
+    invocation; the calling stage's run records which dataset and version it used."""
+    from lifecycle.integrations import datasets, runs
+
+    cfg = context.cfg
+    if SHARED_EVALUATION_SET not in context.shared:
+        if cfg.eval.dataset:
+            context.shared[SHARED_EVALUATION_SET] = datasets.existing(cfg.eval.dataset)
+        else:
+            name = datasets.PREFIX + cfg.eval.name
+            context.shared[SHARED_EVALUATION_SET] = datasets.synced(name, cfg.eval.questions, runs.experiment_id())
+    datasets.record_use(context.shared[SHARED_EVALUATION_SET])
+    return context.shared[SHARED_EVALUATION_SET]
+
+
+def check_judge(cfg: DictConfig) -> None:
+    """Preflight: a configured judge's key is in the environment and its endpoint answers."""
+    from lifecycle.integrations import judges
+
+    if judges.enabled(cfg.experiment.judge):
+        judges.check(cfg.experiment.judge)
+
+
+def record_judge(cfg: DictConfig) -> None:
+    """The stage's run records which model judged, at which endpoint (never the key)."""
+    from lifecycle.integrations import judges, runs
+
+    if judges.enabled(cfg.experiment.judge):
+        runs.log_params(judges.describe(cfg.experiment.judge))
 
 
 def champion_alias(cfg: DictConfig) -> str:

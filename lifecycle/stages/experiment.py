@@ -12,7 +12,7 @@ import statistics
 
 from lifecycle import tags
 from lifecycle.stage import Stage, StageContext, StageError, StageResult
-from lifecycle.stages.common import loaded_model, locate
+from lifecycle.stages.common import check_judge, evaluation_set, loaded_model, locate, record_judge
 
 
 class ExperimentStage(Stage):
@@ -26,6 +26,7 @@ class ExperimentStage(Stage):
         except ValueError as exc:
             raise StageError(f"prompt {self.cfg.prompt.name!r}: {exc}") from None
         locate(self.cfg)
+        check_judge(self.cfg)
 
     def run(self, context: StageContext) -> StageResult:
         from lifecycle.config_groups import group_options
@@ -48,15 +49,17 @@ class ExperimentStage(Stage):
             span.set_attributes({"chat_format": loaded.chat_format, "prompt": used.uri})
 
         runs.log_params({"prompt_uri": used.uri, "model_folder": str(loaded.folder), "chat_format": loaded.chat_format})
+        record_judge(cfg)
         runs.set_tags({tags.MODEL_REUSED: str(loaded.reused).lower()})
         with runs.span("answer_questions") as span:
-            answers = self._answer_all(runtime, cfg.eval.questions, settings.progress_bar, used.uri)
+            questions = evaluation_set(context).questions
+            answers = self._answer_all(runtime, questions, settings.progress_bar, used.uri)
             span.set_outputs({a.question: a.text for a in answers})
 
         with runs.span("evaluate") as span:
             texts = [a.text for a in answers]
             limit = cfg.eval.thresholds.max_answer_chars
-            scores = evaluation.evaluate(texts, cfg.eval.questions, limit, settings.judge_model).metrics
+            scores = evaluation.evaluate(texts, questions, limit, settings.judge, cfg.eval.guidelines).metrics
             span.set_outputs(scores)
 
         latencies = [a.latency_s for a in answers]

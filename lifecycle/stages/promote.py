@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from lifecycle import promotion, tags
 from lifecycle.stage import Stage, StageContext, StageError, StageResult
-from lifecycle.stages.common import aliased_version, champion_alias
+from lifecycle.stages.common import aliased_version, champion_alias, check_judge, evaluation_set, record_judge
 
 ROLES = ("champion", "challenger")
 
 
 class PromoteStage(Stage):
     name = "promote"
+
+    def preflight(self) -> None:
+        check_judge(self.cfg)
 
     def run(self, context: StageContext) -> StageResult:
         from lifecycle.integrations import packaging, runs
@@ -32,7 +35,9 @@ class PromoteStage(Stage):
             return self._unopposed(challenger, champion)
 
         versions = {"champion": champion, "challenger": challenger}
-        answered = {role: self._answer_and_score(role, version) for role, version in versions.items()}
+        questions = evaluation_set(context).questions
+        record_judge(cfg)
+        answered = {role: self._answer_and_score(role, version, questions) for role, version in versions.items()}
         means = {role: promotion.score_means(scores.metrics) for role, (_, scores) in answered.items()}
         if unknown := promotion.unknown_margins(cfg.promote.margins, set(means["champion"])):
             raise StageError(
@@ -42,7 +47,7 @@ class PromoteStage(Stage):
         verdict = promotion.decide(
             means["champion"], means["challenger"], cfg.promote.margins, cfg.promote.default_margin
         )
-        self._explain(versions, answered, verdict)
+        self._explain(versions, questions, answered, verdict)
         self._record(verdict.promoted, challenger, champion)
         lines = ["scores, challenger against champion:", *(f"  {c.describe()}" for c in verdict.comparisons)]
         if not verdict.promoted:
@@ -81,33 +86,30 @@ class PromoteStage(Stage):
             lines=[f"no {champion_name!r} yet: challenger version {challenger} promoted without a comparison"],
         )
 
-    def _answer_and_score(self, role: str, version: str):
+    def _answer_and_score(self, role: str, version: str, questions):
         """One model's answers to the evaluation set, scored in a nested run named after its role and version."""
         import pandas as pd
 
         from lifecycle.integrations import evaluation, packaging, runs
 
         cfg = self.cfg
-        questions = cfg.eval.questions
         with runs.nested_run(f"{role}-v{version}"):
             runs.set_tags({tags.MODEL_VERSION: version})
             model = packaging.load_logged(f"models:/{cfg.registered_model_name}/{version}")
             answers = list(model.predict(pd.DataFrame({"question": [q.question for q in questions]})))
             del model
-            scores = evaluation.evaluate(
-                answers, questions, cfg.eval.thresholds.max_answer_chars, cfg.experiment.judge_model
-            )
+            limit = cfg.eval.thresholds.max_answer_chars
+            scores = evaluation.evaluate(answers, questions, limit, cfg.experiment.judge, cfg.eval.guidelines)
         return answers, scores
 
-    def _explain(self, versions: dict[str, str], answered: dict, verdict: promotion.Verdict) -> None:
+    def _explain(self, versions: dict[str, str], questions, answered: dict, verdict: promotion.Verdict) -> None:
         """The per-question table, the chart, the mean scores and the verdict, in the promote run."""
         import pandas as pd
 
         from lifecycle.integrations import runs
 
-        questions = [q.question for q in self.cfg.eval.questions]
         sides = {role: (versions[role], answers, scores.per_question) for role, (answers, scores) in answered.items()}
-        rows = promotion.table_rows(questions, sides)
+        rows = promotion.table_rows([q.question for q in questions], sides)
         runs.log_table(pd.DataFrame(rows), "promote/questions.json")
         runs.log_figure(promotion.chart(versions, verdict), "promote/scores.png")
         runs.log_metrics(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from lifecycle import scoring, tags
 from lifecycle.stage import Stage, StageContext, StageError, StageResult
-from lifecycle.stages.common import aliased_version, model_uri
+from lifecycle.stages.common import aliased_version, evaluation_set, model_uri
 
 
 class ModelTestStage(Stage):
@@ -25,7 +25,7 @@ class ModelTestStage(Stage):
         version = aliased_version(cfg, cfg.deploy.alias)  # the challenger: mode=promote decides what ships
         uri = model_uri(cfg, cfg.deploy.alias)
         model = packaging.load_logged(uri)
-        questions = cfg.eval.questions
+        questions = evaluation_set(context).questions
         answers = model.predict(pd.DataFrame({"question": [q.question for q in questions]}))
         scored = [scoring.score(q.question, a, q.expected_facts) for q, a in zip(questions, answers, strict=True)]
         summary = scoring.summarize(scored)

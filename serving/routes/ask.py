@@ -8,7 +8,16 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
 
-from serving.requests import EventStream, answer_all, check_questions, check_template, settings_for, sse, stream_text
+from serving.requests import (
+    EventStream,
+    answer_all,
+    check_questions,
+    check_template,
+    sequence_for,
+    settings_for,
+    sse,
+    stream_text,
+)
 from serving.schemas import EVENT_STREAM, GENERATION_ERRORS, AskResponse, BatchResponse, RequestModels, json_errors
 from serving.state import Ready
 
@@ -38,7 +47,8 @@ def build(models: RequestModels) -> APIRouter:
     async def ask_stream(body: Ask, st: Ready):
         settings = settings_for(st, body.model_dump(exclude={"question", "prompt_template"}))
         question = check_questions(st, [body.question])[0]
-        job, pieces = stream_text(st, st.prompter.render(question, check_template(body.prompt_template)), settings)
+        prompt = st.prompter.render(question, check_template(body.prompt_template))
+        job, pieces = stream_text(st, sequence_for(st, prompt, settings))
 
         async def events() -> AsyncIterator[str]:
             text = ""

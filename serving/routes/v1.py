@@ -2,7 +2,9 @@
 server unchanged: ``GET /v1/models`` (the served model) and ``POST /v1/chat/completions``, messages rendered with the
 model's chat template (a plain "Role: text" template for models without one); with ``stream: true`` it answers
 server-sent events of ``chat.completion.chunk`` objects ending with ``data: [DONE]``. A stream is a row of the
-continuous batch like any other request."""
+continuous batch like any other request. ``response_format`` json_object / json_schema holds the answer to JSON (or
+to the schema) while it decodes (``serving.structured``); without max_tokens such an answer may use the server's
+cap, so that it can be complete."""
 
 # no `from __future__ import annotations`: FastAPI reads the body's type, built per app, from the annotation
 
@@ -12,7 +14,16 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
 
-from serving.requests import EventStream, generate, sequence_for, settings_for, sse, stream_text, unless_disconnected
+from serving.requests import (
+    EventStream,
+    constrained,
+    generate,
+    sequence_for,
+    settings_for,
+    sse,
+    stream_text,
+    unless_disconnected,
+)
 from serving.schemas import (
     EVENT_STREAM,
     GENERATION_ERRORS,
@@ -26,6 +37,7 @@ from serving.schemas import (
     errors,
 )
 from serving.state import Ready
+from serving.structured import requested_schema
 
 OWNER = "mlflow-genai-lifecycle"
 
@@ -44,16 +56,15 @@ def build(models: RequestModels) -> APIRouter:
         responses={200: {"content": EVENT_STREAM, "description": "with stream: true, chunks"}, **GENERATION_ERRORS},
     )
     async def chat_completions(body: Chat, st: Ready, request: Request):
-        overrides = {
-            "max_new_tokens": body.max_completion_tokens or body.max_tokens,
-            "temperature": body.temperature,
-            "top_p": body.top_p,
-        }
-        settings = settings_for(st, overrides)
+        schema = requested_schema(body.response_format.model_dump(by_alias=True) if body.response_format else None)
+        limit = body.max_completion_tokens or body.max_tokens
+        if schema is not None and limit is None:
+            limit = st.settings.max_new_tokens_cap  # a JSON answer must be complete to parse: the longest allowed
+        settings = settings_for(st, {"max_new_tokens": limit, "temperature": body.temperature, "top_p": body.top_p})
         prompt = st.prompter.render_messages([m.model_dump() for m in body.messages])
+        seq = constrained(st, sequence_for(st, prompt, settings), schema)
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": st.model_id}
         if not body.stream:
-            seq = sequence_for(st, prompt, settings)
             out = await unless_disconnected(request, generate(st, seq))
             prompt_tokens, completion_tokens = len(out.prompt_ids), len(out.tokens)
             return ChatCompletion(
@@ -72,7 +83,7 @@ def build(models: RequestModels) -> APIRouter:
                 ),
             )
 
-        job, pieces = stream_text(st, prompt, settings)
+        job, pieces = stream_text(st, seq)
 
         async def events() -> AsyncIterator[str]:
             chunk = {**head, "object": "chat.completion.chunk"}

@@ -1,0 +1,84 @@
+"""Evaluation sets as MLflow evaluation datasets on a real embedded MLflow backend (integrations/datasets.py)."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+from mlflow.genai import datasets as genai_datasets
+
+from lifecycle import tags
+from lifecycle.integrations import datasets
+from lifecycle.stage import StageError
+
+YAML = [
+    datasets.Question("What is Python?", "Python is a programming language.", ("programming language",)),
+    datasets.Question("Who wrote Romeo and Juliet?", None, ("Shakespeare",)),
+]
+
+
+@pytest.fixture
+def experiment_id(tmp_path):
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    yield mlflow.set_experiment("datasets").experiment_id
+    mlflow.set_tracking_uri(None)
+
+
+def stored(name: str) -> list:
+    (dataset,) = genai_datasets.search_datasets(filter_string=f"name = '{name}'")
+    return dataset, sorted(r["inputs"]["question"] for r in dataset.to_df().to_dict("records"))
+
+
+def test_the_yaml_becomes_version_1_and_an_unchanged_yaml_stays_there(experiment_id):
+    first = datasets.synced("eval-x", YAML, experiment_id)
+    again = datasets.synced("eval-x", YAML, experiment_id)
+    dataset, questions = stored("eval-x")
+    assert (first.version, again.version, again.dataset_id) == ("1", "1", first.dataset_id)
+    assert questions == sorted(q.question for q in YAML)
+    assert dataset.last_update_time == genai_datasets.get_dataset(dataset_id=first.dataset_id).last_update_time
+    assert [q.question for q in again.questions] == [q.question for q in YAML]  # the YAML's order
+
+
+def test_a_changed_yaml_replaces_the_records_and_raises_the_version(experiment_id):
+    datasets.synced("eval-x", YAML, experiment_id)
+    changed = [YAML[0], datasets.Question("What is the capital of France?", None, ("Paris",))]
+    result = datasets.synced("eval-x", changed, experiment_id)
+    _, questions = stored("eval-x")
+    assert result.version == "2"
+    assert questions == ["What is Python?", "What is the capital of France?"]  # Romeo and Juliet is gone
+    assert datasets.synced("eval-x", YAML, experiment_id).version == "3"  # back again: content changed again
+
+
+def test_an_existing_dataset_is_selected_by_name_with_its_expectations(experiment_id):
+    dataset = genai_datasets.create_dataset(name="from-traces", experiment_id=experiment_id)
+    dataset.merge_records(
+        [
+            {"inputs": {"question": "b?"}, "expectations": {"expected_response": "B", "expected_facts": ["b"]}},
+            {"inputs": {"question": "a?"}},
+        ]
+    )
+    chosen = datasets.existing("from-traces")
+    assert chosen.questions == (datasets.Question("a?"), datasets.Question("b?", "B", ("b",)))
+    assert chosen.version.startswith("digest-")  # not one of ours: MLflow's digest names the version
+
+
+def test_a_missing_dataset_names_the_ones_there_are(experiment_id):
+    datasets.synced("eval-x", YAML, experiment_id)
+    with pytest.raises(StageError, match=r"eval.dataset=nope: no evaluation dataset .* there are: eval-x"):
+        datasets.existing("nope")
+
+
+def test_records_without_a_question_are_refused_with_what_they_hold(experiment_id):
+    dataset = genai_datasets.create_dataset(name="chat-traces", experiment_id=experiment_id)
+    dataset.merge_records([{"inputs": {"messages": [{"role": "user", "content": "hi"}]}}])
+    with pytest.raises(StageError, match=r"has no text under inputs.question \(its inputs: \['messages'\]\)"):
+        datasets.existing("chat-traces")
+
+
+def test_a_run_records_the_dataset_and_its_version(experiment_id):
+    evaluation_set = datasets.synced("eval-x", YAML, experiment_id)
+    with mlflow.start_run() as run:
+        datasets.record_use(evaluation_set)
+    recorded = mlflow.get_run(run.info.run_id)
+    assert recorded.data.tags[tags.DATASET] == "eval-x" and recorded.data.tags[tags.DATASET_VERSION] == "1"
+    (used,) = recorded.inputs.dataset_inputs
+    assert (used.dataset.name, used.dataset.source_type) == ("eval-x", "mlflow_evaluation_dataset")
