@@ -52,6 +52,12 @@ Feature: The HTTP server answers questions about the registered model
     When the OpenAI client asks "What is the capital of France?"
     Then the completion mentions "Paris" and reports its token usage
 
+  Scenario: The official OpenAI client's response_format gets JSON that follows its schema
+    Given a server for the registered model
+    When the OpenAI client asks "Is Paris the capital of France?" with a JSON schema of result (yes or no) and rationale
+    Then the answer parses as JSON that the schema accepts, and so does a json_object answer
+    And a schema with a look-behind pattern gets 400 saying the server cannot enforce it, and the server keeps serving
+
   Scenario: The official OpenAI client streams a chat completion
     Given a server for the registered model
     When the OpenAI client streams "What is Python?"

@@ -159,6 +159,52 @@ def openai_asks(server, question):
     )
 
 
+VERDICT_SCHEMA = {
+    "type": "object",
+    "properties": {"result": {"type": "string", "enum": ["yes", "no"]}, "rationale": {"type": "string"}},
+    "required": ["result", "rationale"],
+    "additionalProperties": False,
+}
+
+
+@when(
+    parsers.parse('the OpenAI client asks "{question}" with a JSON schema of result (yes or no) and rationale'),
+    target_fixture="completion",
+)
+def openai_asks_for_json(server, question):
+    response_format = {"type": "json_schema", "json_schema": {"name": "verdict", "schema": VERDICT_SCHEMA}}
+    return openai_client(server).chat.completions.create(
+        model="langchain-e2e-model", messages=[{"role": "user", "content": question}], response_format=response_format
+    )
+
+
+@then("the answer parses as JSON that the schema accepts, and so does a json_object answer")
+def json_answers(server, completion):
+    import jsonschema
+
+    assert completion.choices[0].finish_reason == "stop", completion  # the grammar ended it, complete
+    jsonschema.validate(json.loads(completion.choices[0].message.content), VERDICT_SCHEMA)
+    anything = openai_client(server).chat.completions.create(
+        model="langchain-e2e-model",
+        messages=[{"role": "user", "content": "Describe a cat."}],
+        response_format={"type": "json_object"},
+    )
+    assert isinstance(json.loads(anything.choices[0].message.content), dict), anything
+
+
+@then("a schema with a look-behind pattern gets 400 saying the server cannot enforce it, and the server keeps serving")
+def unenforceable_schema(server):
+    schema = {"type": "object", "properties": {"a": {"type": "string", "pattern": "(?<=x)y"}}}
+    body = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "bad", "schema": schema}},
+    }
+    refused = server.post("/v1/chat/completions", json=body)
+    assert refused.status_code == 400, refused.text
+    assert "cannot enforce that JSON schema" in refused.text and "look-around" in refused.text, refused.text
+    assert server.post("/ask", json=ASK).status_code == 200
+
+
 @then(parsers.parse('the completion mentions "{text}" and reports its token usage'))
 def completion_content(completion, text):
     assert text in completion.choices[0].message.content, completion
