@@ -64,7 +64,7 @@ def explained(workspace: Workspace, count: int, tmp_path):
     rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
     assert len(rows) == count, rows
     for row in rows:
-        assert row["champion_version"] == 1 and row["challenger_version"] == 2
+        assert row["champion_version"] == "1" and row["challenger_version"] == "2"
         assert len(row["champion_answer"]) > len(row["challenger_answer"]) > 0, row  # 3 new tokens against 64
         assert {"champion/fact_agreement", "challenger/fact_agreement", "challenger/answer_relevance"} <= set(row)
     assert (tmp_path / "promote" / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", folder

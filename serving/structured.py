@@ -84,11 +84,14 @@ class Grammars:
         from llguidance import LLMatcher
 
         adapter = self._tokenizer_adapter()
-        grammar = LLMatcher.grammar_from_json_schema(schema, overrides=GRAMMAR_OPTIONS)
-        failed, messages = LLMatcher.validate_grammar_with_warnings(grammar, adapter)
-        if failed:
-            raise Unenforceable(_reason(messages))
-        matcher = LLMatcher(adapter, grammar, log_level=0)
+        try:
+            grammar = LLMatcher.grammar_from_json_schema(schema, overrides=GRAMMAR_OPTIONS)
+            failed, messages = LLMatcher.validate_grammar_with_warnings(grammar, adapter)
+            if failed:
+                raise Unenforceable(_reason(messages))
+            matcher = LLMatcher(adapter, grammar, log_level=0)
+        except (ValueError, TypeError, RuntimeError) as exc:  # the engine's own refusals of odd input
+            raise Unenforceable(_reason([str(exc)])) from None
         if matcher.is_error():
             raise Unenforceable(_reason([matcher.get_error()]))
         return JsonConstraint(matcher, self.vocab_size)

@@ -48,16 +48,17 @@ class PromoteStage(Stage):
             means["champion"], means["challenger"], cfg.promote.margins, cfg.promote.default_margin
         )
         self._explain(versions, questions, answered, verdict)
-        self._record(verdict.promoted, challenger, champion)
         lines = ["scores, challenger against champion:", *(f"  {c.describe()}" for c in verdict.comparisons)]
         if not verdict.promoted:
+            self._record(False, challenger, champion)
             lost = ", ".join(c.score for c in verdict.losses)
             raise StageError(
                 f"challenger version {challenger} refused: worse than champion version {champion} by more than the "
                 f"margin on {lost}. {champion_name!r} stays on version {champion}.",
                 lines=[f"challenger version {challenger} refused; {champion_name!r} stays on {champion}", *lines],
             )
-        packaging.set_alias(name, champion_name, challenger)
+        packaging.set_alias(name, champion_name, challenger)  # first: the versions' tags then tell what happened
+        self._record(True, challenger, champion)
         return StageResult(
             stage=self.name,
             outputs={"verdict": "promoted", "champion_version": challenger, "previous_champion": champion},
@@ -79,6 +80,7 @@ class PromoteStage(Stage):
                 stage=self.name, outputs={"verdict": "unchanged", "champion_version": challenger}, lines=[line]
             )
         packaging.set_alias(name, champion_name, challenger)
+        runs.set_tags({tags.VERDICT: "promoted"})
         self._record(True, challenger, None)
         return StageResult(
             stage=self.name,
