@@ -15,7 +15,7 @@ Feature: storage=s3 keeps artifacts in a real S3-compatible object store
 
   Scenario: The server reads a registered model from the bucket and keeps no copy of it
     Given a model deployed to the S3 server
-    When "python -m serving" serves "models:/langchain-e2e-model@champion" from the S3 server
+    When "python -m serving" serves "models:/langchain-e2e-model@challenger" from the S3 server
     Then the server answers a question on /ask
     And no copy of the model is left in the temporary folder
 
