@@ -102,6 +102,12 @@ def use_backend(tracking_uri: str) -> None:
     if is_server(tracking_uri):
         for name, value in SERVER_SETTINGS.items():
             os.environ.setdefault(name, value)
+    # No notebook display of traces: deciding whether to show them makes MLflow's trace-export thread try
+    # `import IPython` on every export, while mlflow.genai.evaluate registers import hooks under a lock of its own
+    # on the main thread. The two locks taken in opposite orders deadlocked an experiment run (py-spy: the exporter
+    # in _find_spec waiting for MLflow's import-hook lock, the main thread holding it and waiting for the import
+    # lock). This is a command-line program: there is no notebook to display anything in.
+    mlflow.tracing.disable_notebook_display()
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
 
