@@ -58,6 +58,11 @@ def eos_token_ids(loaded) -> set[int]:
     return {i for i in ids if i is not None}
 
 
+def vocab_size(model) -> int:
+    """The logits' width: the output layer's rows, which may exceed the tokenizer's size."""
+    return model.get_output_embeddings().weight.shape[0]
+
+
 def cache_keyword(model) -> str:
     """The name the model's forward takes its cache under: ``cache`` (transformers >= 5.24), else the older
     ``past_key_values``."""
@@ -73,7 +78,7 @@ class DecodeBatch:
         self.device = model.device
         self.pad_token_id = pad_token_id
         self.eos_token_ids = eos_token_ids
-        self.vocab_size = model.get_output_embeddings().weight.shape[0]
+        self.vocab_size = vocab_size(model)
         self.cache_keyword = cache_keyword(model)
         self.cache = KVCache(model.config.num_hidden_layers, self.device, model.dtype)
         self.rows: list[Sequence] = []
@@ -85,7 +90,6 @@ class DecodeBatch:
         self.seen = torch.zeros((rows, self.vocab_size), dtype=torch.bool, device=self.device)  # prompt + output
         self.logits = torch.zeros((rows, self.vocab_size), device=self.device)  # each row's next-token logits
         self.prefixes: list[tuple[list[int], list]] = []  # prompt prefixes many requests share, with their KV cache
-        self.stuck: set[int] = set()  # this step's rows whose grammar allows no token: they end without one
         if graphs is None:
             graphs = self.device.type == "cuda"
         capture = self.device.type == "cuda"
@@ -277,21 +281,22 @@ class DecodeBatch:
 
     # ---- decoding ----
 
-    def _next_tokens(self) -> torch.Tensor:
+    def _next_tokens(self) -> tuple[torch.Tensor, set[int]]:
+        """Each row's next token, and the rows whose grammar allows none (they end without one)."""
         rows = len(self.rows)
         logits = self.logits[:rows]  # penalized in place: the next forward pass overwrites them
         if self.penalizing:
             row, token = self.seen[:rows].nonzero(as_tuple=True)  # ~100 a row: 7x cheaper than a dense pass at 64
             seen, penalty = logits[row, token], self.penalty[row]
             logits[row, token] = torch.where(seen < 0, seen * penalty, seen / penalty)
-        self.stuck = set()
+        stuck = set()
         for i, seq in enumerate(self.rows):
             if seq.constraint is not None:  # structured output: only what the row's grammar accepts next
                 allowed = seq.constraint.allowed().to(self.device)
                 if allowed.any():
                     logits[i].masked_fill_(~allowed, float("-inf"))
                 else:  # a grammar that accepts nothing more (a schema no value satisfies): the row ends here
-                    self.stuck.add(i)
+                    stuck.add(i)
         chosen = logits.argmax(-1)
         sampled = [i for i, s in enumerate(self.rows) if s.temperature > 0]
         if sampled:
@@ -299,27 +304,25 @@ class DecodeBatch:
             settings = [[self.rows[i].temperature, self.rows[i].top_p] for i in sampled]
             temperature, top_p = torch.tensor(settings, device=self.device).T[:, :, None]
             chosen[index] = _sample(logits[index], temperature, top_p)
-        return chosen
+        return chosen, stuck
 
     @torch.inference_mode()
     def step(self) -> list[Sequence]:
         """Give every row its next token; retire the rows that finished; run the model once for the others.
         Returns the sequences that finished in this step."""
         rows = len(self.rows)
-        chosen = self._next_tokens()
+        chosen, stuck = self._next_tokens()
         if self.penalizing:
             self.seen[torch.arange(rows, device=self.device), chosen] = True
         finished = []
         for index, (seq, token) in enumerate(zip(self.rows, chosen.tolist(), strict=True)):
-            if token in self.eos_token_ids or index in self.stuck:
+            if token in self.eos_token_ids or index in stuck:
                 seq.finish_reason = "stop"
             else:
                 seq.tokens.append(token)
                 if seq.on_token:
                     seq.on_token(token)
-                if seq.constraint is not None:
-                    seq.constraint.consume(token)
-                if seq.constraint is not None and seq.constraint.done:
+                if seq.constraint is not None and seq.constraint.consume(token):
                     seq.finish_reason = "stop"  # the JSON is complete: nothing may follow it
                 elif len(seq.tokens) >= seq.max_new_tokens:
                     seq.finish_reason = "length"

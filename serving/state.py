@@ -93,7 +93,7 @@ class ServingState:
             return
         from serving.structured import Grammars
 
-        self.grammars = Grammars(self.loaded.tokenizer, self.loaded.model.get_output_embeddings().weight.shape[0])
+        self.grammars = Grammars.for_model(self.loaded)
         if self.reference is not None:
             self._measure_agreement(self.batcher)
         self.loaded_at = int(time.time())

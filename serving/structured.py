@@ -53,12 +53,10 @@ class JsonConstraint:
         llguidance.torch.fill_next_token_bitmask(self.matcher, self.bitmask, 0)
         return ((self.bitmask[0, :, None] >> BITS) & 1).view(-1)[: self.vocab_size].bool()
 
-    def consume(self, token: int) -> None:
+    def consume(self, token: int) -> bool:
+        """Advance by the token the row took; True once the JSON is complete and nothing may follow it (or the
+        matcher failed: the row must end either way)."""
         self.matcher.consume_token(token)
-
-    @property
-    def done(self) -> bool:
-        """The JSON is complete and nothing may follow it (or the matcher failed: the row must end either way)."""
         return self.matcher.is_stopped() or self.matcher.is_error()
 
 
@@ -67,9 +65,16 @@ class Grammars:
 
     def __init__(self, tokenizer, vocab_size: int) -> None:
         self.tokenizer = tokenizer
-        self.vocab_size = vocab_size  # the lm_head's rows, which may exceed the tokenizer's size
+        self.vocab_size = vocab_size  # the logits' width (serving.decoding.vocab_size)
         self._adapter = None
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_model(cls, loaded) -> Grammars:
+        """For a loaded model (``core.model_folder.LoadedModel``): its tokenizer and its logits' width."""
+        from serving.decoding import vocab_size
+
+        return cls(loaded.tokenizer, vocab_size(loaded.model))
 
     def _tokenizer_adapter(self):
         with self._lock:

@@ -222,7 +222,7 @@ def test_a_json_schema_row_answers_valid_json_and_its_neighbours_are_untouched(r
     from serving.structured import Grammars
 
     loaded, prompter, prompts = real
-    grammars = Grammars(loaded.tokenizer, loaded.model.get_output_embeddings().weight.shape[0])
+    grammars = Grammars.for_model(loaded)
     ask = "Is Paris the capital of France? Reply in JSON with result (yes or no) and rationale."
     structured = greedy(prompter.encode(prompter.render_messages([{"role": "user", "content": ask}])), 96)
     structured.constraint = grammars.constraint(JUDGE_SCHEMA)
@@ -246,6 +246,6 @@ def test_a_json_schema_row_answers_valid_json_and_its_neighbours_are_untouched(r
 def test_a_schema_the_engine_cannot_enforce_is_refused_with_its_reason(served, schema, reason):
     from serving.structured import Grammars, Unenforceable
 
-    grammars = Grammars(served.tokenizer, served.model.get_output_embeddings().weight.shape[0])
+    grammars = Grammars.for_model(served)
     with pytest.raises(Unenforceable, match=reason):
         grammars.constraint(schema)

@@ -121,6 +121,15 @@ def load_logged(model_uri: str):
         return mlflow.pyfunc.load_model(str(folder))
 
 
+def answer_questions(model_uri: str, questions: list[str]) -> list[str]:
+    """The logged model's answers to ``questions``, with its own prompt and generation settings (one batch); the
+    model is let go afterwards."""
+    import pandas as pd
+
+    model = load_logged(model_uri)
+    return list(model.predict(pd.DataFrame({"question": questions})))
+
+
 def smoke_check(model_uri: str, question: str, max_new_tokens: int, min_chars: int) -> str:
     try:
         model = load_logged(model_uri)

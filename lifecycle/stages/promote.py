@@ -90,16 +90,13 @@ class PromoteStage(Stage):
 
     def _answer_and_score(self, role: str, version: str, questions):
         """One model's answers to the evaluation set, scored in a nested run named after its role and version."""
-        import pandas as pd
-
         from lifecycle.integrations import evaluation, packaging, runs
 
         cfg = self.cfg
         with runs.nested_run(f"{role}-v{version}"):
             runs.set_tags({tags.MODEL_VERSION: version})
-            model = packaging.load_logged(f"models:/{cfg.registered_model_name}/{version}")
-            answers = list(model.predict(pd.DataFrame({"question": [q.question for q in questions]})))
-            del model
+            uri = f"models:/{cfg.registered_model_name}/{version}"
+            answers = packaging.answer_questions(uri, [q.question for q in questions])
             limit = cfg.eval.thresholds.max_answer_chars
             scores = evaluation.evaluate(answers, questions, limit, cfg.experiment.judge, cfg.eval.guidelines)
         return answers, scores

@@ -24,9 +24,8 @@ class ModelTestStage(Stage):
         cfg = self.cfg
         version = aliased_version(cfg, cfg.deploy.alias)  # the challenger: mode=promote decides what ships
         uri = model_uri(cfg, cfg.deploy.alias)
-        model = packaging.load_logged(uri)
         questions = evaluation_set(context).questions
-        answers = model.predict(pd.DataFrame({"question": [q.question for q in questions]}))
+        answers = packaging.answer_questions(uri, [q.question for q in questions])
         scored = [scoring.score(q.question, a, q.expected_facts) for q, a in zip(questions, answers, strict=True)]
         summary = scoring.summarize(scored)
         runs.log_metrics(summary)
