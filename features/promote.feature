@@ -12,7 +12,7 @@ Feature: mode=promote lets a challenger replace the champion only when it is no 
       """
       challenger version 2 refused; 'champion' stays on 1
       fact_agreement: 0.00 against 1.00 (-1.00, margin 0.00)
-      refused: worse than champion version 1 by more than the margin on fact_agreement
+      refused: worse than champion version 1 by more than the margin on answer_relevance, fact_agreement.
       """
     And "champion" is on version 1, version 2 is tagged "refused" and version 1 "kept"
     And the promote run holds a table of both answers to the 3 questions and a chart of the scores

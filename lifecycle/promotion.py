@@ -47,8 +47,10 @@ class Verdict:
 
 
 def score_means(metrics: Mapping[str, float]) -> dict[str, float]:
-    """``{"fact_agreement/mean": 0.8, ...}`` -> ``{"fact_agreement": 0.8}``; other aggregates are left out."""
-    return {name[: -len(MEAN)]: float(value) for name, value in metrics.items() if name.endswith(MEAN)}
+    """``{"fact_agreement/mean": 0.8, ...}`` -> ``{"fact_agreement": 0.8}``, by name; other aggregates are left out.
+    Sorted: MLflow lists its metrics in the order its scorer threads finished, and the verdict must read the same
+    every time."""
+    return {name[: -len(MEAN)]: float(metrics[name]) for name in sorted(metrics) if name.endswith(MEAN)}
 
 
 def unknown_margins(margins: Mapping[str, float], scores: set[str]) -> list[str]:
