@@ -10,9 +10,11 @@ seen (for the repetition penalty), each one's next position and next-token logit
 
 so a request joins at the next step instead of waiting for a whole batch to finish, and a finished or abandoned one
 frees its row at once: the last row moves into the freed slot (one row copied, not the batch). Each row keeps its
-own settings (greedy or sampling, temperature, top_p, repetition penalty, max_new_tokens): one request's parameters
-never change another's answer. The penalty applies to a row's own prompt and output only, never to padding, so an
-answer does not depend on what it was batched with.
+own settings (greedy or sampling, temperature, top_p, repetition penalty, max_new_tokens, grammar): one request's
+parameters never change another's answer, and nothing one row brings can fail another (``serving.sampling``). A row
+whose logits go non-finite, or whose grammar or streaming callback breaks, ends alone with ``Sequence.error``. The
+penalty applies to a row's own prompt and output only, never to padding, so an answer does not depend on what it
+was batched with.
 
 Every row ends at the same cache column. A newcomer's prompt is laid out so that it ends there too: [shared prefix]
 [padding][own tokens], or [padding][own tokens]. Positions count each row's own tokens, so padding changes nothing
@@ -30,6 +32,7 @@ import inspect
 
 import torch
 
+from serving import sampling
 from serving.engine import Sequence
 from serving.graphs import StepGraphs
 from serving.kvcache import KVCache, Window, additive_mask
@@ -281,51 +284,45 @@ class DecodeBatch:
 
     # ---- decoding ----
 
-    def _next_tokens(self) -> tuple[torch.Tensor, set[int]]:
-        """Each row's next token, and the rows whose grammar allows none (they end without one)."""
+    def _next_tokens(self) -> tuple[torch.Tensor, set[int], dict[int, str]]:
+        """Each row's next token (``serving.sampling``); the rows whose grammar allows none (they end without one);
+        the rows that must end with an error, and why. Whatever one row brings stays in that row."""
         rows = len(self.rows)
-        logits = self.logits[:rows]  # penalized in place: the next forward pass overwrites them
+        logits = self.logits[:rows]  # penalized and masked in place: the next forward pass overwrites them
         if self.penalizing:
-            row, token = self.seen[:rows].nonzero(as_tuple=True)  # ~100 a row: 7x cheaper than a dense pass at 64
-            seen, penalty = logits[row, token], self.penalty[row]
-            logits[row, token] = torch.where(seen < 0, seen * penalty, seen / penalty)
-        stuck = set()
+            sampling.penalize(logits, self.seen[:rows], self.penalty[:rows])
+        stuck, failed = set(), {}
         for i, seq in enumerate(self.rows):
-            if seq.constraint is not None:  # structured output: only what the row's grammar accepts next
+            if seq.constraint is None:
+                continue
+            try:  # structured output: only what the row's grammar accepts next
                 allowed = seq.constraint.allowed().to(self.device)
-                if allowed.any():
-                    logits[i].masked_fill_(~allowed, float("-inf"))
-                else:  # a grammar that accepts nothing more (a schema no value satisfies): the row ends here
-                    stuck.add(i)
-        chosen = logits.argmax(-1)
-        sampled = [i for i, s in enumerate(self.rows) if s.temperature > 0]
-        if sampled:
-            index = torch.tensor(sampled, device=self.device)
-            settings = [[self.rows[i].temperature, self.rows[i].top_p] for i in sampled]
-            temperature, top_p = torch.tensor(settings, device=self.device).T[:, :, None]
-            chosen[index] = _sample(logits[index], temperature, top_p)
-        return chosen, stuck
+            except Exception as exc:  # a matcher that breaks fails its own row
+                failed[i] = f"the response_format grammar failed: {exc}"
+                continue
+            if allowed.any():
+                logits[i].masked_fill_(~allowed, float("-inf"))
+            else:  # a grammar that accepts nothing more (a schema no value satisfies): the row ends here
+                stuck.add(i)
+        chosen, broken = sampling.choose(logits, self.rows, skip=stuck | failed.keys())
+        return chosen, stuck, {**failed, **broken}
 
     @torch.inference_mode()
     def step(self) -> list[Sequence]:
-        """Give every row its next token; retire the rows that finished; run the model once for the others.
-        Returns the sequences that finished in this step."""
+        """Give every row its next token; retire the rows that finished (or failed: their ``error`` says why); run
+        the model once for the others. Returns the sequences that finished in this step."""
         rows = len(self.rows)
-        chosen, stuck = self._next_tokens()
+        chosen, stuck, failed = self._next_tokens()
         if self.penalizing:
             self.seen[torch.arange(rows, device=self.device), chosen] = True
         finished = []
         for index, (seq, token) in enumerate(zip(self.rows, chosen.tolist(), strict=True)):
-            if token in self.eos_token_ids or index in stuck:
+            if index in failed:
+                seq.fail(failed[index])
+            elif token in self.eos_token_ids or index in stuck:
                 seq.finish_reason = "stop"
             else:
-                seq.tokens.append(token)
-                if seq.on_token:
-                    seq.on_token(token)
-                if seq.constraint is not None and seq.constraint.consume(token):
-                    seq.finish_reason = "stop"  # the JSON is complete: nothing may follow it
-                elif len(seq.tokens) >= seq.max_new_tokens:
-                    seq.finish_reason = "length"
+                _take(seq, token)
             if seq.finish_reason:
                 finished.append(seq)
         if finished:
@@ -352,11 +349,18 @@ class DecodeBatch:
         self.end = end + 1
 
 
-def _sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
-    """Temperature, then nucleus (top-p) filtering, then one draw per row."""
-    probs = torch.softmax(logits / temperature, dim=-1)
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
-    outside = sorted_probs.cumsum(-1) - sorted_probs > top_p  # tokens after the nucleus (the first always stays)
-    sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-    picks = torch.multinomial(sorted_probs, 1)
-    return order.gather(-1, picks).squeeze(-1)
+def _take(seq: Sequence, token: int) -> None:
+    """``token`` onto ``seq``: streamed to its caller, through its grammar, up to its limit. What fails here (a
+    caller's callback, a grammar) fails this row only."""
+    seq.tokens.append(token)
+    try:
+        if seq.on_token:
+            seq.on_token(token)
+        if seq.constraint is not None and seq.constraint.consume(token):
+            seq.finish_reason = "stop"  # the JSON is complete: nothing may follow it
+            return
+    except Exception as exc:
+        seq.fail(f"{type(exc).__name__}: {exc}")
+        return
+    if len(seq.tokens) >= seq.max_new_tokens:
+        seq.finish_reason = "length"

@@ -9,8 +9,10 @@
   before the next step, and its row goes to the next request.
 - ``submit`` awaits the whole answer. ``stream`` yields token ids as they are generated. Streams share the batch
   with everything else.
-- A failing prefill fails only the requests it was admitting. A failing step fails the rows of that batch. The
-  thread goes on either way, so the server keeps serving.
+- One row failing (``Sequence.error``: its logits went non-finite, its grammar or its caller's callback broke) fails
+  that request alone with ``GenerationFailed``. A prefill that fails is retried one request at a time, so only the
+  prompt that cannot be read fails. A failing forward pass of a decoding step fails the rows of that step. The
+  thread goes on in every case, so the server keeps serving.
 - ``when_idle`` gives the thread background work (the bfloat16 agreement check) that it advances one step at a
   time, only while no request is waiting or running: a request that arrives waits for one such step at most.
 """
@@ -39,9 +41,14 @@ class Sequence:
     top_p: float = 1.0
     repetition_penalty: float = 1.0
     tokens: list[int] = field(default_factory=list)
-    finish_reason: str | None = None  # "stop" (end-of-sequence token) or "length" (max_new_tokens reached)
+    finish_reason: str | None = None  # "stop" (end-of-sequence token), "length" (max_new_tokens) or "error"
+    error: str | None = None  # why this row, and only this row, failed (finish_reason "error")
     on_token: Callable[[int], None] | None = None  # called from the generation thread for each new token
     constraint: Any = None  # serving.structured.JsonConstraint: the tokens this row may take next (None: any)
+
+    def fail(self, reason: str) -> None:
+        """End this row with an error; the rest of the batch goes on."""
+        self.finish_reason, self.error = "error", reason
 
 
 class Batch(Protocol):
@@ -62,6 +69,10 @@ class Overloaded(RuntimeError):
 
 class ShuttingDown(RuntimeError):
     """The server is stopping; the request was not generated."""
+
+
+class GenerationFailed(RuntimeError):
+    """This request's row ended with an error (its ``Sequence.error``); the other rows of its batch went on."""
 
 
 @dataclass(eq=False)
@@ -256,8 +267,13 @@ class Batcher:
         started = time.perf_counter()
         try:
             self.batch.admit([job.seq for job in alive])
-        except Exception as exc:  # e.g. a prompt the model cannot take: fail these requests, not the batch
-            self._fail(alive, exc)
+        except Exception as exc:  # e.g. a prompt the model cannot take: fail that request, not its neighbours
+            self.batch.drop([job.seq for job in alive])  # those admitted before the failure leave again
+            if len(alive) == 1:
+                self._fail(alive, exc)
+            else:
+                for job in alive:  # one at a time: only the prompt that cannot be read fails
+                    self._admit([job])
             return
         elapsed = time.perf_counter() - started
         self.stats.prefills += 1
@@ -289,8 +305,12 @@ class Batcher:
         self.stats.tokens += sum(len(job.seq.tokens) for job in self._running) - before
         ended = {id(seq) for seq in finished}
         for job in self._running:
-            if id(job.seq) in ended:
+            if id(job.seq) not in ended:
+                continue
+            if job.seq.error is None:
                 job.finish(job.seq)
+            else:
+                self._fail([job], GenerationFailed(job.seq.error))
         self._set_running([job for job in self._running if id(job.seq) not in ended])
 
     def _set_running(self, jobs: list[Job]) -> None:

@@ -7,6 +7,8 @@ on the hub, which this machine cannot reach)."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -26,6 +28,11 @@ PENALTY = 1.1
 
 def alone(model, prompt_ids: list[int], max_new_tokens: int, eos: int, penalty: float = PENALTY) -> list[int]:
     """The answer transformers' generate() gives this prompt on its own (greedy), without the end token."""
+    return list(_alone(model, tuple(prompt_ids), max_new_tokens, eos, penalty))
+
+
+@functools.cache  # the same reference answers serve every test and both batch kinds
+def _alone(model, prompt_ids: tuple[int, ...], max_new_tokens: int, eos: int, penalty: float) -> tuple[int, ...]:
     ids = torch.tensor([prompt_ids])
     out = model.generate(
         input_ids=ids,
@@ -37,7 +44,7 @@ def alone(model, prompt_ids: list[int], max_new_tokens: int, eos: int, penalty: 
         pad_token_id=eos,
     )
     tokens = out[0, ids.shape[1] :].tolist()
-    return tokens[: tokens.index(eos)] if eos in tokens else tokens
+    return tuple(tokens[: tokens.index(eos)] if eos in tokens else tokens)
 
 
 def greedy(ids: list[int], max_new_tokens: int) -> Sequence:
@@ -249,3 +256,82 @@ def test_a_schema_the_engine_cannot_enforce_is_refused_with_its_reason(served, s
     grammars = Grammars.for_model(served)
     with pytest.raises(Unenforceable, match=reason):
         grammars.constraint(schema)
+
+
+class RefusesEverything:
+    """A grammar that allows no token at all (what a schema no value satisfies leaves)."""
+
+    def __init__(self, vocab_size: int) -> None:
+        self.vocab_size = vocab_size
+
+    def allowed(self) -> torch.Tensor:
+        return torch.zeros(self.vocab_size, dtype=torch.bool)
+
+    def consume(self, token: int) -> bool:  # pragma: no cover - a row with nothing allowed takes no token
+        raise AssertionError("a row whose grammar allows nothing took a token")
+
+
+class BrokenMatcher:
+    """A grammar whose matcher fails when asked what comes next."""
+
+    def allowed(self) -> torch.Tensor:
+        raise RuntimeError("matcher state lost")
+
+
+# Settings the schemas accept that once failed every row decoding beside them (torch.multinomial on inf/NaN)
+POISONS = {
+    "temperature 1e-300": {"temperature": 1e-300},
+    "temperature 2.39e-268": {"temperature": 2.391627137278296e-268},
+    "top_p 5e-324": {"temperature": 1.0, "top_p": 5e-324},
+    "temperature 1.5e-212, top_p 0.52, penalty 1.5": {
+        "temperature": 1.5e-212,
+        "top_p": 0.52,
+        "repetition_penalty": 1.5,
+    },
+    "penalty 0.5, temperature 2": {"temperature": 2.0, "repetition_penalty": 0.5},
+    "penalty 2, temperature 2": {"temperature": 2.0, "repetition_penalty": 2.0},
+    "penalty 0.5, greedy": {"repetition_penalty": 0.5},
+    "penalty 2, greedy": {"repetition_penalty": 2.0},
+}
+GREEDY_IN_PRACTICE = {  # the poisons whose settings can only pick the top token: they answer as greedy does
+    "temperature 1e-300": 1.0,
+    "temperature 2.39e-268": 1.0,
+    "top_p 5e-324": 1.0,
+    "temperature 1.5e-212, top_p 0.52, penalty 1.5": 1.5,
+    "penalty 0.5, greedy": 0.5,
+    "penalty 2, greedy": 2.0,
+}
+
+
+def test_no_row_can_fail_its_neighbours_or_change_their_answers(real, new_batch):
+    """Every poisonous setting the schemas allow, a grammar that allows nothing, a grammar that breaks and logits
+    that overflow (inf) or are NaN, each in its own row beside three plain rows: the plain rows get the answers they
+    get alone; settings that mean greedy answer greedily; only the broken rows fail, each with its reason."""
+    loaded, _, prompts = real
+    torch.manual_seed(0)
+    eos = loaded.tokenizer.eos_token_id
+    plain = [greedy(prompts[i], 12) for i in (0, 1, 2)]
+    poisoned = {name: Sequence(prompts[3], 12, **settings) for name, settings in POISONS.items()}
+    refused, broken = greedy(prompts[4], 12), greedy(prompts[4], 12)
+    refused.constraint, broken.constraint = RefusesEverything(loaded.model.config.vocab_size), BrokenMatcher()
+    overflowing, not_a_number = greedy(prompts[3], 12), greedy(prompts[3], 12)
+    rows = [plain[0], *poisoned.values(), plain[1], refused, broken, overflowing, not_a_number, plain[2]]
+    batch = new_batch()
+    batch.admit(rows)
+    with torch.inference_mode():  # as a model whose scores overflow leaves them after its forward pass
+        batch.logits[rows.index(overflowing), 7] = float("inf")
+        batch.logits[rows.index(not_a_number), 11] = float("nan")
+    while len(batch):
+        batch.step()
+
+    assert [s.tokens for s in plain] == [alone(loaded.model, prompts[i], 12, eos) for i in (0, 1, 2)]
+    for name, penalty in GREEDY_IN_PRACTICE.items():
+        assert poisoned[name].tokens == alone(loaded.model, prompts[3], 12, eos, penalty), name
+    vocab = loaded.model.config.vocab_size
+    for name, seq in poisoned.items():
+        assert seq.error is None and seq.finish_reason in {"stop", "length"}, (name, seq.error)
+        assert seq.tokens and all(0 <= t < vocab for t in seq.tokens), name
+    assert (refused.finish_reason, refused.tokens, refused.error) == ("stop", [], None)
+    assert broken.finish_reason == "error" and "grammar failed: matcher state lost" in broken.error
+    for seq in (overflowing, not_a_number):
+        assert seq.finish_reason == "error" and "not finite" in seq.error and seq.tokens == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import nn
 
-from serving import agreement, kernels
+from serving import agreement, kernels, sampling
 from serving.engine import Batcher
 from serving.graphs import column_bucket, row_bucket
 from serving.settings import Settings
@@ -125,3 +126,28 @@ def test_idle_work_advances_only_while_no_request_is_waiting_or_running():
     answer = asyncio.run(scenario())
     assert answer.tokens == [1, 2, 3]
     assert set(steps) == {0}  # never a step of idle work while a request had rows in the batch
+
+
+def test_sampling_settings_that_can_only_pick_the_top_token_are_greedy():
+    vocab = 49152
+    assert sampling.is_greedy(0.0, 1.0, vocab) and sampling.is_greedy(1e-300, 1.0, vocab)
+    assert sampling.is_greedy(1.0, 5e-324, vocab) and sampling.is_greedy(1.0, 0.99 / vocab, vocab)
+    assert not sampling.is_greedy(1e-5, 1.0, vocab) and not sampling.is_greedy(1.0, 1.01 / vocab, vocab)
+
+
+def test_one_rows_scores_never_reach_the_draw_of_the_others():
+    """Huge scores at the smallest sampling temperature, NaN, +inf, and a row masked to nothing, beside rows that
+    sample and a greedy row: the draw runs, the greedy row takes its top token, the broken rows are named."""
+    torch.manual_seed(0)
+    logits = torch.randn(6, 50)
+    logits[1, 3] = 3e38  # large enough that dividing by the temperature would overflow
+    logits[2, 4] = float("nan")
+    logits[3, 5] = float("inf")
+    logits[4] = float("-inf")
+    rows = [SimpleNamespace(temperature=t, top_p=p) for t, p in [(0, 1), (1e-5, 1), (1, 1), (1, 1), (1, 1), (2, 0.9)]]
+    chosen, failed = sampling.choose(logits.clone(), rows)
+    assert sorted(failed) == [2, 3, 4] and all("not finite" in reason for reason in failed.values())
+    assert chosen[0] == logits[0].argmax() and chosen[1] == 3
+    assert 0 <= chosen[5] < 50
+    _, skipped = sampling.choose(logits.clone(), rows, skip={4})
+    assert sorted(skipped) == [2, 3]  # a row that ends anyway is not reported

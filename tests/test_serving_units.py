@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from serving import protocol
-from serving.engine import Batcher, Overloaded, Sequence
+from serving.engine import Batcher, GenerationFailed, Overloaded, Sequence
 from serving.settings import Settings
 
 
@@ -66,8 +66,9 @@ def test_settings_from_environment():
 
 class StandInBatch:
     """Stands in for serving.decoding.DecodeBatch (same four calls), so scheduling is observable: each step gives
-    every row one token (its count); a row ends at its max_new_tokens. Prompt [666] fails at admission, [999] makes
-    a step fail. Each step takes a permit, so a test can hold the batch still."""
+    every row one token (its count); a row ends at its max_new_tokens. Prompt [666] fails at admission (with whatever
+    is admitted beside it), [999] makes a step fail, [777] is a row that fails alone (as a row whose logits went
+    non-finite does). Each step takes a permit, so a test can hold the batch still."""
 
     def __init__(self) -> None:
         self.rows: list[Sequence] = []
@@ -95,6 +96,9 @@ class StandInBatch:
             raise RuntimeError("the forward pass failed")
         self.sizes.append(len(self.rows))
         for row in self.rows:
+            if row.prompt_ids == [777]:
+                row.fail("this row's scores are not finite")
+                continue
             row.tokens.append(len(row.tokens) + 1)
             if row.on_token:
                 row.on_token(row.tokens[-1])
@@ -220,6 +224,31 @@ def test_a_prompt_that_cannot_be_admitted_fails_alone():
         return await running
 
     assert asyncio.run(with_batcher(batch, scenario, max_wait_ms=0)).tokens == [1, 2, 3]
+
+
+def test_a_row_that_fails_fails_its_own_request_only():
+    async def scenario(batcher):
+        jobs = [batcher.submit(request(p, max_new_tokens=4)) for p in (1, 777, 2)]
+        return await asyncio.gather(*jobs, return_exceptions=True), batcher.stats
+
+    (first, failed, second), stats = asyncio.run(with_batcher(StandInBatch(), scenario))
+    assert isinstance(failed, GenerationFailed) and "not finite" in str(failed)
+    assert first.tokens == second.tokens == [1, 2, 3, 4] and stats.failed == 1
+
+
+def test_a_prompt_that_cannot_be_read_fails_alone_in_a_burst():
+    """A burst is prefilled together; when that prefill fails, each request is admitted on its own, so only the
+    prompt that cannot be read fails."""
+    batch = StandInBatch()
+
+    async def scenario(batcher):
+        jobs = [batcher.submit(request(p)) for p in (1, 666, 2, 3)]
+        return await asyncio.gather(*jobs, return_exceptions=True)
+
+    results = asyncio.run(with_batcher(batch, scenario))
+    assert isinstance(results[1], ValueError) and "cannot read this prompt" in str(results[1])
+    assert [r.tokens for i, r in enumerate(results) if i != 1] == [[1, 2, 3]] * 3
+    assert batch.admissions == [[[1]], [[2]], [[3]]]
 
 
 def test_a_stream_yields_tokens_as_they_come_and_an_early_close_frees_the_row():
