@@ -119,6 +119,12 @@ Feature: The HTTP server answers questions about the registered model
     And the model info shows a batch of more than 1 request
     And /metrics counts 12 answered "/ask" requests and a batch size histogram
 
+  Scenario: No request's settings can fail the answers decoding beside it
+    Given a server for the registered model
+    When 6 greedy chat clients ask at once beside requests with a temperature of 1e-300, a top_p of 5e-324, repetition penalties of 0.5 and 2, and the /invocations params that once failed them all
+    Then every request answered 200, decoded side by side
+    And each greedy client got the answer it gets alone
+
   Scenario: A request that arrives mid-generation joins the running batch
     Given a server for the registered model
     When a short question arrives while a long answer is being generated

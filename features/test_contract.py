@@ -37,14 +37,21 @@ def running(limited_server) -> Server:
     return limited_server
 
 
-@when("schemathesis runs every check against its /openapi.json", target_fixture="contract_run")
-def run_schemathesis(server: Server, tmp_path) -> subprocess.CompletedProcess:
-    return schemathesis(server.base, tmp_path)
+@when(
+    parsers.parse("schemathesis runs every check, {examples:d} examples per operation, against its /openapi.json"),
+    target_fixture="contract_run",
+)
+def run_schemathesis(server: Server, tmp_path, examples) -> subprocess.CompletedProcess:
+    return schemathesis(server.base, tmp_path, examples=examples)
 
 
-@then("it finds no difference between the document and the server")
+@then(
+    "it finds no difference between the document and the server, and no valid request refused for a reason the "
+    "document does not state"
+)
 def no_difference(contract_run: subprocess.CompletedProcess):
     assert_no_difference(contract_run)
+    assert "refused_only_for_stated_reasons" not in contract_run.stdout  # our own check ran and found nothing
 
 
 @when("I read its /openapi.json", target_fixture="document")
@@ -82,6 +89,43 @@ def one_error_shape(document: dict):
     chat = document["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"]
     assert set(chat) == {"application/json", "text/event-stream"}
     assert "HTTPValidationError" not in document["components"]["schemas"]
+
+
+OVER_THE_LIMIT = "0" * 100  # within the 100 characters a question may have; a digit is a token, so over 64 tokens
+PROMPTS = {
+    "/ask": {"question": OVER_THE_LIMIT},
+    "/ask/batch": {"questions": ["What is Python?", OVER_THE_LIMIT]},
+    "/ask/stream": {"question": OVER_THE_LIMIT},
+    "/invocations": {"inputs": [OVER_THE_LIMIT]},
+    "/v1/chat/completions": {"messages": [{"role": "user", "content": OVER_THE_LIMIT}]},
+}
+
+
+@then(
+    parsers.parse(
+        "the {count:d} operations that read a prompt state a limit of {limit:d} tokens, and their 400 names "
+        "context_length_exceeded"
+    )
+)
+def limit_stated(document: dict, count, limit):
+    assert len(PROMPTS) == count
+    for path in PROMPTS:
+        operation = document["paths"][path]["post"]
+        assert f"at most **{limit} tokens**" in operation["description"], (path, operation.get("description"))
+        assert "type context_length_exceeded" in operation["responses"]["400"]["description"], path
+
+
+@then("a prompt over it gets 400 context_length_exceeded with its token count on each of them")
+def over_the_limit(server: Server, document: dict):
+    limit = int(document["paths"]["/ask"]["post"]["description"].split("at most **")[1].split()[0])
+    for path, body in PROMPTS.items():
+        response = server.post(path, json=body)
+        assert response.status_code == 400, (path, response.text)
+        (item,) = response.json()["detail"]
+        assert item["type"] == "context_length_exceeded", (path, item)
+        count = int(item["msg"].split("the prompt has ")[1].split()[0])
+        assert count > limit and f"at most {limit}" in item["msg"], (path, item)
+    assert server.post("/ask", json={"question": "What is Python?"}).status_code == 200  # and the server serves on
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import sys
+import threading
 import time
 
 import httpx
@@ -102,6 +103,74 @@ def clients_at_once(server, count):
 @then("every client got 200")
 def all_ok(responses):
     assert [r.status_code for r in responses] == [200] * len(responses), [r.text for r in responses]
+
+
+GREEDY_CHATS = [
+    "What is the capital of France?",
+    "Who wrote Romeo and Juliet?",
+    "What is Python?",
+    "How many days are there in a week?",
+    "What is photosynthesis?",
+    "Name a primary colour.",
+]
+POISONED = [  # valid by the schema; each once failed every answer decoding beside it
+    ("/ask", {"question": "0", "temperature": 2.391627137278296e-268, "max_new_tokens": 24}),
+    ("/ask", {"question": "What is MLflow?", "temperature": 1e-300, "max_new_tokens": 24}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "top_p": 5e-324, "temperature": 1}),
+    ("/invocations", {"inputs": ["What is AI?"], "params": {"temperature": 2, "repetition_penalty": 0.5}}),
+    ("/invocations", {"inputs": ["What is AI?"], "params": {"temperature": 2, "repetition_penalty": 2}}),
+    (
+        "/invocations",
+        {"inputs": ["What is AI?"], "params": {"temperature": 1.5e-212, "top_p": 0.52, "repetition_penalty": 1.5}},
+    ),
+]
+
+
+def greedy_chat(question: str) -> tuple[str, dict]:
+    return "/v1/chat/completions", {"messages": [{"role": "user", "content": question}], "max_tokens": 24}
+
+
+def chat_answer(response: httpx.Response) -> str:
+    assert response.status_code == 200, response.text
+    return response.json()["choices"][0]["message"]["content"]
+
+
+@when(
+    parsers.parse(
+        "{count:d} greedy chat clients ask at once beside requests with a temperature of 1e-300, a top_p of 5e-324, "
+        "repetition penalties of 0.5 and 2, and the /invocations params that once failed them all"
+    ),
+    target_fixture="side_by_side",
+)
+def poisoned_neighbours(server, count):
+    greedy = [greedy_chat(q) for q in GREEDY_CHATS[:count]]
+    before = server.get("/model/info").json()["stats"]["batch_sizes"]
+    requests = greedy + POISONED
+    start = threading.Barrier(len(requests))
+
+    def send(request):
+        start.wait()  # every client sends at the same moment
+        return server.post(request[0], json=request[1])
+
+    with concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
+        responses = list(pool.map(send, requests))
+    after = server.get("/model/info").json()["stats"]["batch_sizes"]
+    steps = {int(rows): n - before.get(rows, 0) for rows, n in after.items() if n > before.get(rows, 0)}
+    return {"greedy": greedy, "responses": responses, "steps": steps}
+
+
+@then("every request answered 200, decoded side by side")
+def all_answered_side_by_side(side_by_side):
+    responses = side_by_side["responses"]
+    assert [r.status_code for r in responses] == [200] * len(responses), [r.text for r in responses]
+    assert max(side_by_side["steps"]) >= len(GREEDY_CHATS), side_by_side["steps"]  # decoding steps they shared
+
+
+@then("each greedy client got the answer it gets alone")
+def same_as_alone(server, side_by_side):
+    together = [chat_answer(r) for r in side_by_side["responses"][: len(side_by_side["greedy"])]]
+    alone = [chat_answer(server.post(path, json=body)) for path, body in side_by_side["greedy"]]
+    assert together == alone
 
 
 @then("the model info shows a batch of more than 1 request")

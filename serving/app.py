@@ -27,14 +27,16 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from serving.docs import add_docs
+from serving.docs import add_docs, state_token_limit
 from serving.metrics import MetricsMiddleware
+from serving.requests import Refused
 from serving.routes import ask, invocations, operations, v1
 from serving.schemas import ErrorBody, ErrorItem, request_models
 from serving.settings import Settings
 from serving.state import ServingState, authorized
 
 ERROR_TYPES = {
+    400: "invalid_body",
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
@@ -48,8 +50,12 @@ ERROR_TYPES = {
 
 
 async def error_body(request: Request, exc: HTTPException) -> JSONResponse:
-    """An HTTPException's text in the one error shape every 4xx has (serving.schemas.ErrorBody)."""
-    item = ErrorItem(loc=["request"], msg=str(exc.detail), type=ERROR_TYPES.get(exc.status_code, "error"))
+    """An HTTPException's text in the one error shape every 4xx has (serving.schemas.ErrorBody); a ``Refused`` names
+    its own type and where in the body."""
+    if isinstance(exc, Refused):
+        item = ErrorItem(loc=exc.loc, msg=str(exc.detail), type=exc.type)
+    else:
+        item = ErrorItem(loc=["request"], msg=str(exc.detail), type=ERROR_TYPES.get(exc.status_code, "error"))
     return JSONResponse(ErrorBody(detail=[item]).model_dump(), status_code=exc.status_code, headers=exc.headers)
 
 
@@ -73,6 +79,7 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     add_docs(app)
+    state_token_limit(app, state.token_limit)
     app.add_exception_handler(HTTPException, error_body)
     app.state.serving = state
     protected = [Depends(authorized)]

@@ -1,14 +1,22 @@
 """Swagger UI at /docs with no internet: its script, style and icon come from this server, out of the pinned
 ``fastapi-swagger`` package (Swagger UI's own distribution files, released with each Swagger UI version), not from a
 public CDN, so the page renders on an air-gapped host and in the exported container. /redoc is not offered: ReDoc
-would need a CDN or another vendored bundle, and /docs already shows and tries every operation."""
+would need a CDN or another vendored bundle, and /docs already shows and tries every operation.
+
+``state_token_limit`` writes the token limit into the description of every operation whose body becomes a prompt,
+where a reader of /docs looks first: the limit is the model's (or the server's lower one), known once it has loaded,
+so /openapi.json is made again once then."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+
+from serving.schemas import PROMPTED, token_limit_text
 
 ASSETS = "/docs/assets"
 ASSET_PACKAGE = ("fastapi_swagger", "resources")
@@ -30,3 +38,27 @@ def add_docs(app: FastAPI) -> None:
             swagger_favicon_url=f"{root}{ASSETS}/favicon-32x32.png",
             swagger_ui_parameters=UI_PARAMETERS,
         )
+
+
+TokenLimit = tuple[int | None, int | None, int]  # (max input tokens, the model's context, max_new_tokens cap)
+
+
+def state_token_limit(app: FastAPI, limit: Callable[[], TokenLimit]) -> None:
+    """/openapi.json states ``limit()`` in the description of every operation in ``PROMPTED``: a document per limit
+    (one before the model has loaded, one after), each made once."""
+    made: dict[TokenLimit, dict] = {}
+    generate = app.openapi
+
+    def openapi() -> dict:
+        known = limit()
+        if known not in made:
+            app.openapi_schema = None  # FastAPI's cache: generate afresh, then keep it here
+            document = generate()
+            text = token_limit_text(*known)
+            for path in PROMPTED:
+                operation = document["paths"][path]["post"]
+                operation["description"] = "\n\n".join(filter(None, [operation.get("description"), text]))
+            made[known] = document
+        return made[known]
+
+    app.openapi = openapi

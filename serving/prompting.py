@@ -79,7 +79,8 @@ class Prompter:
         ids = self.encode(prompt)
         if len(ids) > self.max_input_tokens:
             raise PromptTooLong(
-                f"the prompt has {len(ids)} tokens; this server accepts at most {self.max_input_tokens}"
+                f"the prompt has {len(ids)} tokens; this server accepts at most {self.max_input_tokens}: shorten the "
+                "input (the template and system message count too)"
             )
         wanted = len(ids) + settings["max_new_tokens"]
         if self.context and wanted > self.context:

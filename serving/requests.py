@@ -1,6 +1,11 @@
 """The one path a request takes to an answer: generation settings checked against the model's defaults and the
 server's limits, questions checked, prompts encoded, the batcher (429 at once on a full queue, 504 past the
-request timeout), streams, and a client that disconnects freeing its place. Every route goes through here."""
+request timeout), streams, and a client that disconnects freeing its place. Every route goes through here.
+
+Refusals a schema cannot state carry a stable ``type`` in the error body (``Refused``): a prompt over the token limit
+is 400 ``context_length_exceeded`` (as OpenAI answers it: the body is well formed, so not 422, and the client must
+shorten it, so not a retry), a response_format the grammar engine cannot enforce 400 ``unenforceable_schema``, and an
+answer whose own decoding failed 500 ``generation_failed`` (the other requests of its batch are not affected)."""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from fastapi.responses import StreamingResponse
 
 from core import generation
 from core.generation import merge_settings
-from serving.engine import Overloaded, Sequence, ShuttingDown
+from serving.engine import GenerationFailed, Overloaded, Sequence, ShuttingDown
 from serving.prompting import PromptTooLong, TextStream
 from serving.schemas import QUESTION_PATTERN, AskResponse
 from serving.state import ServingState
@@ -23,6 +28,17 @@ from serving.structured import Unenforceable
 
 QUESTION = re.compile(QUESTION_PATTERN)  # what the schemas say a question needs (/invocations is checked here too)
 ASCII_WHITESPACE = " \t\n\r\f\v"
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+UNENFORCEABLE_SCHEMA = "unenforceable_schema"
+GENERATION_FAILED = "generation_failed"
+
+
+class Refused(HTTPException):
+    """An HTTP error with its own stable ``type`` and the part of the body it is about (``loc``)."""
+
+    def __init__(self, status: int, message: str, type_: str, loc: tuple[str | int, ...] = ("request",)) -> None:
+        super().__init__(status, message)
+        self.type, self.loc = type_, list(loc)
 
 
 def settings_for(state: ServingState, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -60,12 +76,15 @@ def check_questions(state: ServingState, questions: list[str]) -> list[str]:
     return cleaned
 
 
-def sequence_for(state: ServingState, prompt: str, settings: dict[str, Any]) -> Sequence:
-    """A generation request for a rendered prompt; 422 when it does not fit the model's limits."""
+def sequence_for(
+    state: ServingState, prompt: str, settings: dict[str, Any], loc: tuple[str, ...] = ("body",)
+) -> Sequence:
+    """A generation request for a rendered prompt; 400 ``context_length_exceeded`` when it does not fit the token
+    limit (``loc``: the part of the body that brought the prompt)."""
     try:
         return state.prompter.sequence(prompt, settings)
     except PromptTooLong as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise Refused(400, str(exc), CONTEXT_LENGTH_EXCEEDED, loc) from None
 
 
 def constrained(state: ServingState, seq: Sequence, schema: dict[str, Any] | None) -> Sequence:
@@ -74,7 +93,8 @@ def constrained(state: ServingState, seq: Sequence, schema: dict[str, Any] | Non
         try:
             seq.constraint = state.grammars.constraint(schema)
         except Unenforceable as exc:
-            raise HTTPException(400, f"response_format: this server cannot enforce that JSON schema: {exc}") from None
+            message = f"response_format: this server cannot enforce that JSON schema: {exc}"
+            raise Refused(400, message, UNENFORCEABLE_SCHEMA, ("body", "response_format")) from None
     return seq
 
 
@@ -92,6 +112,17 @@ async def generate(state: ServingState, seq: Sequence) -> Sequence:
         raise _busy(exc) from None
     except TimeoutError:
         raise HTTPException(504, f"no answer within {state.settings.request_timeout_s} s") from None
+    except GenerationFailed as exc:
+        raise failed(exc) from None
+
+
+def failed(exc: GenerationFailed) -> Refused:
+    return Refused(500, f"this answer failed while it was generated: {exc}", GENERATION_FAILED)
+
+
+def stream_error(exc: GenerationFailed) -> dict[str, Any]:
+    """The event that ends a stream whose answer failed after its 200 was sent (OpenAI's shape: ``error``)."""
+    return {"error": {"message": failed(exc).detail, "type": GENERATION_FAILED}}
 
 
 def stream_text(state: ServingState, seq: Sequence):

@@ -3,9 +3,10 @@
 Requests are strict: a wrong type is refused, never coerced (``"0.5"`` is not a number, ``1`` is not a boolean).
 Every limit the server enforces on a body is in its schema, read from the server's settings
 (``request_models(settings)``): the question's length, the max_new_tokens cap, the batch size, the template's form.
-What a schema cannot say, the operation's description does: a prompt longer than the model takes (its token limit)
-is refused with 422. Every 4xx has one body shape, ``ErrorBody``: FastAPI's validation-error shape, a list of
-``{loc, msg, type}``.
+What a schema cannot say, the operation's description does (``token_limit_text``, filled in by ``serving.docs`` once
+the model has loaded): a prompt over the token limit is refused with 400 ``context_length_exceeded``. Every error has
+one body shape, ``ErrorBody``: FastAPI's validation-error shape, a list of ``{loc, msg, type}``, where ``type`` is a
+stable code a client can act on.
 """
 
 # no `from __future__ import annotations`: the request models are built in a function, from its local types
@@ -90,20 +91,31 @@ class ErrorBody(BaseModel):
     detail: list[ErrorItem]
 
 
+PROMPT_TOO_LONG = (
+    "type context_length_exceeded: the prompt is over the token limit stated in this operation's description; "
+    "shorten it (or lower max_new_tokens)"
+)
+INVALID_BODY = "type invalid_body: the body is not JSON at all (undecodable bytes)"
+UNENFORCEABLE = "type unenforceable_schema: response_format holds a JSON schema the server cannot enforce, and why"
 ERROR_DESCRIPTIONS = {
-    400: "the body is not JSON at all (undecodable bytes)",
+    400: f"{PROMPT_TOO_LONG}; or {INVALID_BODY}",
     401: "the server has an API key and the request lacks it (Authorization: Bearer <key> or X-API-Key)",
     415: "the body is not application/json",
-    422: "the body breaks the schema, or its prompt is longer than the model takes",
+    422: "the body breaks the schema: detail says where and what is allowed",
     429: "the queue is full: retry after Retry-After seconds",
+    500: "type generation_failed: this answer's decoding failed (its scores went non-finite); other requests are not "
+    "affected, and a retry may succeed",
     503: "the model is not loaded yet (or failed to load): retry after Retry-After seconds",
     504: "no answer within the server's request timeout",
 }
+CHAT_DESCRIPTIONS = {400: f"{PROMPT_TOO_LONG}; or {UNENFORCEABLE}; or {INVALID_BODY}"}
 
 
-def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """The ``responses=`` of an operation that may answer these error codes, each with ``ErrorBody``."""
-    return {code: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[code]} for code in codes}
+def errors(*codes: int, described: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of an operation that may answer these error codes, each with ``ErrorBody``; ``described``
+    replaces the usual description of some."""
+    texts = {**ERROR_DESCRIPTIONS, **(described or {})}
+    return {code: {"model": ErrorBody, "description": texts[code]} for code in codes}
 
 
 def json_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -113,7 +125,28 @@ def json_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"content": body, "description": ERROR_DESCRIPTIONS[code]} for code in codes}
 
 
-GENERATION_ERRORS = errors(400, 401, 422, 429, 503, 504)
+GENERATING = (400, 401, 422, 429, 500, 503, 504)
+GENERATION_ERRORS = errors(*GENERATING)
+CHAT_ERRORS = errors(*GENERATING, described=CHAT_DESCRIPTIONS)
+# the operations whose body becomes a prompt: their descriptions state the token limit (serving.docs)
+PROMPTED = ("/ask", "/ask/batch", "/ask/stream", "/invocations", "/v1/chat/completions")
+
+
+def token_limit_text(max_input_tokens: int | None, context: int | None, cap: int) -> str:
+    """What an operation's description says of the token limit: the numbers once the model has loaded."""
+    if max_input_tokens is None:
+        return (
+            "**Token limit.** The prompt may have at most the model's token limit, stated here once the model has "
+            "loaded (and in /model/info); over it, the answer is 400 with type context_length_exceeded."
+        )
+    window = f" and, with max_new_tokens, the model's context of {context} tokens" if context else ""
+    return (
+        f"**Token limit.** The prompt may have at most **{max_input_tokens} tokens**{window}: the question in the "
+        "model's template with its system message (for a chat, every message in the chat template). Over it, the "
+        "answer is 400 with type context_length_exceeded and the prompt's count. Characters are not tokens: a word "
+        f"is about one token, a digit or a character of a non-Latin script one or more. max_new_tokens is at most "
+        f"{cap}."
+    )
 
 
 # --- responses ---
@@ -157,6 +190,10 @@ class ModelInfo(BaseModel):
     )
     parameters: int
     generation_defaults: dict[str, Any]
+    limits: dict[str, int | None] = Field(
+        description="max_input_tokens (prompt tokens a request may bring), context_window (the model's positions), "
+        "max_new_tokens_cap"
+    )
     batching: dict[str, Any]
     stats: dict[str, Any]
 

@@ -31,6 +31,9 @@ class Settings(BaseModel):
     max_queue: int = Field(64, ge=1, description="queued requests beyond which new ones get 429")
     request_timeout_s: float = Field(120.0, gt=0, description="a request still waiting after this answers 504")
     max_question_chars: int = Field(2000, ge=1)
+    max_input_tokens: int | None = Field(
+        None, ge=1, description="prompt tokens a request may bring; default: the model's own limit (may only lower it)"
+    )
     max_new_tokens_cap: int = Field(MAX_NEW_TOKENS_CAP, ge=1, le=MAX_NEW_TOKENS_CAP, description="may only lower it")
     max_batch_questions: int = Field(32, ge=1, description="questions in one /ask/batch or /invocations call")
     max_chat_messages: int = Field(16, ge=1, description="messages in one /v1/chat/completions call")

@@ -48,13 +48,20 @@ class ServingState:
     def ready(self) -> bool:
         return self.batcher is not None
 
+    def token_limit(self) -> tuple[int | None, int | None, int]:
+        """(the prompt tokens a request may bring, the model's context, the max_new_tokens cap); the first two are
+        None until the model has loaded."""
+        prompter, cap = self.prompter, self.settings.max_new_tokens_cap
+        return (prompter.max_input_tokens, prompter.context, cap) if prompter else (None, None, cap)
+
     def _load_blocking(self) -> tuple[Any, Any, Prompter, DecodeBatch]:
         from serving.decoding import DecodeBatch
         from serving.loader import load, resolved
 
         s = self.settings
         with resolved(s.model_uri) as spec:
-            spec = replace(spec, dtype=s.dtype or spec.dtype)
+            limit = min(s.max_input_tokens or spec.max_input_tokens, spec.max_input_tokens)  # the setting only lowers
+            spec = replace(spec, dtype=s.dtype or spec.dtype, max_input_tokens=limit)
             loaded = load(spec, s.device)
             if spec.dtype == "bfloat16" and spec.eval_questions:  # the folder is readable inside `with` only
                 self.reference = load(replace(spec, dtype="float32"), s.device)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
 
+from serving.engine import GenerationFailed
 from serving.requests import (
     EventStream,
     answer_all,
@@ -16,6 +17,7 @@ from serving.requests import (
     sequence_for,
     settings_for,
     sse,
+    stream_error,
     stream_text,
 )
 from serving.schemas import EVENT_STREAM, GENERATION_ERRORS, AskResponse, BatchResponse, RequestModels, json_errors
@@ -40,7 +42,7 @@ def build(models: RequestModels) -> APIRouter:
         "/ask/stream",
         response_class=EventStream,
         responses={
-            200: {"content": EVENT_STREAM, "description": "tokens as they come"},
+            200: {"content": EVENT_STREAM, "description": "tokens as they come; an {error} event if the answer fails"},
             **json_errors(400, 401, 422, 429, 503),
         },
     )
@@ -48,13 +50,17 @@ def build(models: RequestModels) -> APIRouter:
         settings = settings_for(st, body.model_dump(exclude={"question", "prompt_template"}))
         question = check_questions(st, [body.question])[0]
         prompt = st.prompter.render(question, check_template(body.prompt_template))
-        job, pieces = stream_text(st, sequence_for(st, prompt, settings))
+        job, pieces = stream_text(st, sequence_for(st, prompt, settings, ("body", "question")))
 
         async def events() -> AsyncIterator[str]:
             text = ""
-            async for piece in pieces:
-                text += piece
-                yield sse({"token": piece})
+            try:
+                async for piece in pieces:
+                    text += piece
+                    yield sse({"token": piece})
+            except GenerationFailed as exc:
+                yield sse(stream_error(exc))
+                return
             yield sse({"done": True, "tokens": len(job.seq.tokens), "answer": text.strip()})
 
         return EventStream(events())

@@ -51,6 +51,7 @@ async def model_info(st: Ready) -> ModelInfo:
         dtype_agreement=st.agreement,
         parameters=kernels.parameters(model),
         generation_defaults=spec.generation,
+        limits=dict(zip(("max_input_tokens", "context_window", "max_new_tokens_cap"), st.token_limit(), strict=True)),
         batching={
             "mode": "continuous (requests join and leave the batch at every decoding step)",
             "shared_prefix_tokens": [len(ids) for ids, _ in batch.prefixes],

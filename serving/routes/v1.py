@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
 
+from serving.engine import GenerationFailed
 from serving.requests import (
     EventStream,
     constrained,
@@ -21,12 +22,13 @@ from serving.requests import (
     sequence_for,
     settings_for,
     sse,
+    stream_error,
     stream_text,
     unless_disconnected,
 )
 from serving.schemas import (
+    CHAT_ERRORS,
     EVENT_STREAM,
-    GENERATION_ERRORS,
     AssistantMessage,
     ChatCompletion,
     Choice,
@@ -53,7 +55,10 @@ def build(models: RequestModels) -> APIRouter:
     @router.post(
         "/v1/chat/completions",
         response_model=ChatCompletion,
-        responses={200: {"content": EVENT_STREAM, "description": "with stream: true, chunks"}, **GENERATION_ERRORS},
+        responses={
+            200: {"content": EVENT_STREAM, "description": "with stream: true, chunks (an {error} event if it fails)"},
+            **CHAT_ERRORS,
+        },
     )
     async def chat_completions(body: Chat, st: Ready, request: Request):
         schema = requested_schema(body.response_format.model_dump(by_alias=True) if body.response_format else None)
@@ -62,7 +67,7 @@ def build(models: RequestModels) -> APIRouter:
             limit = st.settings.max_new_tokens_cap  # a JSON answer must be complete to parse: the longest allowed
         settings = settings_for(st, {"max_new_tokens": limit, "temperature": body.temperature, "top_p": body.top_p})
         prompt = st.prompter.render_messages([m.model_dump() for m in body.messages])
-        seq = constrained(st, sequence_for(st, prompt, settings), schema)
+        seq = constrained(st, sequence_for(st, prompt, settings, ("body", "messages")), schema)
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": st.model_id}
         if not body.stream:
             out = await unless_disconnected(request, generate(st, seq))
@@ -88,8 +93,12 @@ def build(models: RequestModels) -> APIRouter:
         async def events() -> AsyncIterator[str]:
             chunk = {**head, "object": "chat.completion.chunk"}
             yield sse({**chunk, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
-            async for piece in pieces:
-                yield sse({**chunk, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+            try:
+                async for piece in pieces:
+                    yield sse({**chunk, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+            except GenerationFailed as exc:
+                yield sse(stream_error(exc))
+                return
             yield sse({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": job.seq.finish_reason}]})
             yield sse("[DONE]")
 
