@@ -90,6 +90,9 @@ def _serving_json(spec: ServingSpec, dtype: str) -> dict:
         "version": spec.version,
         "alias": spec.alias,
         "run_id": spec.run_id,
+        "experiment_id": spec.experiment_id,  # where the container's traces go by default (SERVING_TRACES_URL)
+        "prompt_name": spec.prompt_name,
+        "prompt_version": spec.prompt_version,
         "source_uri": spec.source_uri,
         "chat_format": spec.chat_format,
         "dtype": "bfloat16" if dtype == BF16 else spec.dtype,

@@ -291,11 +291,13 @@ class Server:
             self.proc.wait(timeout=30)
 
 
-def launch(command, env: dict[str, str], log: Path, timeout_s: float, cwd: Path = ROOT) -> Server:
-    """Start ``command(port)`` on a free loopback port; return once its /health answers 200 (the first answer, 503
-    while loading perhaps, is kept)."""
-    port = free_port()
-    with log.open("w") as out:
+def launch(
+    command, env: dict[str, str], log: Path, timeout_s: float, cwd: Path = ROOT, port: int | None = None
+) -> Server:
+    """Start ``command(port)`` on a free loopback port (or on ``port``); return once its /health answers 200 (the
+    first answer, 503 while loading perhaps, is kept)."""
+    port = port or free_port()
+    with log.open("a") as out:
         proc = subprocess.Popen(
             command(port), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )

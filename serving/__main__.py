@@ -24,6 +24,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: cuda when available")
     parser.add_argument(
+        "--traces-url",
+        help="export a trace of every answer to this MLflow tracking server or OTLP/HTTP collector (env "
+        "SERVING_TRACES_URL; the experiment: SERVING_TRACES_EXPERIMENT_ID, default the model's run's)",
+    )
+    parser.add_argument(
         "--check",
         action="store_true",
         help="load the model, answer one short question through the batcher, exit 0 (a smoke test; no HTTP)",
@@ -34,7 +39,12 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         settings = Settings.from_env(
-            model_uri=args.model_uri, host=args.host, port=args.port, dtype=args.dtype, device=args.device
+            model_uri=args.model_uri,
+            host=args.host,
+            port=args.port,
+            dtype=args.dtype,
+            device=args.device,
+            traces_url=args.traces_url,
         )
     except ValidationError as exc:
         parser.error(f"{exc}\nGive --model-uri or set MLFLOW_MODEL_URI.")

@@ -31,9 +31,10 @@ from serving.docs import add_docs, state_token_limit
 from serving.metrics import MetricsMiddleware
 from serving.requests import Refused
 from serving.routes import ask, invocations, operations, v1
-from serving.schemas import ErrorBody, ErrorItem, request_models
+from serving.schemas import PROMPTED, ErrorBody, ErrorItem, request_models
 from serving.settings import Settings
 from serving.state import ServingState, authorized
+from serving.tracing import TracingMiddleware
 
 ERROR_TYPES = {
     400: "invalid_body",
@@ -69,6 +70,8 @@ def create_app(settings: Settings) -> FastAPI:
         loading.cancel()
         if state.batcher:
             await state.batcher.stop()
+        if state.tracing:
+            await asyncio.to_thread(state.tracing.shutdown)  # what is still queued is sent, for at most 10 s
 
     app = FastAPI(
         title="LLM lifecycle server",
@@ -87,6 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
     models = request_models(settings)
     for area in (ask, invocations, v1):
         app.include_router(area.build(models), dependencies=protected)
+    app.add_middleware(TracingMiddleware, tracing=lambda: state.tracing, paths=PROMPTED)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     if settings.cors_origins:
         app.add_middleware(

@@ -45,6 +45,11 @@ class Sequence:
     error: str | None = None  # why this row, and only this row, failed (finish_reason "error")
     on_token: Callable[[int], None] | None = None  # called from the generation thread for each new token
     constraint: Any = None  # serving.structured.JsonConstraint: the tokens this row may take next (None: any)
+    # wall-clock times (ns) the engine records, for the request's trace: queued, given a row, first token, ended
+    queued_ns: int | None = None
+    admitted_ns: int | None = None
+    first_token_ns: int | None = None
+    finished_ns: int | None = None
 
     def fail(self, reason: str) -> None:
         """End this row with an error; the rest of the batch goes on."""
@@ -194,6 +199,7 @@ class Batcher:
             if len(self._waiting) >= self.max_queue:
                 self.stats.rejected += 1
                 raise Overloaded(f"{self.max_queue} requests are already waiting")
+            seq.queued_ns = time.time_ns()
             self._waiting.append(job)
             self.stats.requests += 1
             self._cond.notify()
@@ -276,6 +282,9 @@ class Batcher:
                     self._admit([job])
             return
         elapsed = time.perf_counter() - started
+        admitted = time.time_ns()
+        for job in alive:
+            job.seq.admitted_ns = admitted
         self.stats.prefills += 1
         self.stats.prefill_s += elapsed
         self.stats.generate_s += elapsed
@@ -304,13 +313,18 @@ class Batcher:
         self.stats.batch_sizes[rows] += 1
         self.stats.tokens += sum(len(job.seq.tokens) for job in self._running) - before
         ended = {id(seq) for seq in finished}
+        now = time.time_ns()
         for job in self._running:
-            if id(job.seq) not in ended:
+            seq = job.seq
+            if seq.first_token_ns is None and (seq.tokens or id(seq) in ended):
+                seq.first_token_ns = now
+            if id(seq) not in ended:
                 continue
-            if job.seq.error is None:
-                job.finish(job.seq)
+            seq.finished_ns = now
+            if seq.error is None:
+                job.finish(seq)
             else:
-                self._fail([job], GenerationFailed(job.seq.error))
+                self._fail([job], GenerationFailed(seq.error))
         self._set_running([job for job in self._running if id(job.seq) not in ended])
 
     def _set_running(self, jobs: list[Job]) -> None:

@@ -41,6 +41,9 @@ class ServingSpec:
     version: str | None = None
     alias: str | None = None
     run_id: str | None = None
+    experiment_id: str | None = None  # the experiment of the run that logged the model, where its traces go
+    prompt_name: str | None = None
+    prompt_version: str | None = None
     source_uri: str = ""
     eval_questions: list[str] = field(default_factory=list)  # the evaluation questions it was deployed with
 
@@ -56,6 +59,8 @@ def _from_config(folder: Path, config: dict, **info) -> ServingSpec:
         template=config.get("template") or generation.FALLBACK_TEMPLATE,
         generation={**generation.FALLBACK_GENERATION, **(config.get("generation") or {})},
         eval_questions=list(config.get("eval_questions") or []),
+        prompt_name=config.get("prompt_name"),
+        prompt_version=None if config.get("prompt_version") is None else str(config["prompt_version"]),
         **info,
     )
 
@@ -103,7 +108,7 @@ def from_folder(folder: Path, **info) -> ServingSpec:
         raise ModelLoadError(f"refusing to serve {folder}: {exc}. Re-export the model or restore the file.") from None
     config_file = folder / SERVING_JSON
     config = json.loads(config_file.read_text()) if config_file.exists() else {}
-    described = {key: config.get(key) for key in ("version", "alias", "run_id")}
+    described = {key: config.get(key) for key in ("version", "alias", "run_id", "experiment_id")}
     return _from_config(folder, config, name=config.get("name") or folder.name, **described, **info)
 
 
@@ -119,7 +124,8 @@ def _registry_info(uri: str) -> dict:
     name, alias, version = match["name"], match["alias"], match["version"]
     client = MlflowClient()
     mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
-    return {"name": name, "alias": alias, "version": str(mv.version), "run_id": mv.run_id}
+    experiment = client.get_run(mv.run_id).info.experiment_id if mv.run_id else None
+    return {"name": name, "alias": alias, "version": str(mv.version), "run_id": mv.run_id, "experiment_id": experiment}
 
 
 @contextlib.contextmanager

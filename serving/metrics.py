@@ -3,7 +3,8 @@
 Series: serving_requests_total{path,status}, serving_request_duration_seconds (histogram per path),
 serving_queue_depth, serving_running_requests, serving_decode_steps_total, serving_batch_size (histogram of the rows in
 each decoding step), serving_rejected_total, serving_abandoned_total, serving_tokens_generated_total,
-serving_generation_tokens_per_second.
+serving_generation_tokens_per_second; with traces on, serving_trace_spans_total{outcome=exported|failed|dropped} and
+serving_trace_queue_spans.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Metrics:
         self.requests[(path, status)] += 1
         self.latency[path].observe(seconds)
 
-    def render(self, stats, queue_depth: int) -> str:
+    def render(self, stats, queue_depth: int, traces: dict[str, int] | None = None) -> str:
         lines = ["# TYPE serving_requests_total counter"]
         for (path, status), count in sorted(self.requests.items()):
             lines.append(f'serving_requests_total{{path="{path}",status="{status}"}} {count}')
@@ -69,6 +70,11 @@ class Metrics:
             ("serving_generation_tokens_per_second", "gauge", round(stats.tokens_per_s, 3) if stats else 0.0),
         ):
             lines += [f"# TYPE {name} {kind}", f"{name} {value}"]
+        if traces is not None:  # spans of the answers' traces (serving.tracing): exported, failed, dropped; queued
+            lines.append("# TYPE serving_trace_spans_total counter")
+            outcomes = ("exported", "failed", "dropped")
+            lines += [f'serving_trace_spans_total{{outcome="{k}"}} {traces[k]}' for k in outcomes]
+            lines += ["# TYPE serving_trace_queue_spans gauge", f"serving_trace_queue_spans {traces['queued']}"]
         return "\n".join(lines) + "\n"
 
 

@@ -25,6 +25,7 @@ from serving.prompting import PromptTooLong, TextStream
 from serving.schemas import QUESTION_PATTERN, AskResponse
 from serving.state import ServingState
 from serving.structured import Unenforceable
+from serving.tracing import current as current_trace
 
 QUESTION = re.compile(QUESTION_PATTERN)  # what the schemas say a question needs (/invocations is checked here too)
 ASCII_WHITESPACE = " \t\n\r\f\v"
@@ -145,12 +146,16 @@ def stream_text(state: ServingState, seq: Sequence):
 async def _answer(state: ServingState, question: str, seq: Sequence) -> AskResponse:
     started = time.perf_counter()
     out = await generate(state, seq)
+    answer = state.prompter.decode(out.tokens).strip()
+    trace = current_trace()
+    trace.answer({"question": question}, out, answer)
     return AskResponse(
         question=question,
-        answer=state.prompter.decode(out.tokens).strip(),
+        answer=answer,
         tokens=len(out.tokens),
         latency_s=time.perf_counter() - started,
         model_version=state.spec.version,
+        trace_id=trace.trace_id,
     )
 
 
@@ -181,13 +186,18 @@ async def answer_all(
     state: ServingState, questions: list[str], overrides: dict[str, Any], request: Request | None = None
 ) -> list[AskResponse]:
     overrides = dict(overrides)
+    trace = current_trace()
+    trace.inputs({"question": questions[0]} if len(questions) == 1 else {"questions": questions})
     template = check_template(overrides.pop("prompt_template", None))
     settings = settings_for(state, overrides)
+    trace.settings(settings)
     questions = check_questions(state, questions)
     seqs = [sequence_for(state, state.prompter.render(q, template), settings) for q in questions]  # all valid first
     tasks = [asyncio.ensure_future(_answer(state, q, seq)) for q, seq in zip(questions, seqs, strict=True)]
     try:
-        return list(await unless_disconnected(request, asyncio.gather(*tasks)))
+        answers = list(await unless_disconnected(request, asyncio.gather(*tasks)))
+        trace.outputs(answers[0].answer if len(answers) == 1 else [a.answer for a in answers])
+        return answers
     finally:
         for task in tasks:
             task.cancel()  # one failed or the client left: free the others' slots

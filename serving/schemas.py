@@ -158,6 +158,7 @@ class AskResponse(BaseModel):
     tokens: int = Field(description="tokens generated")
     latency_s: float
     model_version: str | None
+    trace_id: str | None = Field(None, description="the answer's trace (X-Trace-Id), when the server records traces")
 
 
 class BatchResponse(BaseModel):

@@ -39,6 +39,14 @@ class Settings(BaseModel):
     max_chat_messages: int = Field(16, ge=1, description="messages in one /v1/chat/completions call")
     cors_origins: list[str] = Field(default_factory=list)
     api_key: SecretStr | None = None
+    traces_url: str | None = Field(
+        None, description="an MLflow tracking server (or any OTLP/HTTP collector): every answer is exported as a trace"
+    )
+    traces_experiment_id: str | None = Field(
+        None, description="the experiment traces go to; default: the experiment of the run that logged the model"
+    )
+    trace_sample: float = Field(1.0, ge=0, le=1, description="the share of requests traced")
+    trace_content: bool = Field(True, description="false: traces hold no question, message or answer text")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:

@@ -36,6 +36,7 @@ class ServingState:
         self.agreement: dict[str, Any] | None = None  # bfloat16 against float32, when serving bfloat16
         self.reference = None  # the float32 model that agreement is measured against, until it has answered
         self.metrics = Metrics()
+        self.tracing = None  # serving.tracing.Tracing, once loaded, when settings.traces_url is set
         self.loaded_at = 0
         self.on_failure = lambda: None  # called once loading failed (python -m serving stops the server then)
 
@@ -98,6 +99,15 @@ class ServingState:
             log.error("model %s failed to load: %s", self.settings.model_uri, self.error)
             self.on_failure()
             return
+        try:
+            self.tracing = self._tracing()
+        except ValueError as exc:
+            self.error = str(exc)
+            log.error("%s", self.error)
+            self.batcher.request_stop()
+            self.batcher = None
+            self.on_failure()
+            return
         from serving.structured import Grammars
 
         self.grammars = Grammars.for_model(self.loaded)
@@ -105,6 +115,26 @@ class ServingState:
             self._measure_agreement(self.batcher)
         self.loaded_at = int(time.time())
         log.info("model %s ready in %.1f s", self.settings.model_uri, time.perf_counter() - started)
+
+    def _tracing(self):
+        """The exporter of this server's traces, when ``traces_url`` is set; ValueError without an experiment."""
+        s, spec = self.settings, self.spec
+        if not s.traces_url:
+            return None
+        experiment = s.traces_experiment_id or spec.experiment_id
+        if not experiment:
+            raise ValueError(
+                f"traces go to {s.traces_url}, but to no experiment: {s.model_uri} names none (a models:/ URI names "
+                "the experiment of the run that logged it); set SERVING_TRACES_EXPERIMENT_ID"
+            )
+        from serving.tracing import Served, Tracing
+
+        tracing = Tracing(s.traces_url, experiment, s.trace_sample, s.trace_content)
+        tracing.served = Served(
+            self.model_id, spec.name, spec.version, spec.alias, spec.prompt_name, spec.prompt_version
+        )
+        log.info("tracing every answer into experiment %s at %s", experiment, s.traces_url)
+        return tracing
 
     def _own_the_model(self, loop: asyncio.AbstractEventLoop, outcome: asyncio.Future) -> None:
         def settle(result) -> None:

@@ -42,6 +42,13 @@ def _latest(name: str):
         return None
 
 
+def version_of(prompt_cfg: DictConfig) -> int | None:
+    """The registered version that holds exactly this template (the latest, when its text is this one), if any: what
+    a deployed model records as its prompt version."""
+    latest = _latest(prompt_cfg.name)
+    return latest.version if latest is not None and latest.template == _messages(prompt_cfg) else None
+
+
 def register(prompt_cfg: DictConfig) -> RegisteredPrompt:
     template = _messages(prompt_cfg)
     latest = _latest(prompt_cfg.name)

@@ -28,6 +28,8 @@ class DeployStage(Stage):
         locate(self.cfg)
 
     def model_config(self) -> dict:
+        from lifecycle.integrations import prompts
+
         cfg = self.cfg
         return {
             "model_name": cfg.model.name,
@@ -38,6 +40,7 @@ class DeployStage(Stage):
             "system": cfg.prompt.system,
             "template": cfg.prompt.template,
             "prompt_name": cfg.prompt.name,
+            "prompt_version": prompts.version_of(cfg.prompt),  # None when this text was never registered
             "generation": to_container(cfg.model.generation),
             "eval_questions": [q.question for q in cfg.eval.questions],  # the server's bf16 agreement check
         }

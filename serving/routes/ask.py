@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 
 from serving.engine import GenerationFailed
 from serving.requests import (
+    GENERATION_FAILED,
     EventStream,
     answer_all,
     check_questions,
@@ -22,6 +23,7 @@ from serving.requests import (
 )
 from serving.schemas import EVENT_STREAM, GENERATION_ERRORS, AskResponse, BatchResponse, RequestModels, json_errors
 from serving.state import Ready
+from serving.tracing import current as current_trace
 
 
 def build(models: RequestModels) -> APIRouter:
@@ -47,7 +49,10 @@ def build(models: RequestModels) -> APIRouter:
         },
     )
     async def ask_stream(body: Ask, st: Ready):
+        trace = current_trace()
+        trace.inputs({"question": body.question})
         settings = settings_for(st, body.model_dump(exclude={"question", "prompt_template"}))
+        trace.settings(settings)
         question = check_questions(st, [body.question])[0]
         prompt = st.prompter.render(question, check_template(body.prompt_template))
         job, pieces = stream_text(st, sequence_for(st, prompt, settings, ("body", "question")))
@@ -59,8 +64,11 @@ def build(models: RequestModels) -> APIRouter:
                     text += piece
                     yield sse({"token": piece})
             except GenerationFailed as exc:
+                trace.refused(f"{GENERATION_FAILED}: {exc}")
                 yield sse(stream_error(exc))
                 return
+            trace.answer({"question": question}, job.seq, text.strip())
+            trace.outputs(text.strip())
             yield sse({"done": True, "tokens": len(job.seq.tokens), "answer": text.strip()})
 
         return EventStream(events())

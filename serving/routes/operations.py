@@ -25,8 +25,10 @@ async def health(state: State):
     "/metrics", response_class=PlainTextResponse, dependencies=[Depends(authorized)], responses=json_errors(401, 422)
 )
 async def metrics(state: State) -> str:
-    batcher = state.batcher
-    return state.metrics.render(batcher.stats if batcher else None, batcher.queue_depth if batcher else 0)
+    batcher, tracing = state.batcher, state.tracing
+    return state.metrics.render(
+        batcher.stats if batcher else None, batcher.queue_depth if batcher else 0, tracing.counts() if tracing else None
+    )
 
 
 @router.get(

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 
 from serving.engine import GenerationFailed
 from serving.requests import (
+    GENERATION_FAILED,
     EventStream,
     constrained,
     generate,
@@ -40,6 +41,7 @@ from serving.schemas import (
 )
 from serving.state import Ready
 from serving.structured import requested_schema
+from serving.tracing import current as current_trace
 
 OWNER = "mlflow-genai-lifecycle"
 
@@ -61,23 +63,30 @@ def build(models: RequestModels) -> APIRouter:
         },
     )
     async def chat_completions(body: Chat, st: Ready, request: Request):
+        trace = current_trace()
+        messages = [m.model_dump() for m in body.messages]
+        trace.inputs({"messages": messages})
         schema = requested_schema(body.response_format.model_dump(by_alias=True) if body.response_format else None)
         limit = body.max_completion_tokens or body.max_tokens
         if schema is not None and limit is None:
             limit = st.settings.max_new_tokens_cap  # a JSON answer must be complete to parse: the longest allowed
         settings = settings_for(st, {"max_new_tokens": limit, "temperature": body.temperature, "top_p": body.top_p})
-        prompt = st.prompter.render_messages([m.model_dump() for m in body.messages])
+        trace.settings(settings)
+        prompt = st.prompter.render_messages(messages)
         seq = constrained(st, sequence_for(st, prompt, settings, ("body", "messages")), schema)
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": st.model_id}
         if not body.stream:
             out = await unless_disconnected(request, generate(st, seq))
             prompt_tokens, completion_tokens = len(out.prompt_ids), len(out.tokens)
+            content = st.prompter.decode(out.tokens).strip()
+            trace.answer({"messages": messages}, out, content)
+            trace.outputs(content)
             return ChatCompletion(
                 **head,
                 choices=[
                     Choice(
                         index=0,
-                        message=AssistantMessage(content=st.prompter.decode(out.tokens).strip()),
+                        message=AssistantMessage(content=content),
                         finish_reason=out.finish_reason,
                     )
                 ],
@@ -93,12 +102,17 @@ def build(models: RequestModels) -> APIRouter:
         async def events() -> AsyncIterator[str]:
             chunk = {**head, "object": "chat.completion.chunk"}
             yield sse({**chunk, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
+            text = ""
             try:
                 async for piece in pieces:
+                    text += piece
                     yield sse({**chunk, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
             except GenerationFailed as exc:
+                trace.refused(f"{GENERATION_FAILED}: {exc}")
                 yield sse(stream_error(exc))
                 return
+            trace.answer({"messages": messages}, job.seq, text.strip())
+            trace.outputs(text.strip())
             yield sse({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": job.seq.finish_reason}]})
             yield sse("[DONE]")
 

@@ -1,0 +1,15 @@
+"""The names a trace of an answer carries, whoever records it: this project's server (``serving.tracing``, exported
+through OpenTelemetry) and the registered model's pyfunc (through MLflow's tracing). Searchable as trace tags, so a
+reader and ``mode=monitor`` treat both paths alike."""
+
+MODEL_NAME = "lifecycle.model.name"
+MODEL_VERSION = "lifecycle.model.version"
+MODEL_ALIAS = "lifecycle.model.alias"
+PROMPT_NAME = "lifecycle.prompt.name"
+PROMPT_VERSION = "lifecycle.prompt.version"
+ROUTE = "lifecycle.route"
+HTTP_STATUS = "lifecycle.http_status"
+# span attributes, in seconds: waiting for a row of the batch, until the first token, from it to the last
+QUEUE_WAIT_S = "lifecycle.queue_wait_s"
+TIME_TO_FIRST_TOKEN_S = "lifecycle.time_to_first_token_s"
+DECODE_S = "lifecycle.decode_s"

@@ -1,0 +1,284 @@
+"""Steps of features/traces.feature: a real `mlflow server` (what `mode=server-config serve.run=true` starts) on the
+registered model's SQLite database, `python -m serving` exporting its traces there, and the traces read back with
+MLflow's client from the same database."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import signal
+import threading
+import time
+
+import httpx
+import pytest
+from pytest_bdd import given, parsers, scenarios, then, when
+
+from .conftest import EXPERIMENT, Server, Workspace, launch, start_server
+
+scenarios("traces.feature")
+
+API_KEY = "k-traces-feature-4711"
+TRACKING_READY_S = 120
+TRACE_WAIT_S = 60  # export is batched (about once a second) and off the request path: a trace lands a little later
+ASKED = {  # what each route is asked, so that every question and answer can be looked for in the traces
+    "chat": "What is the capital of France?",
+    "stream": "What is Python?",
+    "ask": "Who wrote Romeo and Juliet?",
+    "invocations": "How many days are there in a week?",
+}
+CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
+
+
+def start_tracking(workspace: Workspace, log, port: int | None = None) -> Server:
+    """The lean tracking server on the workspace's database, as `mode=server-config serve.run=true` starts it."""
+
+    def argv(p: int) -> list[str]:
+        return workspace.argv(f"python main.py mode=server-config serve.run=true serve.tracking_port={p}")
+
+    return launch(argv, workspace.env({}), log, TRACKING_READY_S, port=port)
+
+
+@pytest.fixture(scope="module")
+def shared_tracking(registered_workspace, tmp_path_factory):
+    server = start_tracking(registered_workspace, tmp_path_factory.mktemp("tracking") / "mlflow-server.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def servers():
+    running: dict[tuple, Server] = {}
+    yield running
+    for server in running.values():
+        server.stop()
+
+
+@given("a tracking server on its database", target_fixture="tracking")
+def tracking_server(shared_tracking) -> Server:
+    return shared_tracking
+
+
+@given("a tracking server of this scenario on its database", target_fixture="own_tracking")
+def own_tracking_server(workspace, tmp_path):
+    server = start_tracking(workspace, tmp_path / "mlflow-server.log")
+    yield server
+    server.stop()
+
+
+def traced_server(workspace, servers, tmp_path_factory, tracking: Server, settings: dict[str, str]) -> Server:
+    key = (tracking.base, *sorted(settings.items()))
+    if key not in servers:
+        log = tmp_path_factory.mktemp("server") / "server.log"
+        servers[key] = start_server(workspace, {"SERVING_TRACES_URL": tracking.base, **settings}, log)
+    return servers[key]
+
+
+@given(
+    '"python -m serving" for the champion, its traces sent to the tracking server, behind an API key',
+    target_fixture="server",
+)
+def server_with_key(workspace, servers, tmp_path_factory, tracking):
+    return traced_server(workspace, servers, tmp_path_factory, tracking, {"SERVING_API_KEY": API_KEY})
+
+
+@given(
+    parsers.parse('"python -m serving" for the champion, its traces sent to the tracking server, with "{settings}"'),
+    target_fixture="server",
+)
+def server_with(workspace, servers, tmp_path_factory, tracking, settings):
+    env = dict(item.split("=", 1) for item in settings.split())
+    return traced_server(workspace, servers, tmp_path_factory, tracking, env)
+
+
+@given(
+    '"python -m serving" for the champion, its traces sent to this scenario\'s tracking server',
+    target_fixture="server",
+)
+def server_for_own_tracking(workspace, tmp_path, own_tracking):
+    server = start_server(workspace, {"SERVING_TRACES_URL": own_tracking.base}, tmp_path / "server.log")
+    yield server
+    server.stop()
+
+
+def headers(server: Server) -> dict[str, str]:
+    key = server.env.get("SERVING_API_KEY")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+@when("the OpenAI client asks and streams, and /ask and /invocations are asked", target_fixture="answers")
+def ask_everywhere(server: Server) -> dict[str, dict]:
+    """Each route once; per route, the answer's trace id (X-Trace-Id), its text and its completion tokens."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{server.base}/v1", api_key=server.env.get("SERVING_API_KEY", "none"))
+    messages = [{"role": "user", "content": ASKED["chat"]}]
+    raw = client.chat.completions.with_raw_response.create(model="m", messages=messages, max_tokens=8)
+    completion = raw.parse()
+    answers = {
+        "chat": {
+            "trace_id": raw.headers["x-trace-id"],
+            "text": completion.choices[0].message.content,
+            "tokens": completion.usage.completion_tokens,
+        }
+    }
+    stream_messages = [{"role": "user", "content": ASKED["stream"]}]
+    with client.chat.completions.with_streaming_response.create(
+        model="m", messages=stream_messages, max_tokens=8, stream=True
+    ) as streamed:
+        pieces = [c.choices[0].delta.content or "" for c in streamed.parse() if c.choices]
+        answers["stream"] = {"trace_id": streamed.headers["x-trace-id"], "text": "".join(pieces).strip()}
+    ask = server.post("/ask", json={"question": ASKED["ask"], "max_new_tokens": 8}, headers=headers(server))
+    assert ask.status_code == 200, ask.text
+    body = ask.json()
+    answers["ask"] = {"trace_id": ask.headers["x-trace-id"], "text": body["answer"], "tokens": body["tokens"]}
+    answers["ask"]["body_trace_id"] = body["trace_id"]
+    invocation = server.post(
+        "/invocations",
+        json={"inputs": [ASKED["invocations"]], "params": {"max_new_tokens": 8}},
+        headers=headers(server),
+    )
+    assert invocation.status_code == 200, invocation.text
+    answers["invocations"] = {
+        "trace_id": invocation.headers["x-trace-id"],
+        "text": invocation.json()["predictions"][0],
+    }
+    return answers
+
+
+def read_trace(workspace: Workspace, trace_id: str, complete: bool = True):
+    """The trace once MLflow has it (export is batched and asynchronous: poll until it lands)."""
+    import mlflow
+
+    workspace.client()  # the workspace's database as the process-wide tracking URI
+    deadline = time.monotonic() + TRACE_WAIT_S
+    while True:
+        try:
+            trace = mlflow.get_trace(trace_id)
+        except Exception:
+            trace = None
+        if trace is not None and (not complete or trace.info.state.value == "OK" or trace.info.state.value == "ERROR"):
+            return trace
+        assert time.monotonic() < deadline, f"trace {trace_id} not in MLflow after {TRACE_WAIT_S} s"
+        time.sleep(0.5)  # polling interval: the exporter sends a batch about once a second
+
+
+def root(trace):
+    return min(trace.data.spans, key=lambda span: span.start_time_ns)
+
+
+@then(
+    parsers.parse(
+        "each of the {count:d} answers is a trace in the model's experiment with its question and answer, version "
+        "{version} as {alias}, and its token counts"
+    )
+)
+def answers_traced(workspace: Workspace, answers: dict, count, version, alias):
+    experiment = workspace.client().get_experiment_by_name(EXPERIMENT).experiment_id
+    assert len(answers) == count
+    for route, answer in answers.items():
+        trace = read_trace(workspace, answer["trace_id"])
+        span = root(trace)
+        assert trace.info.experiment_id == experiment, route
+        assert ASKED[route] in json.dumps(span.inputs), (route, span.inputs)
+        assert answer["text"] and answer["text"] in json.dumps(span.outputs), (route, span.outputs, answer)
+        tags = trace.info.tags
+        assert tags["lifecycle.model.name"] == "langchain-e2e-model", tags
+        assert (tags["lifecycle.model.version"], tags["lifecycle.model.alias"]) == (version, alias), tags
+        usage = trace.info.token_usage
+        assert usage["input_tokens"] > 0 and usage["output_tokens"] > 0, (route, usage)
+        if "tokens" in answer:
+            assert usage["output_tokens"] == answer["tokens"], (route, usage, answer)
+        assert span.attributes["lifecycle.time_to_first_token_s"] > 0, span.attributes
+
+
+@then("the /ask answer names its trace in its body and its X-Trace-Id header, and the API key is in no trace")
+def trace_named_without_key(workspace: Workspace, answers: dict):
+    assert answers["ask"]["body_trace_id"] == answers["ask"]["trace_id"]
+    for answer in answers.values():
+        assert API_KEY not in json.dumps(read_trace(workspace, answer["trace_id"]).to_dict())
+
+
+@when("/ask is asked with a traceparent, and with a question of only spaces", target_fixture="asked")
+def ask_with_traceparent(server: Server) -> dict[str, httpx.Response]:
+    traceparent = {"traceparent": f"00-{CALLER_TRACE}-b7ad6b7169203331-01", **headers(server)}
+    joined = server.post("/ask", json={"question": ASKED["ask"], "max_new_tokens": 4}, headers=traceparent)
+    refused = server.post("/ask", json={"question": "   "}, headers=headers(server))
+    assert (joined.status_code, refused.status_code) == (200, 422), (joined.text, refused.text)
+    return {"joined": joined, "refused": refused}
+
+
+@then(
+    parsers.parse(
+        "the first answer's trace is the caller's trace, and the refused one is an error trace saying \"{reason}\""
+    )
+)
+def joined_and_refused(workspace: Workspace, asked: dict, reason):
+    joined = asked["joined"].headers["x-trace-id"]
+    assert joined == f"tr-{CALLER_TRACE}" == asked["joined"].json()["trace_id"]
+    assert root(read_trace(workspace, joined, complete=False)).parent_id  # under the caller's span
+    refused = read_trace(workspace, asked["refused"].headers["x-trace-id"])
+    span = root(refused)
+    assert refused.info.state.value == "ERROR" and reason in span.status.description, span.status
+    assert refused.info.tags["lifecycle.http_status"] == "422"
+
+
+@then(
+    parsers.parse("the {count:d} traces hold the token counts and version {version}, and no question, message or "
+                  "answer text")
+)  # fmt: skip
+def no_content(workspace: Workspace, answers: dict, count, version):
+    assert len(answers) == count
+    for route, answer in answers.items():
+        trace = read_trace(workspace, answer["trace_id"])
+        dumped = json.dumps(trace.to_dict(), ensure_ascii=False)
+        assert ASKED[route] not in dumped and answer["text"] not in dumped, (route, dumped[:2000])
+        assert trace.info.token_usage["output_tokens"] > 0 and trace.info.tags["lifecycle.model.version"] == version
+
+
+@when(parsers.parse("the tracking server is killed while {count:d} clients ask"), target_fixture="under_load")
+def kill_tracking_under_load(server: Server, own_tracking: Server, count):
+    start = threading.Barrier(count + 1)
+
+    def ask(_):
+        start.wait()
+        return server.post("/ask", json={"question": "What is MLflow?", "max_new_tokens": 16})
+
+    with concurrent.futures.ThreadPoolExecutor(count) as pool:
+        futures = [pool.submit(ask, i) for i in range(count)]
+        start.wait()  # every client is sending now: kill the tracking server under them
+        os.killpg(own_tracking.proc.pid, signal.SIGKILL)
+        own_tracking.proc.wait(timeout=30)
+        return [f.result() for f in futures]
+
+
+def trace_counts(server: Server) -> dict[str, float]:
+    text = server.get("/metrics").text
+    return {
+        line.split('outcome="')[1].split('"')[0]: float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("serving_trace_spans_total")
+    }
+
+
+@then("every client got 200, the server is healthy, and /metrics counts the spans it could not export")
+def load_survived(server: Server, under_load: list):
+    assert [r.status_code for r in under_load] == [200] * len(under_load), [r.text for r in under_load]
+    assert server.get("/health").status_code == 200
+    deadline = time.monotonic() + TRACE_WAIT_S
+    while (counts := trace_counts(server))["failed"] + counts["dropped"] < len(under_load):
+        assert time.monotonic() < deadline, counts
+        time.sleep(0.5)  # polling interval: each failed batch is counted once the exporter gives up on it
+    assert server.post("/ask", json={"question": "What is MLflow?", "max_new_tokens": 4}).status_code == 200
+
+
+@then("once the tracking server is back on its port, a new answer becomes a trace again")
+def traces_resume(workspace: Workspace, server: Server, own_tracking: Server, tmp_path):
+    port = int(own_tracking.base.rsplit(":", 1)[1])
+    back = start_tracking(workspace, tmp_path / "mlflow-server-again.log", port=port)
+    own_tracking.proc = back.proc  # stopped with the scenario's fixture
+    answer = server.post("/ask", json={"question": "What is MLflow?", "max_new_tokens": 4})
+    assert answer.status_code == 200, answer.text
+    trace = read_trace(workspace, answer.headers["x-trace-id"])
+    assert "What is MLflow?" in json.dumps(root(trace).inputs)

@@ -1,0 +1,32 @@
+@traces @slow
+Feature: Every served answer comes back to MLflow as a trace
+  `python -m serving` exports a trace of every answer through OpenTelemetry to a real `mlflow server` (the lean one
+  `mode=server-config serve.run=true` starts, on the registered model's SQLite database). The server imports no
+  MLflow; the traces land in the experiment of the run that logged the model, with no extra flag.
+
+  Background:
+    Given a model deployed and promoted to champion
+    And a tracking server on its database
+
+  Scenario: Answers through the OpenAI client, /ask and /invocations become traces in the model's experiment
+    Given "python -m serving" for the champion, its traces sent to the tracking server, behind an API key
+    When the OpenAI client asks and streams, and /ask and /invocations are asked
+    Then each of the 4 answers is a trace in the model's experiment with its question and answer, version 1 as champion, and its token counts
+    And the /ask answer names its trace in its body and its X-Trace-Id header, and the API key is in no trace
+
+  Scenario: A caller's traceparent is joined, and a refused request is an error trace with its reason
+    Given "python -m serving" for the champion, its traces sent to the tracking server, behind an API key
+    When /ask is asked with a traceparent, and with a question of only spaces
+    Then the first answer's trace is the caller's trace, and the refused one is an error trace saying "string_pattern_mismatch"
+
+  Scenario: With SERVING_TRACE_CONTENT=false no question or answer text reaches a trace
+    Given "python -m serving" for the champion, its traces sent to the tracking server, with "SERVING_TRACE_CONTENT=false"
+    When the OpenAI client asks and streams, and /ask and /invocations are asked
+    Then the 4 traces hold the token counts and version 1, and no question, message or answer text
+
+  Scenario: A tracking server that goes away fails no request, and the traces resume once it is back
+    Given a tracking server of this scenario on its database
+    And "python -m serving" for the champion, its traces sent to this scenario's tracking server
+    When the tracking server is killed while 16 clients ask
+    Then every client got 200, the server is healthy, and /metrics counts the spans it could not export
+    And once the tracking server is back on its port, a new answer becomes a trace again
