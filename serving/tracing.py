@@ -385,7 +385,7 @@ class TracingMiddleware:
         finally:
             _current.reset(token)
             if status >= 400 and record.reason is None:
-                record.refused(_reason(bytes(error_body), tracing.content))
+                record.refused(refusal_reason(bytes(error_body), tracing.content))
             _guarded(record.end, status)
 
 
@@ -406,7 +406,7 @@ def _header(trace_id: str) -> tuple[bytes, bytes]:
     return TRACE_ID_HEADER.lower().encode(), trace_id.encode()
 
 
-def _reason(body: bytes, content: bool) -> str:
+def refusal_reason(body: bytes, content: bool) -> str:
     """An error answer's reason: each detail's type and message (only the types when content is not recorded: a
     message may quote the input)."""
     try:
