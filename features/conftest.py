@@ -348,6 +348,27 @@ def answers_on_ask(server: Server):
     assert response.json()["answer"].strip(), response.json()
 
 
+TRACE_WAIT_S = 60  # a server's export is batched (about once a second) and off the request path: a trace lands later
+
+
+def read_trace(workspace: Workspace, trace_id: str, complete: bool = True):
+    """The trace once MLflow has it in the workspace's database (a served answer's trace is exported in batches,
+    off the request path: poll until it lands, complete unless ``complete`` is false)."""
+    import mlflow
+
+    workspace.client()  # the workspace's database as the process-wide tracking URI
+    deadline = time.monotonic() + TRACE_WAIT_S
+    while True:
+        try:
+            trace = mlflow.get_trace(trace_id)
+        except Exception:
+            trace = None
+        if trace is not None and (not complete or trace.info.state.value == "OK" or trace.info.state.value == "ERROR"):
+            return trace
+        assert time.monotonic() < deadline, f"trace {trace_id} not in MLflow after {TRACE_WAIT_S} s"
+        time.sleep(0.5)  # polling interval: the exporter sends a batch about once a second
+
+
 def load_json(path: Path) -> dict:
     return json.loads(path.read_text())
 

@@ -182,6 +182,7 @@ Feature: The HTTP server answers questions about the registered model
   Scenario: mode=serve serve.run=true starts the server for the registered model
     When I start "python main.py mode=serve serve.run=true" on a free port
     Then it becomes ready and answers "/ask"
+    And the answer is a trace in the serve run's experiment, through the tracking server started beside it
 
   Scenario: Asking for a GPU where there is none stops at start and says what to use instead
     Given this machine has no CUDA GPU

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from pytest_bdd import given, parsers, scenarios, then, when
 
-from .conftest import Server, start_server
+from .conftest import Server, free_port, read_trace, start_server
 
 scenarios("serving.feature")
 
@@ -320,19 +320,31 @@ def token_events(events):
 
 @when(parsers.parse('I start "{command}" on a free port'), target_fixture="server")
 def start_main(workspace, servers, tmp_path_factory, command):
+    tracking = f"serve.tracking_port={free_port()}"  # the lean tracking server its traces go through
+
     def main_command(port: int) -> list[str]:
-        return [sys.executable, "main.py", *command.split()[2:], f"data_dir={workspace.data_dir}", f"serve.port={port}"]
+        own = [f"data_dir={workspace.data_dir}", f"serve.port={port}", tracking]
+        return [sys.executable, "main.py", *command.split()[2:], *own]
 
     log = tmp_path_factory.mktemp("main-serve") / "serve.log"
     servers[command] = start_server(workspace, {}, log, main_command)
     return servers[command]
 
 
-@then(parsers.parse('it becomes ready and answers "{path}"'))
+@then(parsers.parse('it becomes ready and answers "{path}"'), target_fixture="response")
 def main_serves(server, path):
     response = server.post(path, json=ASK)
     assert response.status_code == 200 and "Paris" in response.json()["answer"], response.text
     assert response.json()["model_version"] == "1"
+    return response
+
+
+@then("the answer is a trace in the serve run's experiment, through the tracking server started beside it")
+def main_traces(workspace, response):
+    trace = read_trace(workspace, response.json()["trace_id"])
+    (run,) = workspace.stage_runs("serve")[:1]
+    assert trace.info.experiment_id == run.info.experiment_id
+    assert ASK["question"] in json.dumps(trace.data.spans[0].inputs)
 
 
 def wait_for_stats(server, predicate, timeout_s: float = 60) -> dict:

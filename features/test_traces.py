@@ -15,13 +15,12 @@ import httpx
 import pytest
 from pytest_bdd import given, parsers, scenarios, then, when
 
-from .conftest import EXPERIMENT, Server, Workspace, launch, start_server
+from .conftest import EXPERIMENT, TRACE_WAIT_S, Server, Workspace, launch, read_trace, start_server
 
 scenarios("traces.feature")
 
 API_KEY = "k-traces-feature-4711"
 TRACKING_READY_S = 120
-TRACE_WAIT_S = 60  # export is batched (about once a second) and off the request path: a trace lands a little later
 ASKED = {  # what each route is asked, so that every question and answer can be looked for in the traces
     "chat": "What is the capital of France?",
     "stream": "What is Python?",
@@ -145,23 +144,6 @@ def ask_everywhere(server: Server) -> dict[str, dict]:
         "text": invocation.json()["predictions"][0],
     }
     return answers
-
-
-def read_trace(workspace: Workspace, trace_id: str, complete: bool = True):
-    """The trace once MLflow has it (export is batched and asynchronous: poll until it lands)."""
-    import mlflow
-
-    workspace.client()  # the workspace's database as the process-wide tracking URI
-    deadline = time.monotonic() + TRACE_WAIT_S
-    while True:
-        try:
-            trace = mlflow.get_trace(trace_id)
-        except Exception:
-            trace = None
-        if trace is not None and (not complete or trace.info.state.value == "OK" or trace.info.state.value == "ERROR"):
-            return trace
-        assert time.monotonic() < deadline, f"trace {trace_id} not in MLflow after {TRACE_WAIT_S} s"
-        time.sleep(0.5)  # polling interval: the exporter sends a batch about once a second
 
 
 def root(trace):

@@ -201,6 +201,7 @@ class ServeSettings:
     port: int = MISSING
     dtype: Optional[ServeDType] = None  # None: the model's own
     device: ServeDevice = MISSING
+    traces: bool = MISSING
     mlflow_port: int = MISSING
     tracking_port: int = MISSING
 

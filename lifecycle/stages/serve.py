@@ -1,15 +1,24 @@
 """serve: print (and log) the commands that serve the registered model over HTTP; with ``serve.run=true``, also
 start this project's server for it, in this process, until it is stopped (Ctrl-C).
 
+With ``serve.traces`` (the default), that server records a trace of every answer in this run's experiment: through
+the tracking server when ``tracking_uri`` is one, else through the lean tracking server (``mode=server-config``'s)
+started on the same backend beside it, on ``serve.tracking_port``, and stopped with it.
+
 Two servers for the same ``models:/<name>@champion`` URI (``promote.alias``: what mode=promote let through):
 MLflow's own scoring server (``mlflow models serve``) and this project's FastAPI server (``python -m serving``).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from lifecycle import processes
 from lifecycle.stage import Stage, StageContext, StageError, StageResult
 from lifecycle.stages.common import aliased_version, champion_alias, model_uri
-from lifecycle.stores import as_prefix, client_environment, direct_s3
+from lifecycle.stores import as_prefix, client_environment, direct_s3, is_server
+
+TRACKER_READY_S = 120  # the lean tracking server is ready in about 7 s on two cores
 
 
 def engine_flags(serve) -> str:
@@ -51,18 +60,47 @@ class ServeStage(Stage):
         )
 
     def _run_server(self, uri: str) -> None:
+        from lifecycle.integrations import runs
         from serving.__main__ import serve as run_server
         from serving.settings import Settings
 
         serve = self.cfg.serve
+        tracker, traces_url = self._trace_destination() if serve.traces else (None, None)
+        experiment = runs.experiment_id() if traces_url else None
+        if traces_url:
+            print(f"every answer is traced into experiment {experiment} through {traces_url}", flush=True)
         print(f"serving {uri} on http://{serve.host}:{serve.port} (docs at /docs); Ctrl-C stops it", flush=True)
-        settings = Settings.from_env(
-            model_uri=uri,
-            host=serve.host,
-            port=serve.port,
-            dtype=serve.dtype.value if serve.dtype is not None else None,
-            device=serve.device.value,
-        )
-        error = run_server(settings)
+        try:
+            settings = Settings.from_env(
+                model_uri=uri,
+                host=serve.host,
+                port=serve.port,
+                dtype=serve.dtype.value if serve.dtype is not None else None,
+                device=serve.device.value,
+                traces_url=traces_url,
+                traces_experiment_id=experiment,
+            )
+            error = run_server(settings)
+        finally:
+            if tracker is not None:
+                processes.stop(tracker)
         if error:
             raise StageError(f"the server for {uri} stopped: the model did not load: {error}")
+
+    def _trace_destination(self):
+        """(the tracking server process started here, or None; the URL traces go to)."""
+        from lifecycle.stages.server_config import runnable_args, server_environment
+
+        cfg = self.cfg
+        if is_server(cfg.tracking_uri):
+            return None, cfg.tracking_uri
+        url = f"http://{cfg.serve.host}:{cfg.serve.tracking_port}"
+        log = Path(cfg.paths.logs) / "tracking-server.log"
+        try:
+            proc = processes.start(runnable_args(cfg), server_environment(cfg), f"{url}/health", log, TRACKER_READY_S)
+        except processes.NotReady as exc:
+            raise StageError(
+                f"the tracking server for the traces did not start on {url}: {exc}. Free the port "
+                "(serve.tracking_port=...) or serve without traces (serve.traces=false)"
+            ) from None
+        return proc, url

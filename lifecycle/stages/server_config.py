@@ -36,6 +36,16 @@ def server_args(cfg) -> list[str]:
     ]
 
 
+def server_environment(cfg) -> dict[str, str]:
+    """The tracking server's environment: this one's, no job runner, and what it needs to reach S3."""
+    return {"AWS_DEFAULT_REGION": cfg.storage.region, **os.environ, **SERVER_ENV, **s3_environment(cfg)}
+
+
+def runnable_args(cfg) -> list[str]:
+    """``server_args`` with this environment's mlflow, whatever PATH says."""
+    return [str(Path(sys.executable).with_name("mlflow")), *server_args(cfg)[1:]]
+
+
 def server_command(cfg) -> str:
     return f"{as_prefix(SERVER_ENV)} {' '.join(server_args(cfg))}"
 
@@ -92,11 +102,8 @@ class ServerConfigStage(Stage):
 
             storage.check(cfg.storage)  # the server would only fail at the first upload
         Path(cfg.paths.root).mkdir(parents=True, exist_ok=True)
-        args = server_args(cfg)
-        args[0] = str(Path(sys.executable).with_name("mlflow"))  # this environment's mlflow, whatever PATH says
-        env = {"AWS_DEFAULT_REGION": cfg.storage.region, **os.environ, **SERVER_ENV, **s3_environment(cfg)}
         print(f"tracking server on http://{cfg.serve.host}:{cfg.serve.tracking_port}; Ctrl-C stops it", flush=True)
-        server = subprocess.Popen(args, env=env)
+        server = subprocess.Popen(runnable_args(cfg), env=server_environment(cfg))
         try:
             server.wait()
         except KeyboardInterrupt:
