@@ -12,7 +12,9 @@ the cores, each timed from start to ready:
 - `mlflow models serve --env-manager local` (1 worker) on the same URI, through /invocations (it has no chat
   endpoint); at 64 clients it is left out: its 60 s request timeout fails most of such a load;
 - optionally `llama-server` (llama.cpp) on a float32 GGUF of the same weights, where it has been built
-  (FACTS.md says how): how far this CPU can go.
+  (FACTS.md says how): how far this CPU can go;
+- this server, float32, with a trace of every answer exported to a lean `mlflow server` on the same database
+  (started for that row): what tracing costs against the same server without it.
 
 Each is loaded with N concurrent clients sending the evaluation questions through `/v1/chat/completions`, greedy,
 `max_tokens` = the model's max_new_tokens (64), 4 requests per client (2 at 64 clients). Generated tokens are
@@ -53,6 +55,7 @@ class Server:
     ours: bool = False
     max_clients: int | None = None  # more clients than this: left out, with the reason
     skip_reason: str = ""
+    traced: bool = False  # SERVING_TRACES_URL: every answer exported to the benchmark's tracking server
     results: dict = field(default_factory=dict)
 
 
@@ -150,6 +153,7 @@ def servers(args, folder: Path) -> list[Server]:
     mlflow = ["mlflow", "models", "serve", "-m", MODEL_URI, "--env-manager", "local", "--host", "127.0.0.1"]
     listed = [
         Server("this server, float32", [*ours, "--dtype", "float32"], "/health", ours=True),
+        Server("this server, float32, traced", [*ours, "--dtype", "float32"], "/health", ours=True, traced=True),
         Server("transformers serve, float32", [*hf, "--dtype", "float32", "--port", "{port}", str(folder)], "/health"),
         Server("this server, bfloat16", [*ours, "--dtype", "bfloat16"], "/health", ours=True),
         Server(
@@ -173,9 +177,34 @@ def servers(args, folder: Path) -> list[Server]:
     return [s for s in listed if not args.only or any(o in s.name for o in args.only)]
 
 
+def tracking_server(data_dir: Path, env: dict) -> tuple:
+    """The lean tracking server (what `mode=server-config` starts) on the benchmark's database: (process, URL)."""
+    port = free_port()
+    command = [
+        str(Path(sys.executable).with_name("mlflow")), "server",
+        "--backend-store-uri", f"sqlite:///{data_dir.resolve()}/mlflow.db",
+        "--artifacts-destination", str(data_dir.resolve() / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    proc, _ = start(command, {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, f"{url}/health")
+    return proc, url
+
+
+def trace_counts(base: str) -> dict[str, int]:
+    lines = httpx.get(f"{base}/metrics", timeout=30).text.splitlines()
+    return {
+        line.split('"')[1]: int(float(line.split()[-1])) for line in lines if line.startswith("serving_trace_spans")
+    }
+
+
 def run(server: Server, env: dict, args, questions, count) -> None:
     port = free_port()
     command = [part.replace("{port}", str(port)) for part in server.command]
+    tracker = None
+    if server.traced:
+        tracker, url = tracking_server(Path(args.data_dir), env)
+        env = {**env, "SERVING_TRACES_URL": url}
     proc, server.results["ready_s"] = start(command, env, f"http://127.0.0.1:{port}{server.ready_path}")
     base = f"http://127.0.0.1:{port}"
     try:
@@ -195,8 +224,12 @@ def run(server: Server, env: dict, args, questions, count) -> None:
             server.results["overload"] = overload(base, server.results["info"], questions[0])
         if server.ours and server.results["info"].get("dtype_agreement"):
             server.results["info"]["dtype_agreement"] = measured_agreement(base)
+        if server.traced:
+            server.results["traces"] = trace_counts(base)
     finally:
         stop(proc)
+        if tracker is not None:
+            stop(tracker)
 
 
 def report(listed: list[Server], args) -> None:
@@ -228,6 +261,8 @@ def report(listed: list[Server], args) -> None:
                 print(f"  bfloat16 against float32 on the evaluation questions: {info['dtype_agreement']}")
             if "overload" in s.results:
                 print(f"  overload burst: {s.results['overload']}")
+            if "traces" in s.results:
+                print(f"  spans of the answers' traces: {s.results['traces']}")
     verdicts(by_name, args)
 
 
@@ -256,6 +291,10 @@ def verdicts(by_name: dict[str, Server], args) -> None:
         at16, at64 = figure(f"this server, {dtype}", 16), figure(f"this server, {dtype}", 64)
         if at16 and at64:
             _verdict(f"64 clients {dtype}, tokens/s vs 16 clients", at64["tokens_per_s"] / at16["tokens_per_s"], 1.3)
+    plain, traced = figure("this server, float32", 16), figure("this server, float32, traced", 16)
+    if plain and traced:
+        _verdict("16 clients, tokens/s traced vs untraced", traced["tokens_per_s"] / plain["tokens_per_s"], 0.95)
+        _verdict("16 clients, p50 traced vs untraced", traced["p50"] / plain["p50"], 1.05, lower_is_better=True)
     bf16 = by_name.get("this server, bfloat16")
     if bf16 and "identical" in (agreement := bf16.results["info"].get("dtype_agreement") or {}):
         print(
