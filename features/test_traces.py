@@ -255,6 +255,57 @@ def load_survived(server: Server, under_load: list):
     assert server.post("/ask", json={"question": "What is MLflow?", "max_new_tokens": 4}).status_code == 200
 
 
+@when(
+    '/ask is asked, and its user sends feedback "no" with a rationale and a corrected answer',
+    target_fixture="feedback",
+)
+def give_feedback(server: Server) -> dict:
+    answer = server.post("/ask", json={"question": ASKED["ask"], "max_new_tokens": 8}, headers=headers(server))
+    assert answer.status_code == 200, answer.text
+    body = {
+        "trace_id": answer.json()["trace_id"],
+        "value": False,
+        "rationale": "it names the wrong author",
+        "corrected_answer": "William Shakespeare wrote Romeo and Juliet.",
+        "source": "alice",
+    }
+    recorded = server.post("/v1/feedback", json=body, headers=headers(server))  # at once: before its trace landed
+    assert recorded.status_code == 201, recorded.text
+    return {**body, "recorded": recorded.json()}
+
+
+@then(
+    "the answer's trace holds that user's feedback false with its rationale, and the corrected answer as "
+    "expected_response"
+)
+def feedback_recorded(workspace: Workspace, feedback: dict):
+    trace = read_trace(workspace, feedback["trace_id"])
+    by_name = {a.name: a for a in trace.info.assessments}
+    given = by_name["user_feedback"]
+    assert given.feedback.value is False and given.rationale == feedback["rationale"], given
+    assert (given.source.source_type, given.source.source_id) == ("HUMAN", "alice")
+    assert by_name["expected_response"].expectation.value == feedback["corrected_answer"]
+    assert feedback["recorded"]["assessment_ids"] == [given.assessment_id, by_name["expected_response"].assessment_id]
+
+
+@then("feedback without the key gets 401, on an unknown trace 404 and with a malformed body 422, each with its reason")
+def feedback_refused(server: Server, feedback: dict):
+    body = {"trace_id": feedback["trace_id"], "value": True}
+    assert server.post("/v1/feedback", json=body).status_code == 401
+    unknown = server.post("/v1/feedback", json={**body, "trace_id": "tr-" + "0" * 32}, headers=headers(server))
+    assert unknown.status_code == 404 and unknown.json()["detail"][0]["type"] == "trace_not_found", unknown.text
+    malformed = server.post("/v1/feedback", json={**body, "value": None}, headers=headers(server))
+    assert malformed.status_code == 422 and malformed.json()["detail"][0]["loc"][:2] == ["body", "value"]
+
+
+@then("feedback while the tracking server is down gets 503 with Retry-After and the reason")
+def feedback_while_down(server: Server, under_load: list):
+    body = {"trace_id": under_load[0].json()["trace_id"], "value": True}
+    down = server.post("/v1/feedback", json=body)
+    assert down.status_code == 503 and down.headers["Retry-After"], down.text
+    assert down.json()["detail"][0]["type"] == "tracking_unavailable", down.text
+
+
 @then("once the tracking server is back on its port, a new answer becomes a trace again")
 def traces_resume(workspace: Workspace, server: Server, own_tracking: Server, tmp_path):
     port = int(own_tracking.base.rsplit(":", 1)[1])

@@ -19,6 +19,12 @@ Feature: Every served answer comes back to MLflow as a trace
     When /ask is asked with a traceparent, and with a question of only spaces
     Then the first answer's trace is the caller's trace, and the refused one is an error trace saying "string_pattern_mismatch"
 
+  Scenario: Feedback on an answer is an assessment on its trace, and a corrected answer an expectation
+    Given "python -m serving" for the champion, its traces sent to the tracking server, behind an API key
+    When /ask is asked, and its user sends feedback "no" with a rationale and a corrected answer
+    Then the answer's trace holds that user's feedback false with its rationale, and the corrected answer as expected_response
+    And feedback without the key gets 401, on an unknown trace 404 and with a malformed body 422, each with its reason
+
   Scenario: With SERVING_TRACE_CONTENT=false no question or answer text reaches a trace
     Given "python -m serving" for the champion, its traces sent to the tracking server, with "SERVING_TRACE_CONTENT=false"
     When the OpenAI client asks and streams, and /ask and /invocations are asked
@@ -29,4 +35,5 @@ Feature: Every served answer comes back to MLflow as a trace
     And "python -m serving" for the champion, its traces sent to this scenario's tracking server
     When the tracking server is killed while 16 clients ask
     Then every client got 200, the server is healthy, and /metrics counts the spans it could not export
+    And feedback while the tracking server is down gets 503 with Retry-After and the reason
     And once the tracking server is back on its port, a new answer becomes a trace again

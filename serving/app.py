@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException
 from serving.docs import add_docs, state_token_limit
 from serving.metrics import MetricsMiddleware
 from serving.requests import Refused
-from serving.routes import ask, invocations, operations, v1
+from serving.routes import ask, feedback, invocations, operations, v1
 from serving.schemas import PROMPTED, ErrorBody, ErrorItem, request_models
 from serving.settings import Settings
 from serving.state import ServingState, authorized
@@ -90,6 +90,8 @@ def create_app(settings: Settings) -> FastAPI:
     models = request_models(settings)
     for area in (ask, invocations, v1):
         app.include_router(area.build(models), dependencies=protected)
+    if settings.traces_url:  # feedback names a trace: offered where answers have traces
+        app.include_router(feedback.router, dependencies=protected)
     app.add_middleware(TracingMiddleware, tracing=lambda: state.tracing, paths=PROMPTED)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     if settings.cors_origins:

@@ -37,8 +37,15 @@ GENERATION_FAILED = "generation_failed"
 class Refused(HTTPException):
     """An HTTP error with its own stable ``type`` and the part of the body it is about (``loc``)."""
 
-    def __init__(self, status: int, message: str, type_: str, loc: tuple[str | int, ...] = ("request",)) -> None:
-        super().__init__(status, message)
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str,
+        loc: tuple[str | int, ...] = ("request",),
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(status, message, headers=headers)
         self.type, self.loc = type_, list(loc)
 
 

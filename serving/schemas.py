@@ -107,6 +107,7 @@ ERROR_DESCRIPTIONS = {
     "affected, and a retry may succeed",
     503: "the model is not loaded yet (or failed to load): retry after Retry-After seconds",
     504: "no answer within the server's request timeout",
+    404: "type trace_not_found: the tracking server has no trace with this id",
 }
 CHAT_DESCRIPTIONS = {400: f"{PROMPT_TOO_LONG}; or {UNENFORCEABLE}; or {INVALID_BODY}"}
 
@@ -147,6 +148,39 @@ def token_limit_text(max_input_tokens: int | None, context: int | None, cap: int
         f"is about one token, a digit or a character of a non-Latin script one or more. max_new_tokens is at most "
         f"{cap}."
     )
+
+
+# --- feedback (/v1/feedback, with traces on) ---
+
+TRACE_ID_PATTERN = r"^tr-[0-9a-f]{32}$"
+FEEDBACK_DESCRIPTIONS = {
+    503: "the model is not loaded yet, or type tracking_unavailable: the tracking server could not record it (why "
+    "is in msg); retry after Retry-After seconds",
+}
+
+
+class FeedbackRequest(BaseModel):
+    """Feedback on one answer: recorded as an assessment on its trace (a corrected answer as an expectation)."""
+
+    model_config = STRICT
+
+    trace_id: str = Field(
+        pattern=TRACE_ID_PATTERN, description="the answer's trace: its X-Trace-Id header", examples=["tr-" + "0" * 32]
+    )
+    value: bool | float | Annotated[str, Field(min_length=1, max_length=100)] = Field(
+        description="yes/no (true/false), a number, or a label", examples=[True]
+    )
+    name: str = Field("user_feedback", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="the assessment's name")
+    rationale: str | None = Field(None, max_length=2000, description="why")
+    corrected_answer: str | None = Field(
+        None, min_length=1, max_length=4000, description="the answer it should have been: an expectation"
+    )
+    source: str = Field("anonymous", min_length=1, max_length=100, description="who gave it (a user id)")
+
+
+class FeedbackRecorded(BaseModel):
+    trace_id: str
+    assessment_ids: list[str] = Field(description="the feedback's, then the corrected answer's")
 
 
 # --- responses ---

@@ -238,6 +238,7 @@ class QueuedExport(SpanProcessor):
         self.max_queue, self.batch, self.delay_s = max_queue, batch, delay_s
         self.counts = ExportCounts()
         self._queue: deque = deque()
+        self._sending = 0  # spans taken off the queue whose export has not ended yet
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._drain, name="trace-export", daemon=True)
@@ -262,6 +263,7 @@ class QueuedExport(SpanProcessor):
                 if not self._stopping and len(self._queue) < self.batch:
                     self._cond.wait(self.delay_s)
                 spans = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
+                self._sending = len(spans)
                 stopping = self._stopping
             if spans:
                 self._export(spans)
@@ -281,14 +283,17 @@ class QueuedExport(SpanProcessor):
                 self.counts.exported += len(spans)
             else:
                 self.counts.failed += len(spans)
+            self._sending = 0
+            self._cond.notify_all()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Export what is queued now, and wait (at most ``timeout_millis``) until it has been sent."""
         deadline = time.monotonic() + timeout_millis / 1000
         with self._cond:
-            self._cond.notify()
-        while self._queue and time.monotonic() < deadline:
-            time.sleep(0.01)  # the drain thread empties the queue; nothing to wait on but its progress
-        return not self._queue
+            self._cond.notify_all()  # the drain thread sends at once instead of at its next tick
+            while (self._queue or self._sending) and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(min(left, self.delay_s))
+            return not (self._queue or self._sending)
 
     def shutdown(self) -> None:
         with self._cond:
@@ -309,9 +314,10 @@ class Tracing:
         if exporter is None:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            exporter = OTLPSpanExporter(
-                endpoint=url.rstrip("/") + OTLP_PATH, headers={EXPERIMENT_HEADER: experiment_id}, timeout=5
-            )
+            from serving.feedback import auth_headers
+
+            headers = {EXPERIMENT_HEADER: experiment_id, **auth_headers()}  # a tracking server's own credentials
+            exporter = OTLPSpanExporter(endpoint=url.rstrip("/") + OTLP_PATH, headers=headers, timeout=5)
         self.url, self.experiment_id, self.content = url, experiment_id, content
         self.processor = QueuedExport(exporter)
         resource = Resource.create({"service.name": "llm-lifecycle-server"})
