@@ -13,3 +13,17 @@ HTTP_STATUS = "lifecycle.http_status"
 QUEUE_WAIT_S = "lifecycle.queue_wait_s"
 TIME_TO_FIRST_TOKEN_S = "lifecycle.time_to_first_token_s"
 DECODE_S = "lifecycle.decode_s"
+# the generation settings a trace records, under OpenTelemetry's GenAI names where they exist
+GENERATION_ATTRIBUTES = {
+    "max_new_tokens": "gen_ai.request.max_tokens",
+    "temperature": "gen_ai.request.temperature",
+    "top_p": "gen_ai.request.top_p",
+    "repetition_penalty": "gen_ai.request.repetition_penalty",
+}
+INPUT_TOKENS = "gen_ai.usage.input_tokens"
+OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+
+
+def generation_attributes(settings) -> dict:
+    """``settings`` (max_new_tokens, temperature, ...) as the span attributes a trace records."""
+    return {GENERATION_ATTRIBUTES[k]: v for k, v in settings.items() if k in GENERATION_ATTRIBUTES and v is not None}

@@ -10,6 +10,7 @@ Feature: mode=test validates the registered model's answers
     And the output mentions "models:/langchain-e2e-model@challenger (version 1): 8 answers passed validation"
     And the latest test run logged fact_agreement_mean and an answers table
     And the latest test run records the evaluation dataset "eval-default" version 1, holding 8 questions
+    And its prediction is a trace of the 8 questions, a span for each with its answer and token counts, tagged with version 1 and prompt "qa-concise", and holds no object's repr
 
   Scenario: The test answers an evaluation dataset that is already in MLflow, with no YAML
     Given a model deployed and promoted to champion

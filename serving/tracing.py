@@ -142,15 +142,7 @@ class RequestTrace:
 
     def settings(self, settings: Mapping[str, Any], model: str | None = None) -> None:
         """The generation settings used, under OpenTelemetry's GenAI names where they exist."""
-        semconv = {
-            "max_new_tokens": "gen_ai.request.max_tokens",
-            "temperature": "gen_ai.request.temperature",
-            "top_p": "gen_ai.request.top_p",
-            "repetition_penalty": "gen_ai.request.repetition_penalty",
-        }
-        for key, value in settings.items():
-            if key in semconv and value is not None:
-                self.span.set_attribute(semconv[key], value)
+        self.span.set_attributes(names.generation_attributes(settings))
 
     def answer(self, inputs: Any, seq: Any, text: str) -> None:
         """A generated answer (``serving.engine.Sequence``, finished) and the text it decoded to."""
@@ -211,8 +203,8 @@ def _usage(span: Any, answers: Iterable[Answer]) -> None:
     completion = sum(a.completion_tokens for a in answers)
     if not answers:
         return
-    span.set_attribute("gen_ai.usage.input_tokens", prompt)
-    span.set_attribute("gen_ai.usage.output_tokens", completion)
+    span.set_attribute(names.INPUT_TOKENS, prompt)
+    span.set_attribute(names.OUTPUT_TOKENS, completion)
     span.set_attribute(
         "mlflow.chat.tokenUsage",
         _json({"input_tokens": prompt, "output_tokens": completion, "total_tokens": prompt + completion}),

@@ -33,6 +33,7 @@ class DeployStage(Stage):
         cfg = self.cfg
         return {
             "model_name": cfg.model.name,
+            "registered_model_name": cfg.registered_model_name,  # the pyfunc's traces name it (and its version)
             "chat_format": cfg.model.chat_format.value,
             "dtype": cfg.model.dtype.value,
             "threads": cfg.model.threads,
