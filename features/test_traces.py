@@ -306,6 +306,75 @@ def feedback_while_down(server: Server, under_load: list):
     assert down.json()["detail"][0]["type"] == "tracking_unavailable", down.text
 
 
+MARGIN = 0.3  # production questions are not the evaluation set: a mean may fall this far below it
+MONITORED = ["What is the capital of France?", "Who wrote Romeo and Juliet?", "What is photosynthesis?"]
+
+
+def traffic_then_monitor(workspace: Workspace, server: Server, max_new_tokens: int, negative_first: bool) -> dict:
+    """Ask MONITORED on /ask, wait until each answer's trace (and feedback) is in MLflow, then run mode=monitor
+    over exactly this traffic (monitor.since: when it began)."""
+    since = int(time.time() * 1000)
+    trace_ids = []
+    for question in MONITORED:
+        answer = server.post(
+            "/ask", json={"question": question, "max_new_tokens": max_new_tokens}, headers=headers(server)
+        )
+        assert answer.status_code == 200, answer.text
+        trace_ids.append(answer.json()["trace_id"])
+    if negative_first:
+        body = {"trace_id": trace_ids[0], "value": False, "source": "bob"}
+        assert server.post("/v1/feedback", json=body, headers=headers(server)).status_code == 201
+    for trace_id in trace_ids:
+        read_trace(workspace, trace_id)
+    invocation = workspace.run(f"python main.py mode=monitor monitor.since={since} monitor.default_margin={MARGIN}")
+    return {"invocation": invocation, "trace_ids": trace_ids}
+
+
+@when(
+    "3 questions are asked on /ask, the first gets negative feedback, and mode=monitor reads this traffic",
+    target_fixture="monitored",
+)
+def monitor_traffic(workspace: Workspace, server: Server) -> dict:
+    return traffic_then_monitor(workspace, server, 16, negative_first=True)
+
+
+@when(
+    "3 questions are asked on /ask with max_new_tokens 1, and mode=monitor reads this traffic",
+    target_fixture="monitored",
+)
+def monitor_poor_traffic(workspace: Workspace, server: Server) -> dict:
+    return traffic_then_monitor(workspace, server, 1, negative_first=False)
+
+
+@pytest.fixture
+def invocation(monitored):
+    return monitored["invocation"]
+
+
+@then(
+    "the monitor run counted 3 traces with latency and time-to-first-token percentiles, tokens, a positive feedback "
+    "share of 0 and answer_relevance against the champion's evaluation"
+)
+def monitor_metrics(workspace: Workspace, monitored: dict):
+    metrics = workspace.stage_runs("monitor")[0].data.metrics
+    assert (metrics["traces"], metrics["scored"], metrics["errors"]) == (3, 3, 0), metrics
+    assert 0 < metrics["latency_p50_s"] <= metrics["latency_p95_s"], metrics
+    assert 0 < metrics["time_to_first_token_p50_s"] <= metrics["time_to_first_token_p95_s"], metrics
+    assert metrics["output_tokens"] > 0 and metrics["feedback"] == 1 and metrics["feedback_positive_share"] == 0
+    assert 0 <= metrics["answer_relevance/mean"] <= 1 and "evaluation/answer_relevance" in metrics, metrics
+    assert "answer_relevance" in monitored["invocation"].output
+
+
+@then("each of the 3 answers' traces holds the monitor's answer_relevance")
+def monitor_assessments(workspace: Workspace, monitored: dict):
+    run_id = workspace.stage_runs("monitor")[0].info.run_id
+    for trace_id in monitored["trace_ids"]:
+        trace = read_trace(workspace, trace_id)
+        (scored,) = [a for a in trace.info.assessments if a.name == "answer_relevance"]
+        assert scored.source.source_type == "CODE" and scored.metadata["run_id"] == run_id, scored
+        assert 0 <= scored.feedback.value <= 1
+
+
 @then("once the tracking server is back on its port, a new answer becomes a trace again")
 def traces_resume(workspace: Workspace, server: Server, own_tracking: Server, tmp_path):
     port = int(own_tracking.base.rsplit(":", 1)[1])

@@ -25,6 +25,18 @@ Feature: Every served answer comes back to MLflow as a trace
     Then the answer's trace holds that user's feedback false with its rationale, and the corrected answer as expected_response
     And feedback without the key gets 401, on an unknown trace 404 and with a malformed body 422, each with its reason
 
+  Scenario: mode=monitor scores the served traffic and compares it with the champion's own evaluation
+    Given "python -m serving" for the champion, its traces sent to the tracking server, behind an API key
+    When 3 questions are asked on /ask, the first gets negative feedback, and mode=monitor reads this traffic
+    Then it succeeds
+    And the monitor run counted 3 traces with latency and time-to-first-token percentiles, tokens, a positive feedback share of 0 and answer_relevance against the champion's evaluation
+    And each of the 3 answers' traces holds the monitor's answer_relevance
+
+  Scenario: Production answers that score below the champion's evaluation fail mode=monitor
+    Given "python -m serving" for the champion, its traces sent to the tracking server, behind an API key
+    When 3 questions are asked on /ask with max_new_tokens 1, and mode=monitor reads this traffic
+    Then it fails with "dropped below its evaluation by more than the margin on answer_relevance"
+
   Scenario: With SERVING_TRACE_CONTENT=false no question or answer text reaches a trace
     Given "python -m serving" for the champion, its traces sent to the tracking server, with "SERVING_TRACE_CONTENT=false"
     When the OpenAI client asks and streams, and /ask and /invocations are asked

@@ -190,6 +190,15 @@ class PromoteSettings:
 
 
 @dataclass
+class MonitorSettings:
+    since: Optional[str] = None  # ISO 8601 or epoch ms; None: where the last monitor run ended
+    until: Optional[str] = None  # None: now
+    max_traces: int = MISSING
+    default_margin: float = MISSING
+    margins: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
 class TestSettings:
     compare_dtype: Optional[ServeDType] = None  # e.g. bfloat16: report its agreement with float32
 
@@ -240,6 +249,7 @@ class Config:
     experiment: ExperimentSettings = field(default_factory=ExperimentSettings)
     deploy: DeploySettings = field(default_factory=DeploySettings)
     promote: PromoteSettings = field(default_factory=PromoteSettings)
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
     test: TestSettings = field(default_factory=TestSettings)
     serve: ServeSettings = field(default_factory=ServeSettings)
     export: ExportConfig = field(default_factory=ExportConfig)

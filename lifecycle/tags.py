@@ -12,6 +12,9 @@ ALIAS = "lifecycle.alias"  # the alias a deploy moved
 CHAMPION_VERSION = "lifecycle.champion_version"  # a promote run: the champion it compared against ("" if none)
 CHALLENGER_VERSION = "lifecycle.challenger_version"  # a promote run: the challenger it judged
 VERDICT = "lifecycle.verdict"  # a promote run: promoted | refused | unchanged
+MONITOR_SINCE = "lifecycle.monitor.since"  # a monitor run: the window of traces it read (ISO 8601, UTC)...
+MONITOR_UNTIL = "lifecycle.monitor.until"  # ...up to here: the next monitor run starts there
+MONITOR_AGAINST = "lifecycle.monitor.against"  # ...and the run whose evaluation of the champion it compared with
 
 DATASET = "lifecycle.dataset"  # the evaluation dataset a run answered (experiment, test, promote, sweep jobs)
 DATASET_VERSION = "lifecycle.dataset_version"  # ...and its version; on the dataset itself: the version counter

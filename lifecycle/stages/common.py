@@ -80,3 +80,18 @@ def aliased_version(cfg: DictConfig, alias: str) -> str:
             f"on {cfg.tracking_uri}. Run {todo} first (same data_dir/tracking_uri)."
         )
     return version
+
+
+def score_version(cfg: DictConfig, role: str, version: str, questions):
+    """A registered version's answers to the evaluation set and their scores, in a nested run named after its role
+    and version and tagged with it (what mode=promote compares, and mode=monitor compares production with)."""
+    from lifecycle import tags
+    from lifecycle.integrations import evaluation, packaging, runs
+
+    with runs.nested_run(f"{role}-v{version}"):
+        runs.set_tags({tags.MODEL_VERSION: version})
+        uri = f"models:/{cfg.registered_model_name}/{version}"
+        answers = packaging.answer_questions(uri, [q.question for q in questions])
+        limit = cfg.eval.thresholds.max_answer_chars
+        scores = evaluation.evaluate(answers, questions, limit, cfg.experiment.judge, cfg.eval.guidelines)
+    return answers, scores

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from lifecycle import promotion, tags
 from lifecycle.stage import Stage, StageContext, StageError, StageResult
-from lifecycle.stages.common import aliased_version, champion_alias, check_judge, evaluation_set, record_judge
+from lifecycle.stages.common import (
+    aliased_version,
+    champion_alias,
+    check_judge,
+    evaluation_set,
+    record_judge,
+    score_version,
+)
 
 ROLES = ("champion", "challenger")
 
@@ -37,7 +44,7 @@ class PromoteStage(Stage):
         versions = {"champion": champion, "challenger": challenger}
         questions = evaluation_set(context).questions
         record_judge(cfg)
-        answered = {role: self._answer_and_score(role, version, questions) for role, version in versions.items()}
+        answered = {role: score_version(cfg, role, version, questions) for role, version in versions.items()}
         means = {role: promotion.score_means(scores.metrics) for role, (_, scores) in answered.items()}
         if unknown := promotion.unknown_margins(cfg.promote.margins, set(means["champion"])):
             raise StageError(
@@ -87,19 +94,6 @@ class PromoteStage(Stage):
             outputs={"verdict": "promoted", "champion_version": challenger, "previous_champion": None},
             lines=[f"no {champion_name!r} yet: challenger version {challenger} promoted without a comparison"],
         )
-
-    def _answer_and_score(self, role: str, version: str, questions):
-        """One model's answers to the evaluation set, scored in a nested run named after its role and version."""
-        from lifecycle.integrations import evaluation, packaging, runs
-
-        cfg = self.cfg
-        with runs.nested_run(f"{role}-v{version}"):
-            runs.set_tags({tags.MODEL_VERSION: version})
-            uri = f"models:/{cfg.registered_model_name}/{version}"
-            answers = packaging.answer_questions(uri, [q.question for q in questions])
-            limit = cfg.eval.thresholds.max_answer_chars
-            scores = evaluation.evaluate(answers, questions, limit, cfg.experiment.judge, cfg.eval.guidelines)
-        return answers, scores
 
     def _explain(self, versions: dict[str, str], questions, answered: dict, verdict: promotion.Verdict) -> None:
         """The per-question table, the chart, the mean scores and the verdict, in the promote run."""

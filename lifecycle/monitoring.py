@@ -1,0 +1,113 @@
+"""What ``mode=monitor`` makes of the served model's production traces, without MLflow: pure, unit-tested.
+
+- ``window``: the time span to read, from ``monitor.since``/``monitor.until`` or else since the last monitor run;
+- ``Served``: one trace's question/answer pairs, status, latency, time to first token, tokens and feedback, out of
+  what the server recorded (``serving.tracing``: ``question``, ``questions`` or ``messages`` in, the answer out);
+- ``summary``: counts, latency and time-to-first-token percentiles, token totals and the share of positive
+  feedback, as the monitor run's metrics;
+- ``score``: the offline scores that need no expected answer (non-empty, within length, relevance), per trace.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from lifecycle import scoring
+
+DEFAULT_LOOKBACK = timedelta(hours=24)  # the first monitor run, with no window given, reads the last day
+FEEDBACK = "user_feedback"  # the assessment /v1/feedback records by default
+
+
+def parse_time(value: str | int | float) -> datetime:
+    """An ISO 8601 time (``2026-12-01T10:00``, UTC unless it says) or epoch milliseconds; ValueError otherwise."""
+    if (isinstance(value, (int, float)) and not isinstance(value, bool)) or str(value).isdigit():
+        return datetime.fromtimestamp(int(value) / 1000, tz=timezone.utc)
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def window(since, until, last_until: datetime | None, now: datetime) -> tuple[datetime, datetime]:
+    """[start, end): ``since`` or where the last monitor run ended or a day ago; ``until`` or now."""
+    end = parse_time(until) if until is not None else now
+    start = parse_time(since) if since is not None else (last_until or end - DEFAULT_LOOKBACK)
+    if start >= end:
+        raise ValueError(f"the window is empty: it starts {start.isoformat()} and ends {end.isoformat()}")
+    return start, end
+
+
+@dataclass(frozen=True)
+class Served:
+    """One production trace, as the monitor reads it."""
+
+    trace_id: str
+    pairs: tuple[tuple[str, str], ...]  # (question, answer); empty where the trace holds no text
+    ok: bool
+    latency_s: float | None
+    time_to_first_token_s: float | None
+    input_tokens: int
+    output_tokens: int
+    feedback: tuple[bool, ...] = field(default=())  # yes/no feedback on it
+
+
+def pairs(inputs: Any, outputs: Any) -> tuple[tuple[str, str], ...]:
+    """The question/answer pairs a server trace holds (none when its content was not recorded)."""
+    if not isinstance(inputs, Mapping):
+        return ()
+    if isinstance(inputs.get("question"), str) and isinstance(outputs, str):
+        return ((inputs["question"], outputs),)
+    if isinstance(inputs.get("questions"), list) and isinstance(outputs, list):
+        return tuple((q, a) for q, a in zip(inputs["questions"], outputs, strict=False) if isinstance(a, str))
+    messages = inputs.get("messages")
+    if isinstance(messages, list) and isinstance(outputs, str):
+        users = [m.get("content") for m in messages if isinstance(m, Mapping) and m.get("role") == "user"]
+        if users and isinstance(users[-1], str):
+            return ((users[-1], outputs),)
+    return ()
+
+
+def score(served: Served, max_chars: int) -> dict[str, float]:
+    """The trace's scores, each the mean over its answers: empty when it holds no text to score."""
+    if not served.pairs:
+        return {}
+    n = len(served.pairs)
+    return {
+        "non_empty": sum(bool(a.strip()) for _, a in served.pairs) / n,
+        "within_length": sum(len(a) <= max_chars for _, a in served.pairs) / n,
+        "answer_relevance": sum(scoring.relevance(q, a) for q, a in served.pairs) / n,
+    }
+
+
+def percentile(values: Sequence[float], share: float) -> float | None:
+    """The nearest-rank percentile (``share`` in 0..1), or None without values."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    return ordered[max(math.ceil(share * len(ordered)) - 1, 0)]
+
+
+def summary(traces: Sequence[Served], scores: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """The monitor run's metrics; a figure with nothing to measure is left out."""
+    latencies = [t.latency_s for t in traces if t.latency_s is not None]
+    ttfts = [t.time_to_first_token_s for t in traces if t.time_to_first_token_s is not None]
+    feedback = [value for t in traces for value in t.feedback]
+    metrics: dict[str, float | None] = {
+        "traces": len(traces),
+        "errors": sum(not t.ok for t in traces),
+        "scored": sum(bool(s) for s in scores),
+        "latency_p50_s": percentile(latencies, 0.5),
+        "latency_p95_s": percentile(latencies, 0.95),
+        "time_to_first_token_p50_s": percentile(ttfts, 0.5),
+        "time_to_first_token_p95_s": percentile(ttfts, 0.95),
+        "input_tokens": sum(t.input_tokens for t in traces),
+        "output_tokens": sum(t.output_tokens for t in traces),
+        "feedback": len(feedback),
+        "feedback_positive_share": sum(feedback) / len(feedback) if feedback else None,
+    }
+    for name in sorted({name for s in scores for name in s}):
+        values = [s[name] for s in scores if name in s]
+        metrics[f"{name}/mean"] = sum(values) / len(values)
+    return {k: float(v) for k, v in metrics.items() if v is not None}
