@@ -13,6 +13,7 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import HTTPException, Request
@@ -208,6 +209,25 @@ async def answer_all(
     finally:
         for task in tasks:
             task.cancel()  # one failed or the client left: free the others' slots
+
+
+async def stream_events(job, pieces, inputs: dict[str, Any], piece_event, closing) -> AsyncIterator[str]:
+    """A streamed answer's server-sent events: ``piece_event(piece)`` for each text piece, then ``closing(answer)``'s
+    events, the answer recorded on the request's trace; if it fails, an error event ends the stream instead."""
+    trace, text = current_trace(), ""
+    try:
+        async for piece in pieces:
+            text += piece
+            yield sse(piece_event(piece))
+    except GenerationFailed as exc:
+        trace.refused(f"{GENERATION_FAILED}: {exc}")
+        yield sse(stream_error(exc))
+        return
+    answer = text.strip()
+    trace.answer(inputs, job.seq, answer)
+    trace.outputs(answer)
+    for event in closing(answer):
+        yield sse(event)
 
 
 class EventStream(StreamingResponse):

@@ -4,21 +4,16 @@ n, "answer": ...}``."""
 
 # no `from __future__ import annotations`: FastAPI reads the bodies' types, built per app, from the annotations
 
-from collections.abc import AsyncIterator
-
 from fastapi import APIRouter, Request
 
-from serving.engine import GenerationFailed
 from serving.requests import (
-    GENERATION_FAILED,
     EventStream,
     answer_all,
     check_questions,
     check_template,
     sequence_for,
     settings_for,
-    sse,
-    stream_error,
+    stream_events,
     stream_text,
 )
 from serving.schemas import EVENT_STREAM, GENERATION_ERRORS, AskResponse, BatchResponse, RequestModels, json_errors
@@ -57,20 +52,9 @@ def build(models: RequestModels) -> APIRouter:
         prompt = st.prompter.render(question, check_template(body.prompt_template))
         job, pieces = stream_text(st, sequence_for(st, prompt, settings, ("body", "question")))
 
-        async def events() -> AsyncIterator[str]:
-            text = ""
-            try:
-                async for piece in pieces:
-                    text += piece
-                    yield sse({"token": piece})
-            except GenerationFailed as exc:
-                trace.refused(f"{GENERATION_FAILED}: {exc}")
-                yield sse(stream_error(exc))
-                return
-            trace.answer({"question": question}, job.seq, text.strip())
-            trace.outputs(text.strip())
-            yield sse({"done": True, "tokens": len(job.seq.tokens), "answer": text.strip()})
+        def done(answer: str) -> list[dict]:
+            return [{"done": True, "tokens": len(job.seq.tokens), "answer": answer}]
 
-        return EventStream(events())
+        return EventStream(stream_events(job, pieces, {"question": question}, lambda piece: {"token": piece}, done))
 
     return router

@@ -14,16 +14,14 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
 
-from serving.engine import GenerationFailed
 from serving.requests import (
-    GENERATION_FAILED,
     EventStream,
     constrained,
     generate,
     sequence_for,
     settings_for,
     sse,
-    stream_error,
+    stream_events,
     stream_text,
     unless_disconnected,
 )
@@ -99,22 +97,20 @@ def build(models: RequestModels) -> APIRouter:
 
         job, pieces = stream_text(st, seq)
 
+        chunk = {**head, "object": "chat.completion.chunk"}
+
+        def delta(content: dict) -> dict:
+            return {**chunk, "choices": [{"index": 0, "delta": content, "finish_reason": None}]}
+
+        def closing(_: str) -> list:
+            return [{**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": job.seq.finish_reason}]}, "[DONE]"]
+
         async def events() -> AsyncIterator[str]:
-            chunk = {**head, "object": "chat.completion.chunk"}
-            yield sse({**chunk, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
-            text = ""
-            try:
-                async for piece in pieces:
-                    text += piece
-                    yield sse({**chunk, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
-            except GenerationFailed as exc:
-                trace.refused(f"{GENERATION_FAILED}: {exc}")
-                yield sse(stream_error(exc))
-                return
-            trace.answer({"messages": messages}, job.seq, text.strip())
-            trace.outputs(text.strip())
-            yield sse({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": job.seq.finish_reason}]})
-            yield sse("[DONE]")
+            yield sse(delta({"role": "assistant"}))
+            async for event in stream_events(
+                job, pieces, {"messages": messages}, lambda p: delta({"content": p}), closing
+            ):
+                yield event
 
         return EventStream(events())
 
