@@ -14,7 +14,7 @@ Feature: Composing a run from config groups
     When I run "python main.py --help"
     Then it succeeds, printing these lines
       """
-      mode: all, deploy, experiment, export, promote, serve, server-config, test
+      mode: all, deploy, experiment, export, monitor, promote, serve, server-config, test
       export: default
       model: dialogpt, gpt2, smollm2
       """
