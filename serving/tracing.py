@@ -199,10 +199,10 @@ def _json(value: Any) -> str:
 
 def _usage(span: Any, answers: Iterable[Answer]) -> None:
     answers = list(answers)
-    prompt = sum(a.prompt_tokens for a in answers)
-    completion = sum(a.completion_tokens for a in answers)
     if not answers:
         return
+    prompt = sum(a.prompt_tokens for a in answers)
+    completion = sum(a.completion_tokens for a in answers)
     span.set_attribute(names.INPUT_TOKENS, prompt)
     span.set_attribute(names.OUTPUT_TOKENS, completion)
     span.set_attribute(

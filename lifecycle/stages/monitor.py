@@ -37,8 +37,9 @@ class MonitorStage(Stage):
             )
         except ValueError as exc:
             raise StageError(f"monitor.since/monitor.until: {exc}; give ISO 8601 times or epoch milliseconds") from None
-        runs.set_tags({tags.MONITOR_SINCE: start.isoformat(), tags.MONITOR_UNTIL: end.isoformat()})
-        runs.set_tags({tags.MODEL_VERSION: version})
+        runs.set_tags(
+            {tags.MONITOR_SINCE: start.isoformat(), tags.MONITOR_UNTIL: end.isoformat(), tags.MODEL_VERSION: version}
+        )
         traces = production.served_traces(
             experiment, cfg.registered_model_name, version, start, end, settings.max_traces
         )
