@@ -20,6 +20,9 @@ GENERATION_ATTRIBUTES = {
     "top_p": "gen_ai.request.top_p",
     "repetition_penalty": "gen_ai.request.repetition_penalty",
 }
+# the assessments /v1/feedback records on a trace: the user's verdict (its default name) and a corrected answer
+FEEDBACK = "user_feedback"
+EXPECTED_RESPONSE = "expected_response"  # the expectation name MLflow's scorers and datasets read
 INPUT_TOKENS = "gen_ai.usage.input_tokens"
 OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 

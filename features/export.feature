@@ -43,3 +43,4 @@ Feature: mode=export writes a standalone build context whose server needs neithe
     Then the bundle's test.sh passes against the container over HTTP
     And the container runs as a non-root user
     And with small limits, the container keeps the contract of its /openapi.json and a short soak gets no 5xx
+    And started with SERVING_TRACES_URL of a tracking server on the container host, its answers are traces in the model's experiment

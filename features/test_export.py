@@ -18,7 +18,19 @@ from pytest_bdd import given, parsers, scenarios, then, when
 from core import manifest
 from export import podman
 
-from .conftest import LIMITS, ROOT, Invocation, Workspace, assert_no_difference, free_port, launch, schemathesis
+from .conftest import (
+    EXPERIMENT,
+    LIMITS,
+    ROOT,
+    Invocation,
+    Workspace,
+    assert_no_difference,
+    free_port,
+    launch,
+    read_trace,
+    schemathesis,
+    start_tracking,
+)
 
 scenarios("export.feature")
 
@@ -269,6 +281,48 @@ def container_contract(bundle: Path, container, tmp_path):
         assert re.search(r"requests answered \(2xx\)\s+[1-9]", soak.stdout), soak.stdout
     finally:
         podman.podman("rm", "-f", name, check=False)
+
+
+CONTAINER_HOST = "host.containers.internal"  # podman's name for the machine that runs the container
+
+
+@then(
+    "started with SERVING_TRACES_URL of a tracking server on the container host, its answers are traces in the "
+    "model's experiment"
+)
+def container_traces(registered_workspace: Workspace, bundle: Path, container, tmp_path):
+    """A tracking server on the exporting workspace's database, listening on the address the container knows its host
+    by (not the network's: only podman's bridge) and accepting that name as a Host, and the image started again by
+    run.sh with its URL: an answer of the container lands as a trace of the registered model in the experiment that
+    logged it (serving.json names it)."""
+    resolved = podman.podman("exec", container["NAME"], "getent", "hosts", CONTAINER_HOST)
+    gateway = resolved.stdout.split()[0]
+    allowed = {"MLFLOW_SERVER_ALLOWED_HOSTS": f"{CONTAINER_HOST}:*"}  # MLflow refuses Host names it was not told of
+    tracking = start_tracking(registered_workspace, tmp_path / "mlflow-server.log", host=gateway, env=allowed)
+    name, port = f"{container['NAME']}-traced", free_port()
+    traces_url = f"http://{CONTAINER_HOST}:{tracking.base.rsplit(':', 1)[1]}"
+    env = {
+        **bare_env(**podman.script_env(container["IMAGE"], name)),
+        "PORT": str(port),
+        "SERVING_TRACES_URL": traces_url,
+    }
+    try:
+        started = subprocess.run(["bash", str(bundle / "run.sh")], env=env, capture_output=True, text=True)
+        assert started.returncode == 0, started.stdout + started.stderr
+        base = f"http://127.0.0.1:{port}"
+        wait_healthy(base, name)
+        question = "What is the capital of France?"
+        answer = httpx.post(f"{base}/ask", json={"question": question, "max_new_tokens": 8}, timeout=120)
+        assert answer.status_code == 200, answer.text
+        trace = read_trace(registered_workspace, answer.json()["trace_id"])
+        experiment = registered_workspace.client().get_experiment_by_name(EXPERIMENT).experiment_id
+        assert trace.info.experiment_id == experiment, trace.info
+        assert trace.info.tags["lifecycle.model.version"] == "1" and trace.info.tags["lifecycle.route"] == "/ask"
+        span = min(trace.data.spans, key=lambda s: s.start_time_ns)
+        assert span.inputs == {"question": question} and span.outputs == answer.json()["answer"], span.to_dict()
+    finally:
+        podman.podman("rm", "-f", name, check=False)
+        tracking.stop()
 
 
 def wait_healthy(base: str, name: str, timeout_s: float = 180) -> None:

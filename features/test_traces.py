@@ -15,12 +15,21 @@ import httpx
 import pytest
 from pytest_bdd import given, parsers, scenarios, then, when
 
-from .conftest import EXPERIMENT, TRACE_WAIT_S, Server, Workspace, launch, read_trace, start_server
+from .conftest import (
+    EXPERIMENT,
+    TRACE_WAIT_S,
+    Invocation,
+    Server,
+    Workspace,
+    evaluation_datasets,
+    read_trace,
+    start_server,
+    start_tracking,
+)
 
 scenarios("traces.feature")
 
 API_KEY = "k-traces-feature-4711"
-TRACKING_READY_S = 120
 ASKED = {  # what each route is asked, so that every question and answer can be looked for in the traces
     "chat": "What is the capital of France?",
     "stream": "What is Python?",
@@ -28,15 +37,6 @@ ASKED = {  # what each route is asked, so that every question and answer can be 
     "invocations": "How many days are there in a week?",
 }
 CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
-
-
-def start_tracking(workspace: Workspace, log, port: int | None = None) -> Server:
-    """The lean tracking server on the workspace's database, as `mode=server-config serve.run=true` starts it."""
-
-    def argv(p: int) -> list[str]:
-        return workspace.argv(f"python main.py mode=server-config serve.run=true serve.tracking_port={p}")
-
-    return launch(argv, workspace.env({}), log, TRACKING_READY_S, port=port)
 
 
 @pytest.fixture(scope="module")
@@ -384,3 +384,114 @@ def traces_resume(workspace: Workspace, server: Server, own_tracking: Server, tm
     assert answer.status_code == 200, answer.text
     trace = read_trace(workspace, answer.headers["x-trace-id"])
     assert "What is MLflow?" in json.dumps(root(trace).inputs)
+
+
+HARVEST = ["What is MLflow used for?", "Who painted the Mona Lisa?", "Which planet is the largest?"]
+ANY_DROP = 1.0  # this scenario is about the harvest: questions off the evaluation set may score lower, let them
+CORRECTED = "MLflow is an open-source platform that tracks, registers and serves machine learning models."
+
+
+@given(
+    "a model deployed and promoted to champion in a data directory of its own, on eval=quick",
+    target_fixture="workspace",
+)
+def own_registered_workspace(tmp_path, model_cache) -> Workspace:
+    """Version 1 as champion in a workspace no other scenario reads: this one grows its dataset and registers v2."""
+    workspace = Workspace(tmp_path / "data", model_cache)
+    for command in ("python main.py mode=deploy eval=quick", "python main.py mode=promote eval=quick"):
+        invocation = workspace.run(command)
+        assert invocation.returncode == 0, invocation.explain()
+    return workspace
+
+
+@when(
+    '3 new questions are asked on /ask, the first gets feedback "no" with a corrected answer, and mode=monitor '
+    "harvests this traffic, the served model judging",
+    target_fixture="monitored",
+)
+def harvest_traffic(workspace: Workspace, server: Server) -> dict:
+    since = int(time.time() * 1000)
+    trace_ids = []
+    for question in HARVEST:
+        answer = server.post("/ask", json={"question": question, "max_new_tokens": 16})
+        assert answer.status_code == 200, answer.text
+        trace_ids.append(answer.json()["trace_id"])
+    body = {"trace_id": trace_ids[0], "value": False, "source": "carol", "corrected_answer": CORRECTED}
+    assert server.post("/v1/feedback", json=body).status_code == 201
+    for trace_id in trace_ids:
+        read_trace(workspace, trace_id)
+    judged = (
+        f"experiment.judge.model=langchain-e2e-model experiment.judge.base_url={server.base}/v1 "
+        "experiment.judge.key_env=null"
+    )
+    invocation = workspace.run(
+        f"python main.py mode=monitor eval=quick monitor.harvest=true monitor.since={since} "
+        f"monitor.default_margin={ANY_DROP} {judged}"
+    )
+    return {"invocation": invocation, "trace_ids": trace_ids}
+
+
+def harvested_records(workspace: Workspace) -> tuple[object, list[dict]]:
+    (dataset,) = evaluation_datasets(workspace, "eval-quick")
+    records = dataset.to_df().to_dict("records")
+    return dataset, [r for r in records if r["source_type"] == "TRACE"]
+
+
+@then(
+    "eval-quick now holds the disliked question from its trace with the corrected answer as expected_response, and "
+    "its version moved from 1 to 2"
+)
+def disliked_harvested(workspace: Workspace, monitored: dict):
+    dataset, harvested = harvested_records(workspace)
+    by_question = {r["inputs"]["question"]: r for r in harvested}
+    disliked = by_question[HARVEST[0]]
+    assert disliked["source_id"] == monitored["trace_ids"][0], disliked
+    assert disliked["expectations"]["expected_response"] == CORRECTED, disliked
+    assert "negative feedback" in disliked["tags"]["lifecycle.harvest_reason"], disliked
+    assert dataset.tags["lifecycle.dataset_version"] == "2", dataset.tags
+    monitor = workspace.stage_runs("monitor")[0]
+    assert monitor.data.tags["lifecycle.monitor.harvested_into"] == "eval-quick@2", monitor.data.tags
+
+
+@then("every harvested question is one of the 3, from its own trace, and the monitor run says how many")
+def harvested_from_traffic(workspace: Workspace, monitored: dict):
+    _, harvested = harvested_records(workspace)
+    asked = dict(zip(HARVEST, monitored["trace_ids"], strict=True))
+    assert {r["inputs"]["question"]: r["source_id"] for r in harvested}.items() <= asked.items(), harvested
+    assert workspace.stage_runs("monitor")[0].data.metrics["harvested"] == len(harvested)
+    assert f"{len(harvested)} question(s) added to eval-quick, version 1 -> 2" in monitored["invocation"].output
+
+
+@then("each answer's trace holds the judge's relevance_to_query verdict with its rationale")
+def judged_traces(workspace: Workspace, monitored: dict):
+    run_id = workspace.stage_runs("monitor")[0].info.run_id
+    for trace_id in monitored["trace_ids"]:
+        trace = read_trace(workspace, trace_id)
+        (verdict,) = [a for a in trace.info.assessments if a.name == "relevance_to_query"]
+        assert verdict.metadata["run_id"] == run_id and verdict.feedback.value in (0.0, 1.0), verdict
+        assert verdict.rationale, verdict
+
+
+@when(
+    'a new version is deployed and "python main.py mode=promote eval=quick" runs',
+    target_fixture="invocation",
+)
+def deploy_and_promote(workspace: Workspace) -> Invocation:
+    deployed = workspace.run("python main.py mode=deploy eval=quick")
+    assert deployed.returncode == 0, deployed.explain()
+    return workspace.run("python main.py mode=promote eval=quick")
+
+
+@then("both versions answered the disliked question in the promote run, judged on eval-quick version 2")
+def promote_answers_harvest(workspace: Workspace, tmp_path):
+    import mlflow
+
+    workspace.client()
+    run = workspace.stage_runs("promote")[0]
+    assert run.data.tags["lifecycle.dataset_version"] == "2", run.data.tags
+    mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="promote", dst_path=tmp_path)
+    table = json.loads((tmp_path / "promote" / "questions.json").read_text())
+    rows = {row["question"]: row for row in (dict(zip(table["columns"], r, strict=True)) for r in table["data"])}
+    disliked = rows[HARVEST[0]]
+    assert (disliked["champion_version"], disliked["challenger_version"]) == ("1", "2"), disliked
+    assert disliked["champion_answer"] and disliked["challenger_answer"], disliked

@@ -49,3 +49,16 @@ Feature: Every served answer comes back to MLflow as a trace
     Then every client got 200, the server is healthy, and /metrics counts the spans it could not export
     And feedback while the tracking server is down gets 503 with Retry-After and the reason
     And once the tracking server is back on its port, a new answer becomes a trace again
+
+  Scenario: Production questions that failed become the next evaluation set, and the next promote answers them
+    Given a model deployed and promoted to champion in a data directory of its own, on eval=quick
+    And a tracking server of this scenario on its database
+    And "python -m serving" for the champion, its traces sent to this scenario's tracking server
+    When 3 new questions are asked on /ask, the first gets feedback "no" with a corrected answer, and mode=monitor harvests this traffic, the served model judging
+    Then it succeeds
+    And eval-quick now holds the disliked question from its trace with the corrected answer as expected_response, and its version moved from 1 to 2
+    And every harvested question is one of the 3, from its own trace, and the monitor run says how many
+    And each answer's trace holds the judge's relevance_to_query verdict with its rationale
+    When a new version is deployed and "python main.py mode=promote eval=quick" runs
+    Then it succeeds
+    And both versions answered the disliked question in the promote run, judged on eval-quick version 2

@@ -78,7 +78,7 @@ class StorageConfig:
     endpoint_url: Optional[str] = None
     bucket: Optional[str] = None
     prefix: str = ""
-    region: str = "us-east-1"
+    region: str = "us-east-1"  # the one default (conf/storage/s3.yaml names it only in a comment): local needs one too
     create_bucket: bool = False
 
 
@@ -157,7 +157,7 @@ class EvalConfig:
 class JudgeSettings:
     model: Optional[str] = None  # the judge model's name on the endpoint; None: no judges, no network
     base_url: Optional[str] = None  # an OpenAI-compatible endpoint ending in /v1; None: OpenAI's (or OPENAI_API_BASE)
-    key_env: Optional[str] = "OPENAI_API_KEY"  # the variable holding the key; None: the endpoint needs none
+    key_env: Optional[str] = MISSING  # the variable holding the key (conf/config.yaml); None: the endpoint needs none
 
 
 @dataclass
@@ -196,6 +196,7 @@ class MonitorSettings:
     max_traces: int = MISSING
     default_margin: float = MISSING
     margins: dict[str, float] = field(default_factory=dict)
+    harvest: bool = MISSING
 
 
 @dataclass

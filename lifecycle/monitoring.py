@@ -5,7 +5,10 @@
   what the server recorded (``serving.tracing``: ``question``, ``questions`` or ``messages`` in, the answer out);
 - ``summary``: counts, latency and time-to-first-token percentiles, token totals and the share of positive
   feedback, as the monitor run's metrics;
-- ``score``: the offline scores that need no expected answer (non-empty, within length, relevance), per trace.
+- ``pair_scores`` and ``trace_scores``: the offline scores that need no expected answer (non-empty, within length,
+  relevance), per answer and per trace;
+- ``harvest``: the questions that make the next evaluation set: negative feedback or a score below its minimum,
+  deduplicated, each with the trace it came from and the corrected answer feedback gave.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 from lifecycle import scoring
 
 DEFAULT_LOOKBACK = timedelta(hours=24)  # the first monitor run, with no window given, reads the last day
-FEEDBACK = "user_feedback"  # the assessment /v1/feedback records by default
+PASSING = 0.5  # a score with no minimum of its own (a judge's yes/no, as 1/0) fails below this
 
 
 def parse_time(value: str | int | float) -> datetime:
@@ -51,6 +54,7 @@ class Served:
     input_tokens: int
     output_tokens: int
     feedback: tuple[bool, ...] = field(default=())  # yes/no feedback on it
+    corrected: str | None = None  # the answer feedback said was right (its expected_response), if any
 
 
 def pairs(inputs: Any, outputs: Any) -> tuple[tuple[str, str], ...]:
@@ -69,16 +73,79 @@ def pairs(inputs: Any, outputs: Any) -> tuple[tuple[str, str], ...]:
     return ()
 
 
-def score(served: Served, max_chars: int) -> dict[str, float]:
-    """The trace's scores, each the mean over its answers: empty when it holds no text to score."""
-    if not served.pairs:
-        return {}
-    n = len(served.pairs)
-    return {
-        "non_empty": sum(bool(a.strip()) for _, a in served.pairs) / n,
-        "within_length": sum(len(a) <= max_chars for _, a in served.pairs) / n,
-        "answer_relevance": sum(scoring.relevance(q, a) for q, a in served.pairs) / n,
-    }
+def pair_scores(served: Served, max_chars: int) -> list[dict[str, float]]:
+    """Each answer's offline scores, in the order of ``served.pairs`` (none when the trace holds no text)."""
+    return [
+        {
+            "non_empty": float(bool(answer.strip())),
+            "within_length": float(len(answer) <= max_chars),
+            "answer_relevance": scoring.relevance(question, answer),
+        }
+        for question, answer in served.pairs
+    ]
+
+
+def trace_scores(per_pair: Sequence[Mapping[str, float | None]]) -> dict[str, float]:
+    """A trace's scores: each the mean over its answers of the values there are (a judge that failed gives None)."""
+    out = {}
+    for name in sorted({name for scores in per_pair for name in scores}):
+        values = [scores[name] for scores in per_pair if scores.get(name) is not None]
+        if values:
+            out[name] = sum(values) / len(values)
+    return out
+
+
+def minimums(min_relevance: float) -> dict[str, float]:
+    """The least each offline score must be for one answer to pass (the test stage's thresholds, per answer)."""
+    return {"non_empty": 1.0, "within_length": 1.0, "answer_relevance": min_relevance}
+
+
+def failing(scores: Mapping[str, float | None], least: Mapping[str, float]) -> list[str]:
+    """The scores of one answer below their minimum (``PASSING`` for a score that has none)."""
+    return [
+        f"{name} {value:.2f} < {least.get(name, PASSING):g}"
+        for name, value in sorted(scores.items())
+        if value is not None and value < least.get(name, PASSING)
+    ]
+
+
+@dataclass(frozen=True)
+class Harvested:
+    """A production question for the evaluation set: where it came from, why, and what the answer should have been."""
+
+    question: str
+    trace_id: str
+    reasons: tuple[str, ...]
+    expected_answer: str | None = None
+
+
+def normalized(question: str) -> str:
+    return " ".join(question.casefold().split())
+
+
+def harvest(
+    traces: Sequence[Served],
+    per_pair: Sequence[Sequence[Mapping[str, float | None]]],
+    least: Mapping[str, float],
+    known: Sequence[str] = (),
+) -> list[Harvested]:
+    """The questions with negative feedback or a failing score, oldest first, none already in ``known`` (the
+    evaluation set's questions) and each once (compared with case and spacing ignored). Of one question asked more
+    than once, the first trace whose feedback corrected the answer is kept, else the first."""
+    chosen: dict[str, Harvested] = {}
+    seen = {normalized(q) for q in known}
+    for served, scores in zip(traces, per_pair, strict=True):
+        negative = ["negative feedback"] if False in served.feedback else []
+        corrected = served.corrected if len(served.pairs) == 1 else None  # a batch's correction names no answer
+        for (question, _), pair in zip(served.pairs, scores or [{}] * len(served.pairs), strict=True):
+            reasons = negative + failing(pair, least)
+            key = normalized(question)
+            if not reasons or not key or key in seen:
+                continue
+            found = Harvested(question, served.trace_id, tuple(reasons), corrected)
+            if key not in chosen or (chosen[key].expected_answer is None and corrected is not None):
+                chosen[key] = found
+    return list(chosen.values())
 
 
 def percentile(values: Sequence[float], share: float) -> float | None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from lifecycle import tags
+
 MEAN = "/mean"
 TOLERANCE = 1e-9  # float noise: an equal mean is never "worse"
 
@@ -124,7 +126,7 @@ def chart(versions: Mapping[str, str], verdict: Verdict):
     axes.invert_yaxis()
     axes.set_xlabel("mean score (higher is better)")
     axes.set_xlim(0, max([1.0, *(c.champion for c in verdict.comparisons)]) * 1.05)
-    outcome = "promoted" if verdict.promoted else "refused"
+    outcome = tags.Promotion.PROMOTED if verdict.promoted else tags.Promotion.REFUSED
     axes.set_title(f"challenger version {versions['challenger']} {outcome} against version {versions['champion']}")
     axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2 - 0.6 / len(names)), ncol=3, fontsize="small")
     figure.tight_layout()

@@ -2,11 +2,13 @@
 
 - relevance: share of the question's content words that the answer mentions (a cheap, deterministic proxy);
 - fact agreement: share of expected facts found in the answer ("7|seven" accepts either spelling);
-- validate: the thresholds from conf/eval applied to a set of answers, as human-readable failures.
+- validate: the thresholds from conf/eval applied to a set of answers, as human-readable failures;
+- as_number: a scorer's or judge's value as a number (yes 1, no 0), or None where it gave none.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -28,6 +30,20 @@ def relevance(question: str, answer: str) -> float:
     if not wanted:
         return 1.0
     return len(wanted & content_words(answer)) / len(wanted)
+
+
+def as_number(value) -> float | None:
+    """A score as a number: yes/no (a judge's verdict) as 1/0, booleans and numbers as floats; None for a missing,
+    NaN or unreadable value."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return {"yes": 1.0, "no": 0.0}.get(value.strip().lower())
+    try:
+        number = float(value)  # numpy's booleans and numbers too
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
 
 
 def _mentions(answer: str, alternative: str) -> bool:

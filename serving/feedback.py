@@ -17,8 +17,9 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
+from core import telemetry
+
 ASSESSMENTS = "/api/3.0/mlflow/traces/{trace_id}/assessments"
-EXPECTED_RESPONSE = "expected_response"  # the expectation name MLflow's scorers and datasets read
 TIMEOUT_S = 10
 
 
@@ -53,7 +54,7 @@ def assessments(
     if corrected_answer:
         made.append(
             {
-                "assessment_name": EXPECTED_RESPONSE,
+                "assessment_name": telemetry.EXPECTED_RESPONSE,
                 "trace_id": trace_id,
                 "source": origin,
                 "expectation": {"value": corrected_answer},

@@ -82,3 +82,31 @@ def test_a_run_records_the_dataset_and_its_version(experiment_id):
     assert recorded.data.tags[tags.DATASET] == "eval-x" and recorded.data.tags[tags.DATASET_VERSION] == "1"
     (used,) = recorded.inputs.dataset_inputs
     assert (used.dataset.name, used.dataset.source_type) == ("eval-x", "mlflow_evaluation_dataset")
+
+
+def test_harvested_questions_join_with_their_trace_and_outlive_a_change_of_the_yaml(experiment_id):
+    from lifecycle.monitoring import Harvested
+
+    first = datasets.synced("eval-x", YAML, experiment_id)
+    found = [
+        Harvested("What is MLflow?", "tr-" + "a" * 32, ("negative feedback",), "MLflow tracks ML experiments."),
+        Harvested("What is a GPU?", "tr-" + "b" * 32, ("answer_relevance 0.00 < 0.2",)),
+    ]
+    grown = datasets.harvest(first, found)
+    assert (first.version, grown.version) == ("1", "2")
+    assert grown.questions[: len(YAML)] == first.questions
+    assert grown.questions[len(YAML) :] == (
+        datasets.Question("What is MLflow?", "MLflow tracks ML experiments."),
+        datasets.Question("What is a GPU?"),
+    )
+    dataset, _ = stored("eval-x")
+    sources = {r["inputs"]["question"]: (r["source_type"], r["source_id"]) for r in dataset.to_df().to_dict("records")}
+    assert sources["What is MLflow?"] == ("TRACE", "tr-" + "a" * 32)
+    assert datasets.harvest(grown, []) is grown
+
+    again = datasets.synced("eval-x", YAML, experiment_id)  # the YAML unchanged: the harvest stays, so does the version
+    assert (again.version, set(again.questions)) == ("2", set(grown.questions))
+    changed = datasets.synced("eval-x", YAML[:1], experiment_id)  # the YAML's own records replaced, the harvest kept
+    _, questions = stored("eval-x")
+    assert changed.version == "3" and questions == ["What is MLflow?", "What is Python?", "What is a GPU?"]
+    assert [q.question for q in changed.questions] == ["What is Python?", "What is MLflow?", "What is a GPU?"]

@@ -41,6 +41,14 @@ class TestScoring:
         good = [scoring.score("What is Python?", "A language", ["language"])]
         assert scoring.validate(good, thresholds) == []
 
+    @pytest.mark.parametrize(
+        ("value", "number"),
+        [("yes", 1.0), (" No ", 0.0), ("maybe", None), (True, 1.0), (0.25, 0.25), (float("nan"), None), (None, None),
+         ({"a": 1}, None)],
+    )  # fmt: skip
+    def test_a_verdict_or_score_reads_as_a_number_or_none(self, value, number):
+        assert scoring.as_number(value) == number
+
 
 class TestGeneration:
     def test_greedy_leaves_out_sampling_knobs(self):

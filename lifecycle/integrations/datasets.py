@@ -7,6 +7,10 @@ ours: a counter in the tag ``lifecycle.dataset_version``, raised with each conte
 sha256 in ``lifecycle.content_sha256``. ``eval.dataset=<name>`` instead selects a dataset that already exists (built
 in the UI or from traces); its version is that counter where it has one, else MLflow's digest.
 
+Production questions that ``mode=monitor monitor.harvest=true`` adds (``harvest``) are records whose source is
+their trace (MLflow's ``TRACE`` source type, the trace id as source id): a change of the YAML replaces the YAML's own
+records and keeps these, and every run after answers both. Each harvest raises the version too.
+
 Every run that answers the set records it: as the run's dataset input (context "evaluation", visible in the UI)
 and as the tags ``lifecycle.dataset`` / ``lifecycle.dataset_version``.
 """
@@ -27,6 +31,8 @@ from lifecycle.stage import StageError
 
 PREFIX = "eval-"
 CONTEXT = "evaluation"
+FROM_TRACE = "TRACE"  # the source type of a harvested record (mlflow.entities.DatasetRecordSourceType)
+HARVEST_REASON = "lifecycle.harvest_reason"  # a harvested record's tag: why it was taken
 
 
 @dataclass(frozen=True)
@@ -79,8 +85,8 @@ def synced(name: str, questions: Sequence, experiment_id: str) -> EvaluationSet:
     digest = content_sha256(rows)
     dataset = _find(name) or genai_datasets.create_dataset(name=name, experiment_id=experiment_id)
     if _tags(dataset).get(tags.DATASET_CONTENT) != digest:
-        if stale := [r["dataset_record_id"] for r in _records(dataset)]:
-            dataset.delete_records(stale)  # replaced whole: a question removed from the YAML leaves the dataset too
+        if stale := [r["dataset_record_id"] for r in _records(dataset) if not _harvested(r)]:
+            dataset.delete_records(stale)  # the YAML's part replaced whole: a question removed leaves the dataset
         try:
             dataset.merge_records(rows)
         except Exception:
@@ -88,19 +94,61 @@ def synced(name: str, questions: Sequence, experiment_id: str) -> EvaluationSet:
                 raise
             # another process synced the same questions at the same moment (two jobs, one dataset): MLflow keeps
             # one record per input, so what it wrote is what this one would have
-        version = int(_tags(dataset).get(tags.DATASET_VERSION, "0")) + 1
-        genai_datasets.set_dataset_tags(
-            dataset_id=dataset.dataset_id, tags={tags.DATASET_CONTENT: digest, tags.DATASET_VERSION: str(version)}
-        )
-        dataset = _reload(dataset)
-    kept = tuple(Question(q.question, q.expected_answer or None, tuple(q.expected_facts)) for q in questions)
-    return EvaluationSet(name, dataset.dataset_id, _tags(dataset)[tags.DATASET_VERSION], kept, dataset)
+        dataset = _next_version(dataset, {tags.DATASET_CONTENT: digest})
+    kept = [Question(q.question, q.expected_answer or None, tuple(q.expected_facts)) for q in questions]
+    harvested = [_question(dataset, r) for r in _records(dataset) if _harvested(r)]
+    questions_now = tuple(kept + sorted(harvested, key=lambda q: q.question))
+    return EvaluationSet(name, dataset.dataset_id, _tags(dataset)[tags.DATASET_VERSION], questions_now, dataset)
+
+
+def _next_version(dataset, extra: dict[str, str] | None = None):
+    """The dataset, reloaded, with its version counter raised (and ``extra`` tags set with it)."""
+    version = int(_tags(dataset).get(tags.DATASET_VERSION, "0")) + 1
+    genai_datasets.set_dataset_tags(
+        dataset_id=dataset.dataset_id, tags={**(extra or {}), tags.DATASET_VERSION: str(version)}
+    )
+    return _reload(dataset)
+
+
+def _harvested(record: dict) -> bool:
+    return record.get("source_type") == FROM_TRACE
 
 
 def _holds(dataset, rows: list[dict]) -> bool:
-    """Whether ``dataset`` holds exactly the records ``rows`` describe (their inputs and expectations)."""
-    held = sorted(json.dumps([r["inputs"], r["expectations"]], sort_keys=True) for r in _records(dataset))
+    """Whether ``dataset``'s own records (not the harvested ones) are exactly those ``rows`` describe."""
+    held = sorted(
+        json.dumps([r["inputs"], r["expectations"]], sort_keys=True) for r in _records(dataset) if not _harvested(r)
+    )
     return held == sorted(json.dumps([r["inputs"], r["expectations"]], sort_keys=True) for r in rows)
+
+
+def harvest(evaluation_set: EvaluationSet, harvested: Sequence) -> EvaluationSet:
+    """``harvested`` (``lifecycle.monitoring.Harvested``) added to the set's dataset as records from their traces,
+    the corrected answer as the expected response where there is one; the version raised. Unchanged when empty."""
+    if not harvested:
+        return evaluation_set
+    rows = []
+    for h in harvested:
+        expectations: dict[str, Any] = {"expected_facts": []}
+        if h.expected_answer:
+            expectations["expected_response"] = h.expected_answer
+        rows.append(
+            {
+                "inputs": {"question": h.question},
+                "expectations": expectations,
+                "source": {"source_type": FROM_TRACE, "source_data": {"trace_id": h.trace_id}},
+                "tags": {HARVEST_REASON: "; ".join(h.reasons)},
+            }
+        )
+    dataset = evaluation_set.dataset
+    dataset.merge_records(rows)
+    dataset = _next_version(_reload(dataset))
+    known = {q.question for q in evaluation_set.questions}
+    added = sorted((_question(dataset, r) for r in _records(dataset) if _harvested(r)), key=lambda q: q.question)
+    questions = evaluation_set.questions + tuple(q for q in added if q.question not in known)
+    return EvaluationSet(
+        evaluation_set.name, dataset.dataset_id, _tags(dataset)[tags.DATASET_VERSION], questions, dataset
+    )
 
 
 def _records(dataset) -> list[dict]:
@@ -127,22 +175,24 @@ def existing(name: str) -> EvaluationSet:
 
 
 def _questions(dataset) -> tuple[Question, ...]:
-    out = []
-    for record in _records(dataset):
-        inputs = record.get("inputs") if isinstance(record.get("inputs"), dict) else {}
-        question = inputs.get("question")
-        if not isinstance(question, str) or not question.strip():
-            raise StageError(
-                f"evaluation dataset {dataset.name!r}: record {record.get('dataset_record_id')} has no text under "
-                f"inputs.question (its inputs: {sorted(inputs)}). This project asks questions: give every record "
-                "inputs={'question': ...}."
-            )
-        expectations = record.get("expectations") if isinstance(record.get("expectations"), dict) else {}
-        facts = expectations.get("expected_facts") or []
-        out.append(Question(question, expectations.get("expected_response"), tuple(str(f) for f in facts)))
+    out = [_question(dataset, record) for record in _records(dataset)]
     if not out:
         raise StageError(f"evaluation dataset {dataset.name!r} has no records: add some, or pick another.")
     return tuple(sorted(out, key=lambda q: q.question))  # MLflow returns records in no fixed order
+
+
+def _question(dataset, record: dict) -> Question:
+    inputs = record.get("inputs") if isinstance(record.get("inputs"), dict) else {}
+    question = inputs.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise StageError(
+            f"evaluation dataset {dataset.name!r}: record {record.get('dataset_record_id')} has no text under "
+            f"inputs.question (its inputs: {sorted(inputs)}). This project asks questions: give every record "
+            "inputs={'question': ...}."
+        )
+    expectations = record.get("expectations") if isinstance(record.get("expectations"), dict) else {}
+    facts = expectations.get("expected_facts") or []
+    return Question(question, expectations.get("expected_response"), tuple(str(f) for f in facts))
 
 
 def record_use(evaluation_set: EvaluationSet) -> None:

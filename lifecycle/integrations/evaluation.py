@@ -9,7 +9,6 @@ never waits on a network call.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -76,14 +75,6 @@ class Scores:
     per_question: list[dict[str, float | None]]
 
 
-def _value(cell) -> float | None:
-    if cell is None or (isinstance(cell, float) and math.isnan(cell)):
-        return None
-    if isinstance(cell, str):
-        return {"yes": 1.0, "no": 0.0}.get(cell.strip().lower())
-    return float(cell)
-
-
 def evaluate(
     answers: Sequence[str], questions: Sequence, max_chars: int, judge=None, guidelines: Mapping[str, str] | None = None
 ) -> Scores:
@@ -97,7 +88,7 @@ def evaluate(
     for _, row in result.result_df.iterrows():
         request = row["request"]
         question = request.get("question") if isinstance(request, dict) else str(request)
-        by_question[question] = {n: _value(row.get(f"{n}/value")) for n in names}
+        by_question[question] = {n: scoring.as_number(row.get(f"{n}/value")) for n in names}
     return Scores(
         metrics={k: float(v) for k, v in result.metrics.items()},
         per_question=[by_question.get(q.question, dict.fromkeys(names)) for q in questions],

@@ -88,13 +88,36 @@ def environment(judge) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def scorers(judge, guidelines: Mapping[str, str]) -> list:
-    """The judges, as mlflow.genai scorers, all asking ``openai:/<judge.model>``."""
-    from mlflow.genai.scorers import Correctness, Guidelines, RelevanceToQuery
+def unreferenced_scorers(judge, guidelines: Mapping[str, str]) -> list:
+    """The judges that need no expected answer (RelevanceToQuery and the guidelines): what judges served traffic."""
+    from mlflow.genai.scorers import Guidelines, RelevanceToQuery
 
     model = f"openai:/{judge.model}"
     return [
-        Correctness(model=model),
         RelevanceToQuery(model=model),
         *(Guidelines(name=name, guidelines=text, model=model) for name, text in guidelines.items()),
     ]
+
+
+def verdicts(judge, guidelines: Mapping[str, str], pairs) -> list[dict[str, tuple[float | None, str | None]]]:
+    """Each (question, answer)'s verdicts from the judges that need no expected answer: per judge, its value (yes
+    as 1, no as 0; None where it gave none) and its rationale."""
+    from lifecycle import console, scoring
+
+    chosen = unreferenced_scorers(judge, guidelines)
+    out = []
+    with console.library_output_hidden(), environment(judge):
+        for question, answer in pairs:
+            given = {}
+            for judged_by in chosen:
+                feedback = judged_by(inputs={"question": question}, outputs=answer)
+                given[judged_by.name] = (scoring.as_number(feedback.value), feedback.rationale)
+            out.append(given)
+    return out
+
+
+def scorers(judge, guidelines: Mapping[str, str]) -> list:
+    """The judges, as mlflow.genai scorers, all asking ``openai:/<judge.model>``."""
+    from mlflow.genai.scorers import Correctness
+
+    return [Correctness(model=f"openai:/{judge.model}"), *unreferenced_scorers(judge, guidelines)]

@@ -43,11 +43,17 @@ def as_served(trace) -> monitoring.Served:
     root = min(trace.data.spans, key=lambda span: span.start_time_ns)
     usage = trace.info.token_usage or {}
     duration = trace.info.execution_duration
+    assessments = trace.info.assessments
     feedback = tuple(
         a.feedback.value
-        for a in trace.info.assessments
-        if a.name == monitoring.FEEDBACK and a.feedback is not None and isinstance(a.feedback.value, bool)
+        for a in assessments
+        if a.name == names.FEEDBACK and a.feedback is not None and isinstance(a.feedback.value, bool)
     )
+    corrected = [
+        a.expectation.value
+        for a in assessments
+        if a.name == names.EXPECTED_RESPONSE and a.expectation is not None and isinstance(a.expectation.value, str)
+    ]
     ttft = root.attributes.get(names.TIME_TO_FIRST_TOKEN_S)
     return monitoring.Served(
         trace_id=trace.info.trace_id,
@@ -58,13 +64,18 @@ def as_served(trace) -> monitoring.Served:
         input_tokens=int(usage.get("input_tokens") or 0),
         output_tokens=int(usage.get("output_tokens") or 0),
         feedback=feedback,
+        corrected=corrected[-1] if corrected else None,  # the latest correction
     )
 
 
-def record_scores(trace_id: str, scores: dict[str, float], run_id: str) -> None:
-    """Each score as a feedback assessment on its trace, from the monitor, naming the monitor run."""
+def record_scores(trace_id: str, scores: dict[str, float], run_id: str, rationales: dict[str, str]) -> None:
+    """Each score as a feedback assessment on its trace, from the monitor, naming the monitor run (with the judge's
+    rationale where one gave it)."""
     for name, value in scores.items():
-        mlflow.log_feedback(trace_id=trace_id, name=name, value=value, source=SOURCE, metadata={"run_id": run_id})
+        mlflow.log_feedback(
+            trace_id=trace_id, name=name, value=value, source=SOURCE, rationale=rationales.get(name),
+            metadata={"run_id": run_id},
+        )  # fmt: skip
 
 
 def last_until(experiment_id: str) -> datetime | None:

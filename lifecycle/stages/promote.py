@@ -22,6 +22,7 @@ from lifecycle.stages.common import (
 )
 
 ROLES = ("champion", "challenger")
+PROMOTED, REFUSED, UNCHANGED = tags.Promotion.PROMOTED, tags.Promotion.REFUSED, tags.Promotion.UNCHANGED
 
 
 class PromoteStage(Stage):
@@ -68,7 +69,7 @@ class PromoteStage(Stage):
         self._record(True, challenger, champion)
         return StageResult(
             stage=self.name,
-            outputs={"verdict": "promoted", "champion_version": challenger, "previous_champion": champion},
+            outputs={"verdict": PROMOTED, "champion_version": challenger, "previous_champion": champion},
             lines=[
                 f"challenger version {challenger} promoted: no worse than version {champion} on any score; "
                 f"{champion_name!r} -> {challenger} (was {champion})",
@@ -81,17 +82,17 @@ class PromoteStage(Stage):
 
         name, champion_name = self.cfg.registered_model_name, champion_alias(self.cfg)
         if champion == challenger:
-            runs.set_tags({tags.VERDICT: "unchanged"})
+            runs.set_tags({tags.VERDICT: UNCHANGED})
             line = f"version {challenger} is already {champion_name!r}: nothing to decide"
             return StageResult(
-                stage=self.name, outputs={"verdict": "unchanged", "champion_version": challenger}, lines=[line]
+                stage=self.name, outputs={"verdict": UNCHANGED, "champion_version": challenger}, lines=[line]
             )
         packaging.set_alias(name, champion_name, challenger)
-        runs.set_tags({tags.VERDICT: "promoted"})
+        runs.set_tags({tags.VERDICT: PROMOTED})
         self._record(True, challenger, None)
         return StageResult(
             stage=self.name,
-            outputs={"verdict": "promoted", "champion_version": challenger, "previous_champion": None},
+            outputs={"verdict": PROMOTED, "champion_version": challenger, "previous_champion": None},
             lines=[f"no {champion_name!r} yet: challenger version {challenger} promoted without a comparison"],
         )
 
@@ -113,7 +114,7 @@ class PromoteStage(Stage):
                 if getattr(c, role) is not None
             }
         )
-        runs.set_tags({tags.VERDICT: "promoted" if verdict.promoted else "refused"})
+        runs.set_tags({tags.VERDICT: PROMOTED if verdict.promoted else REFUSED})
 
     def _record(self, promoted: bool, challenger: str, champion: str | None) -> None:
         """The outcome as tags on both versions, with the run that explains it."""
@@ -124,7 +125,7 @@ class PromoteStage(Stage):
             name,
             challenger,
             {
-                tags.PROMOTION: "promoted" if promoted else "refused",
+                tags.PROMOTION: PROMOTED if promoted else REFUSED,
                 tags.PROMOTION_AGAINST: champion or "",
                 tags.PROMOTION_RUN: run_id,
             },
@@ -134,7 +135,7 @@ class PromoteStage(Stage):
                 name,
                 champion,
                 {
-                    tags.PROMOTION: "replaced" if promoted else "kept",
+                    tags.PROMOTION: tags.Promotion.REPLACED if promoted else tags.Promotion.KEPT,
                     tags.PROMOTION_AGAINST: challenger,
                     tags.PROMOTION_RUN: run_id,
                 },
