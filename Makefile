@@ -42,13 +42,13 @@ $(STAMP): pyproject.toml
 # A local S3 server (SeaweedFS) on 127.0.0.1:9878, data in ./s3_data, bucket "mlflow". Credentials from the
 # environment: export AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... first. Options: make s3 ARGS="--port 9000".
 s3: $(STAMP)
-	$(BIN)/python -m lifecycle.local_s3 $(ARGS)
+	$(BIN)/python -m devservices.s3 $(ARGS)
 
 # A local PostgreSQL (Debian's, run as its unprivileged user) on 127.0.0.1:5432, data in ./pg_data, database and
 # user "mlflow" with the password in PGPASSWORD: export PGPASSWORD=... first. Options: make postgres ARGS="--port 5433".
 postgres: $(STAMP)
 	./scripts/postgres-tools.sh
-	$(BIN)/python -m lifecycle.local_postgres $(ARGS)
+	$(BIN)/python -m devservices.postgres $(ARGS)
 
 # The lean MLflow tracking server for the chosen storage (what `mode=server-config` prints), in the foreground.
 tracking-server: $(STAMP)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle.local_s3 import LocalS3
-from lifecycle.ports import free_port
+from devservices.ports import free_port
+from devservices.s3 import LocalS3
 
 ROOT = Path(__file__).resolve().parent
 
@@ -44,7 +44,7 @@ def smollm2(model_cache):
 
 @dataclass
 class S3Store:
-    """A real S3 server for a test (SeaweedFS through lifecycle.local_s3), with its credentials."""
+    """A real S3 server for a test (SeaweedFS through devservices.s3), with its credentials."""
 
     server: LocalS3
     key: str

@@ -38,9 +38,9 @@ from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from devservices.ports import free_port  # noqa: E402
 from export import podman  # noqa: E402 - after the project root is importable
 from export.bundle import ExportSettings, folder_bytes, write  # noqa: E402
-from lifecycle.ports import free_port  # noqa: E402
 
 SIMPLE = "https://pypi.org/simple/{name}/"
 MB = 1e6

@@ -39,7 +39,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.servers import start, stop  # noqa: E402 - after the project root is importable
-from lifecycle.ports import free_port  # noqa: E402
+from devservices.ports import free_port  # noqa: E402
 
 MODEL_URI = "models:/langchain-e2e-model@champion"
 OVERLOAD_EXTRA = 64  # requests beyond what the batch and the queue hold, sent at once

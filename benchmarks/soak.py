@@ -150,7 +150,7 @@ def main() -> None:
         base = args.base_url.rstrip("/")
     else:
         from benchmarks.servers import start
-        from lifecycle.ports import free_port
+        from devservices.ports import free_port
 
         port = free_port()
         base = f"http://127.0.0.1:{port}"

@@ -94,7 +94,7 @@ def sweep_id(output: str) -> str:
 
 def compare_ray(args: argparse.Namespace) -> None:
     from benchmarks.servers import start, stop
-    from lifecycle.ports import free_port
+    from devservices.ports import free_port
 
     ray = str(Path(sys.executable).with_name("ray"))
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as scratch:

@@ -10,3 +10,5 @@
 ``serving`` and ``export`` import ``core`` and never ``lifecycle`` (tests/test_layering.py); the exported image
 carries ``core`` and ``serving`` whole.
 """
+
+__version__ = "0.1.0"  # the package's version (pyproject.toml reads it), which the server's /version answers

@@ -11,7 +11,6 @@ import itertools
 import json
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,8 @@ import httpx
 import pytest
 from pytest_bdd import given, parsers, then, when
 
-from lifecycle.ports import free_port
+from devservices.ports import free_port
+from lifecycle import processes
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "langchain-e2e-experiment"
@@ -286,36 +286,52 @@ class Server:
         return httpx.post(self.base + path, timeout=120, **kw)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=30)
+        processes.stop(self.proc, grace_s=30)
 
 
 def launch(
-    command, env: dict[str, str], log: Path, timeout_s: float, cwd: Path = ROOT, port: int | None = None
+    command,
+    env: dict[str, str],
+    log: Path,
+    timeout_s: float,
+    cwd: Path = ROOT,
+    port: int | None = None,
+    host: str = "127.0.0.1",
 ) -> Server:
-    """Start ``command(port)`` on a free loopback port (or on ``port``); return once its /health answers 200 (the
-    first answer, 503 while loading perhaps, is kept)."""
+    """Start ``command(port)`` on a free port (or on ``port``), listening on ``host``; return once its /health
+    answers 200 (the first answer, 503 while loading perhaps, is kept)."""
     port = port or free_port()
-    with log.open("a") as out:
-        proc = subprocess.Popen(
-            command(port), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    server = Server(f"http://127.0.0.1:{port}", proc, log)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"server exited {proc.returncode}:\n{log.read_text()[-3000:]}"
+    base, first = f"http://{host}:{port}", []
+
+    def healthy() -> bool:
         try:
-            response = server.get("/health")
+            response = httpx.get(f"{base}/health", timeout=120)
         except httpx.TransportError:
-            time.sleep(0.2)  # polling interval until the port accepts connections
-            continue
-        server.first_health = server.first_health or response
-        if response.status_code == 200:
-            return server
-        time.sleep(0.2)  # polling interval while the server loads; readiness is the 200 itself
-    server.stop()
-    raise AssertionError(f"not ready after {timeout_s} s:\n{log.read_text()[-3000:]}")
+            return False
+        first[:] = first or [response]
+        return response.status_code == 200  # readiness is the 200 itself (503 while the model loads)
+
+    try:
+        proc = processes.start(command(port), env, healthy, log, timeout_s, cwd=cwd)
+    except processes.NotReady as exc:
+        raise AssertionError(str(exc)) from None
+    return Server(base, proc, log, first_health=first[0])
+
+
+TRACKING_READY_S = 120
+
+
+def start_tracking(
+    workspace: Workspace, log: Path, port: int | None = None, host: str = "127.0.0.1", env: dict | None = None
+) -> Server:
+    """The lean tracking server on the workspace's database, as `mode=server-config serve.run=true` starts it."""
+
+    def argv(p: int) -> list[str]:
+        return workspace.argv(
+            f"python main.py mode=server-config serve.run=true serve.host={host} serve.tracking_port={p}"
+        )
+
+    return launch(argv, workspace.env(env or {}), log, TRACKING_READY_S, port=port, host=host)
 
 
 REGISTERED_MODEL_URI = "models:/langchain-e2e-model@champion"

@@ -27,4 +27,4 @@ Feature: /openapi.json is the exact contract, and /docs shows it with no interne
   Scenario: /docs renders every operation in a real browser with no internet
     Given "python -m serving" with small limits is running
     When Chromium opens /docs
-    Then the page shows all 9 operations, from assets the server serves itself, and a screenshot is kept
+    Then the page shows all 11 operations, from assets the server serves itself, and a screenshot is kept

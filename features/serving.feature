@@ -88,6 +88,17 @@ Feature: The HTTP server answers questions about the registered model
       | {"instances": ["What is the capital of France?"], "params": {"max_new_tokens": 12}}                          | 1     | Paris |
       | {"inputs": {"question": "What is the capital of France?"}, "params": {"max_new_tokens": 12}}                 | 1     | Paris |
 
+  Scenario: The other doors of MLflow's scoring server: /ping, /version and a text/csv body
+    Given a server for the registered model
+    When I POST to "/invocations" as "text/csv"
+      """
+      question\nWhat is the capital of France?\n"What is Python? Say it, please."
+      """
+    Then the response status is 200
+    And there are 2 predictions and the first mentions "Paris"
+    And a text/csv body with a second column gets 400 saying what the columns may be
+    And /ping answers 200 and /version the package's version
+
   Scenario Outline: Bad input gets a 4xx that says what is allowed, never a 500
     Given a server for the registered model
     When I POST to "<path>" as "<content_type>"
@@ -107,7 +118,7 @@ Feature: The HTTP server answers questions about the registered model
       | /ask        | application/json | {"question": "hi", "prompt_template": "Q:"}   | 422    | should match pattern                 |
       | /ask        | application/json | {"question": "hi"                             | 422    | JSON decode error                    |
       | /ask/batch  | application/json | {"questions": []}                             | 422    | at least 1 item                      |
-      | /invocations | text/csv        | question\nhi                                  | 415    | Content-Type must be application/json |
+      | /invocations | text/plain      | question\nhi                                  | 415    | must be application/json or text/csv |
       | /invocations | application/json | {"inputs": ["hi"], "instances": ["hi"]}      | 422    | Extra inputs are not permitted       |
       | /invocations | application/json | {"inputs": [1]}                              | 422    | valid string                         |
       | /invocations | application/json | {"inputs": ["hi"], "params": {"top_k": 3}}   | 422    | Extra inputs are not permitted       |

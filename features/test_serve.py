@@ -3,10 +3,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import signal
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,7 +11,8 @@ from pathlib import Path
 import pytest
 from pytest_bdd import scenarios, then
 
-from lifecycle.ports import free_port
+from devservices.ports import free_port
+from lifecycle import processes
 
 from .conftest import serving_command
 
@@ -31,18 +29,6 @@ def post(url: str, payload: dict) -> dict:
         return json.loads(response.read())
 
 
-def wait_ready(proc: subprocess.Popen, url: str, log: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"server exited {proc.returncode}:\n{log.read_text()[-3000:]}"
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.5)  # polling interval while the server loads, not a stand-in for readiness
-    raise AssertionError(f"not ready after {READY_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
-
-
 PAYLOADS = [
     {
         "dataframe_split": {"columns": ["question"], "data": [["What is the capital of France?"]]},
@@ -53,15 +39,15 @@ PAYLOADS = [
 
 
 def run_and_post(command: list[str], env: dict, ready_path: str, port: int, log: Path) -> list[dict]:
-    with log.open("w") as out:
-        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
     try:
-        base = f"http://127.0.0.1:{port}"
-        wait_ready(proc, base + ready_path, log)
+        proc = processes.start(command, env, base + ready_path, log, READY_TIMEOUT_S)
+    except processes.NotReady as exc:
+        raise AssertionError(str(exc)) from None
+    try:
         return [post(f"{base}/invocations", payload) for payload in PAYLOADS]
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        processes.stop(proc, grace_s=30)
 
 
 @pytest.fixture

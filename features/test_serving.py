@@ -82,6 +82,24 @@ def batch_order(response, first, second):
     assert first in answers[0]["answer"] and second in answers[1]["answer"], answers
 
 
+@then("a text/csv body with a second column gets 400 saying what the columns may be")
+def csv_refused(server):
+    body = "question,notes\nWhat is Python?,first\n"
+    refused = server.post("/invocations", content=body, headers={"Content-Type": "text/csv"})
+    assert refused.status_code == 400, refused.text
+    (item,) = refused.json()["detail"]
+    assert item["type"] == "invalid_body" and "columns: List should have at most 1 item" in item["msg"], item
+
+
+@then("/ping answers 200 and /version the package's version")
+def ping_and_version(server):
+    import core
+
+    ping, version = server.get("/ping"), server.get("/version")
+    assert (ping.status_code, ping.text) == (200, "\n"), ping.text
+    assert (version.status_code, version.text) == (200, core.__version__), version.text
+
+
 @then(parsers.parse('there are {count:d} predictions and the first mentions "{fact}"'))
 def predictions(response, count, fact):
     body = response.json()

@@ -6,7 +6,7 @@ import time
 import pytest
 from pytest_bdd import given, parsers, scenarios, then, when
 
-from lifecycle.ports import free_port
+from devservices.ports import free_port
 
 from .conftest import ROOT, Invocation, Workspace, launch, serving_command, start_server
 

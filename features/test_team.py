@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from pytest_bdd import given, parsers, scenarios, then, when
 
-from lifecycle.local_postgres import LocalPostgres, bindir
-from lifecycle.ports import free_port
+from devservices.ports import free_port
+from devservices.postgres import LocalPostgres, bindir
 
 from .conftest import (
     ROOT,

@@ -1,6 +1,12 @@
-"""A server process the lifecycle starts beside its own work (the lean tracking server that ``mode=serve
-serve.run=true`` records its traces through): started in its own session, ready once its URL answers 200, and
-stopped with its children, escalating to SIGKILL when it does not end."""
+"""Server processes started beside the work: the lean tracking server that ``mode=serve serve.run=true`` records its
+traces through, and, with the same three calls, the dev services (``devservices``), the servers the features start
+and the benchmarks' servers.
+
+- ``start``: the command in its own session (so that stopping it stops its children), its output in a log; ready
+  once ``ready`` says so (a URL that answers 2xx, or any check), ``NotReady`` with the log's last lines otherwise;
+- ``stop``: SIGTERM to the whole group, SIGKILL after a grace period;
+- ``answers``: whether a URL answers with a status below a bound (an S3 gateway's 403 means it is up).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 POLL_S = 0.2  # how often readiness is asked while the process starts
@@ -20,28 +26,46 @@ class NotReady(RuntimeError):
     """The process exited, or did not answer, before it was ready; the message ends with its log's last lines."""
 
 
-def answers(url: str) -> bool:
+def answers(url: str, below: int = 300) -> bool:
+    """``url`` answers with a status under ``below`` (2xx by default)."""
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
+            return response.status < below
+    except urllib.error.HTTPError as exc:
+        return exc.code < below
     except (urllib.error.URLError, OSError):
         return False
 
 
-def start(command: Sequence[str], env: Mapping[str, str], ready_url: str, log: Path, timeout_s: float):
-    """``command`` running, once ``ready_url`` answers 200; ``NotReady`` (it is stopped then) otherwise."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+def start(
+    command: Sequence[str],
+    env: Mapping[str, str] | None,
+    ready: str | Callable[[], bool],
+    log: Path | None,
+    timeout_s: float,
+    cwd: Path | None = None,
+) -> subprocess.Popen:
+    """``command`` running, once ``ready`` (a URL answering 2xx, or a check) holds; ``NotReady`` otherwise, the
+    process stopped. ``env`` None: this process's environment; ``log`` None: the output is discarded."""
+    check = ready if callable(ready) else (lambda: answers(ready))
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log or os.devnull, "ab") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
-            list(command), env=dict(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            list(command),
+            env=None if env is None else dict(env),
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     deadline = time.monotonic() + timeout_s
-    while not answers(ready_url):
+    while not check():
         if proc.poll() is not None or time.monotonic() > deadline:
             stop(proc)
             why = f"exited {proc.returncode}" if proc.returncode is not None else f"not ready after {timeout_s:g} s"
-            tail = log.read_text(errors="replace")[-1500:]
-            raise NotReady(f"{Path(command[0]).name} {why} (log {log}):\n{tail}")
+            tail = log.read_text(errors="replace")[-3000:] if log else ""
+            raise NotReady(f"{Path(command[0]).name} {why}" + (f" (log {log}):\n{tail}" if log else ""))
         time.sleep(POLL_S)
     return proc
 
@@ -50,9 +74,11 @@ def stop(proc: subprocess.Popen, grace_s: float = 20) -> None:
     """SIGTERM to the process group, SIGKILL after ``grace_s``."""
     if proc.poll() is not None:
         return
-    os.killpg(proc.pid, signal.SIGTERM)
     try:
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:  # it ended between the poll and the signal
         proc.wait()

@@ -27,6 +27,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from core import __version__
 from serving.docs import add_docs, state_token_limit
 from serving.metrics import MetricsMiddleware
 from serving.requests import Refused
@@ -76,7 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="LLM lifecycle server",
         description="Serves a model registered by the lifecycle (or an exported model folder), with dynamic batching.",
-        version="0.1.0",
+        version=__version__,
         lifespan=lifespan,
         docs_url=None,  # served by serving.docs, without a CDN
         redoc_url=None,
@@ -92,6 +93,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(area.build(models), dependencies=protected)
     if settings.traces_url:  # feedback names a trace: offered where answers have traces
         app.include_router(feedback.router, dependencies=protected)
+    app.add_middleware(invocations.CsvBody)  # text/csv on /invocations, as mlflow models serve reads it
     app.add_middleware(TracingMiddleware, tracing=lambda: state.tracing, paths=PROMPTED)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     if settings.cors_origins:

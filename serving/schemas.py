@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel
 
+from core import telemetry
 from serving.settings import Settings
 
 STRICT = ConfigDict(extra="forbid", strict=True)
@@ -95,12 +96,15 @@ PROMPT_TOO_LONG = (
     "type context_length_exceeded: the prompt is over the token limit stated in this operation's description; "
     "shorten it (or lower max_new_tokens)"
 )
-INVALID_BODY = "type invalid_body: the body is not JSON at all (undecodable bytes)"
+INVALID_BODY = (
+    "type invalid_body: the body is not JSON at all (undecodable bytes); or, on /invocations, a text/csv body that "
+    "is not one column `question` of questions within the limits (detail says what, as for the JSON it is read as)"
+)
 UNENFORCEABLE = "type unenforceable_schema: response_format holds a JSON schema the server cannot enforce, and why"
 ERROR_DESCRIPTIONS = {
     400: f"{PROMPT_TOO_LONG}; or {INVALID_BODY}",
     401: "the server has an API key and the request lacks it (Authorization: Bearer <key> or X-API-Key)",
-    415: "the body is not application/json",
+    415: "the body is not application/json (nor text/csv, on /invocations)",
     422: "the body breaks the schema: detail says where and what is allowed",
     429: "the queue is full: retry after Retry-After seconds",
     500: "type generation_failed: this answer's decoding failed (its scores went non-finite); other requests are not "
@@ -170,7 +174,7 @@ class FeedbackRequest(BaseModel):
     value: bool | float | Annotated[str, Field(min_length=1, max_length=100)] = Field(
         description="yes/no (true/false), a number, or a label", examples=[True]
     )
-    name: str = Field("user_feedback", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="the assessment's name")
+    name: str = Field(telemetry.FEEDBACK, pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="the assessment's name")
     rationale: str | None = Field(None, max_length=2000, description="why")
     corrected_answer: str | None = Field(
         None, min_length=1, max_length=4000, description="the answer it should have been: an expectation"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import threading
 import time
 from dataclasses import replace
@@ -188,7 +189,7 @@ async def authorized(
     if key is None:
         return
     given = x_api_key or (authorization or "").removeprefix("Bearer ").strip()
-    if given != key.get_secret_value():
+    if not secrets.compare_digest(given.encode(), key.get_secret_value().encode()):  # in constant time
         raise HTTPException(401, "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
 
 

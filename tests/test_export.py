@@ -137,7 +137,7 @@ def test_run_sh_and_build_sh_take_their_options_from_the_environment(rendered):
 
 
 def test_test_sh_fails_loudly_when_nothing_answers(rendered):
-    from lifecycle.ports import free_port
+    from devservices.ports import free_port
 
     out = run_script(rendered, "test.sh", PORT=str(free_port()), WAIT_S="1")
     assert out.returncode == 1 and "FAIL:" in out.stderr and "/health did not answer 200" in out.stderr

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from devservices.ports import free_port
 from lifecycle.integrations import evaluation, judges
-from lifecycle.ports import free_port
 from lifecycle.stage import StageError
 
 

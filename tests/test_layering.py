@@ -3,6 +3,8 @@
 - ``core`` imports none of this project's other packages;
 - ``serving`` imports ``core`` and itself; ``export`` imports ``core``, ``serving`` and itself: never ``lifecycle``,
   so the exported server (``core`` and ``serving`` copied whole) runs without it;
+- ``devservices`` (dev, test and benchmark servers) may import the product, and the product never imports it: it is
+  neither in the wheel nor in a registered model's code;
 - no two modules of the project import each other, directly or through others.
 """
 
@@ -14,12 +16,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("core", "serving", "export", "lifecycle")
+PACKAGES = ("core", "serving", "export", "lifecycle", "devservices")
 ALLOWED = {
     "core": {"core"},
     "serving": {"core", "serving"},
     "export": {"core", "serving", "export"},
     "lifecycle": {"core", "serving", "export", "lifecycle"},
+    "devservices": {"core", "lifecycle", "devservices"},
 }
 
 
@@ -115,3 +118,13 @@ print("imported", len({copied!r}))
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"imported {len(copied)}" in done.stdout
     assert {name.split(".")[0] for name in copied} == set(bundle.APP_PACKAGES)
+
+
+def test_the_wheel_and_a_registered_model_carry_the_product_and_not_the_dev_services():
+    import tomllib
+
+    from lifecycle.integrations.packaging import CODE_DIRS
+
+    included = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert sorted(name.rstrip("*") for name in included) == sorted(set(PACKAGES) - {"devservices"})
+    assert sorted(Path(folder).name for folder in CODE_DIRS) == ["core", "lifecycle"]

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+from devservices.ports import free_port
 from lifecycle import processes
-from lifecycle.ports import free_port
 
 
 def test_a_server_is_ready_once_it_answers_and_stops_with_its_group(tmp_path):

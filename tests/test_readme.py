@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("core", "lifecycle", "serving", "export", "benchmarks", "features", "tests")
+PACKAGES = ("core", "lifecycle", "serving", "export", "devservices", "benchmarks", "features", "tests")
 
 
 def structure_block() -> str:
@@ -20,7 +20,7 @@ def test_every_module_is_in_the_structure_tree():
     names = {Path(n).name for n in named}
     missing = [
         str(path.relative_to(ROOT))
-        for package in ("core", "lifecycle", "serving", "export", "benchmarks")
+        for package in ("core", "lifecycle", "serving", "export", "devservices", "benchmarks")
         for path in (ROOT / package).rglob("*.py")
         if path.name != "__init__.py"
         and "skeleton" not in path.parts

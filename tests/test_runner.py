@@ -111,7 +111,7 @@ def test_untracked_modes_open_no_run(cfg_with, registry, tmp_path):
 
 
 def test_an_unusable_s3_store_fails_before_any_run(cfg_with, registry, tmp_path, monkeypatch):
-    from lifecycle.ports import free_port
+    from devservices.ports import free_port
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-value")

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 
 import pytest
 
 from serving import protocol
 from serving.engine import Batcher, GenerationFailed, Overloaded, Sequence
+from serving.routes.invocations import csv_as_json
 from serving.settings import Settings
 
 
@@ -49,6 +51,26 @@ class TestProtocol:
     def test_bad_payloads_say_what_is_expected(self, payload, message):
         with pytest.raises(protocol.ProtocolError, match=message):
             protocol.parse_invocation(payload)
+
+    @pytest.mark.parametrize(
+        "body,questions",
+        [
+            (b"question\na\nb\n", ["a", "b"]),
+            (b'id,question\r\n1,"a, with a comma"\r\n', ["a, with a comma"]),
+            (b'prompt\n"two\nlines"\n', ["two\nlines"]),
+        ],
+    )
+    def test_a_csv_body_is_the_dataframe_split_it_describes(self, body, questions):
+        assert protocol.parse_invocation(json.loads(csv_as_json(body))) == (questions, {})
+
+    @pytest.mark.parametrize("body", [b"", b"question\n"])
+    def test_a_csv_without_rows_is_refused_as_a_split_without_data(self, body):
+        with pytest.raises(protocol.ProtocolError):
+            protocol.parse_invocation(json.loads(csv_as_json(body)))
+
+    def test_a_csv_that_is_not_utf8_says_so(self):
+        with pytest.raises(ValueError, match="the text/csv body cannot be read"):
+            csv_as_json(b"question\n\xff\n")
 
 
 def test_settings_from_environment():

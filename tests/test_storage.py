@@ -8,9 +8,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from devservices.ports import free_port
+from devservices.s3 import identity
 from lifecycle.integrations import storage
-from lifecycle.local_s3 import identity
-from lifecycle.ports import free_port
 from lifecycle.stage import StageError
 
 READER = {"AWS_ACCESS_KEY_ID": "reader-key", "AWS_SECRET_ACCESS_KEY": "reader-secret-123"}

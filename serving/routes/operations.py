@@ -1,12 +1,14 @@
 """What operators and orchestrators ask: ``/health`` (200 once the model is loaded, 503 before or if loading
-failed, with why; open without the API key), ``/model/info`` (what is served and how: dtype, device, what makes a
-step fast, batching, counters) and ``/metrics`` (Prometheus text)."""
+failed, with why; open without the API key), ``/ping`` (the same readiness as ``mlflow models serve`` answers it, for
+SageMaker and MLflow's clients; open too), ``/version`` (the server's), ``/model/info`` (what is served and how:
+dtype, device, what makes a step fast, batching, counters) and ``/metrics`` (Prometheus text)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from core import __version__
 from serving.schemas import Health, ModelInfo, errors, json_errors
 from serving.state import Ready, State, authorized
 
@@ -19,6 +21,22 @@ async def health(state: State):
         return Health(status="ok", ready=True)
     body = Health(status="error" if state.error else "loading", ready=False, detail=state.error)
     return JSONResponse(body.model_dump(), status_code=503)
+
+
+@router.get(
+    "/ping",
+    response_class=PlainTextResponse,
+    responses={200: {"description": "the model is loaded"}, 503: {"description": "not ready: see /health for why"}},
+)
+async def ping(state: State) -> PlainTextResponse:
+    return PlainTextResponse("\n", status_code=200 if state.ready else 503)
+
+
+@router.get(
+    "/version", response_class=PlainTextResponse, dependencies=[Depends(authorized)], responses=json_errors(401, 422)
+)
+async def version() -> str:
+    return __version__
 
 
 @router.get(

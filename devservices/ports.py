@@ -1,4 +1,4 @@
-"""Free TCP ports on 127.0.0.1, for the servers that tests, benchmarks and ``lifecycle.local_s3`` start."""
+"""Free TCP ports on 127.0.0.1, for the servers that tests, benchmarks and ``devservices.s3`` start."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 folder, the password of its one database user from the environment.
 
     export PGPASSWORD=<a password of your choice>
-    python -m lifecycle.local_postgres [--dir pg_data] [--port 5432] [--user mlflow] [--database mlflow]
+    python -m devservices.postgres [--dir pg_data] [--port 5432] [--user mlflow] [--database mlflow]
                                                                                         # or: make postgres
 
 PostgreSQL refuses to run as root, so as root the server runs as the unprivileged ``postgres`` user that Debian's
@@ -29,7 +29,7 @@ from pathlib import Path
 SUPERUSER = "postgres"
 SERVICE_USER = "postgres"  # the unprivileged account Debian's postgresql package creates; used when we are root
 PG_HBA = """\
-# written by lifecycle.local_postgres
+# written by devservices.postgres
 local   all   postgres                  trust
 host    all   all        127.0.0.1/32   scram-sha-256
 """
@@ -127,7 +127,7 @@ class LocalPostgres:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m lifecycle.local_postgres",
+        prog="python -m devservices.postgres",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -2,7 +2,7 @@
 package) on loopback, with its data in one folder and the credentials from the environment.
 
     export AWS_ACCESS_KEY_ID=dev-key AWS_SECRET_ACCESS_KEY=dev-secret-123
-    python -m lifecycle.local_s3 [--dir s3_data] [--port 9878] [--bucket mlflow]     # or: make s3
+    python -m devservices.s3 [--dir s3_data] [--port 9878] [--bucket mlflow]     # or: make s3
 
 Every port it opens is on 127.0.0.1. Besides the S3 port, SeaweedFS runs a master, a volume server, a filer and an
 admin server, each with an HTTP and a gRPC port; all of them get free ports, so a test server can run beside a
@@ -21,12 +21,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from lifecycle.ports import free_ports
+from devservices.ports import free_ports
+from lifecycle import processes
 
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # S3's rule: 3-63 lowercase letters, digits, . and -
 COMPONENTS = ("master", "volume", "filer", "admin")  # each gets a free HTTP port and a free gRPC port
@@ -99,51 +97,34 @@ class LocalS3:
         identity_file.write_text(json.dumps(self._identity))
         identity_file.chmod(0o600)
         command = self.command(identity_file)
-        with open(log_path or os.devnull, "ab") as out:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(
-                command, cwd=self.data_dir, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        bucket_url = f"http://127.0.0.1:{self.ports['filer']}/buckets/{self.bucket}/"
+
+        def ready() -> bool:
+            """The S3 gateway answers (anonymously: 403) and the bucket exists (the filer lists it)."""
+            return processes.answers(self.endpoint_url, below=500) and (
+                not self.bucket or processes.answers(bucket_url, below=400)
             )
-        self._wait_ready()
+
+        try:
+            self.proc = processes.start(command, None, ready, log_path, READY_TIMEOUT_S, cwd=self.data_dir)
+        except processes.NotReady as exc:
+            self._forget()
+            raise RuntimeError(f"the S3 server at {self.endpoint_url} did not start: {exc}") from None
         return self
 
-    def _answers(self, url: str, accept: int) -> bool:
-        """The URL answers with a status below ``accept`` (an S3 error such as 403 means the gateway is up)."""
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return True
-        except urllib.error.HTTPError as exc:
-            return exc.code < accept
-        except OSError:
-            return False
-
-    def _wait_ready(self) -> None:
-        """Ready when the S3 gateway answers (anonymously: 403) and the bucket exists (the filer lists it)."""
-        bucket_url = f"http://127.0.0.1:{self.ports['filer']}/buckets/{self.bucket}/"
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"weed exited with {self.proc.returncode} before it was ready")
-            if self._answers(self.endpoint_url, 500) and (not self.bucket or self._answers(bucket_url, 400)):
-                return
-            time.sleep(0.1)  # polling interval while the server starts
-        self.stop()
-        raise RuntimeError(f"the S3 server at {self.endpoint_url} was not ready after {READY_TIMEOUT_S} s")
-
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        if self.proc:
+            processes.stop(self.proc)
+        self._forget()
+
+    def _forget(self) -> None:
         if self._private:
             shutil.rmtree(self._private, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m lifecycle.local_s3", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m devservices.s3", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--dir", default="s3_data", help="where the objects are kept (default ./s3_data)")
     parser.add_argument("--port", type=int, default=9878, help="S3 port on 127.0.0.1 (default 9878)")
