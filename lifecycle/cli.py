@@ -1,4 +1,8 @@
-"""What ``main.py`` does with a composed config: run it, print the summary, exit non-zero on failure.
+"""What ``main.py`` does with a composed config: run it, print the summary, exit non-zero on failure; and the
+installed command, ``genai-lifecycle`` (``main``), which does what ``python main.py`` does from any folder: the
+config groups come with the package (``lifecycle/conf``, the checkout's ``conf/``), and a ``conf/`` in the folder it
+runs in is added to Hydra's search path, so a user's own prompt templates, models or evaluation sets are options
+beside the shipped ones.
 
 Importing this module registers the config's schema and resolvers: ``main.py`` imports it before Hydra composes,
 and so does a Ray worker when it unpickles a sweep job (hydra/launcher=ray), before it resolves the job's config.
@@ -16,6 +20,30 @@ from lifecycle.config import register_configs
 from lifecycle.redact import redact_text
 
 register_configs()
+
+
+USER_CONF = "conf"  # a folder of the user's own config groups, where the command runs
+
+
+def with_user_conf(argv: list[str], cwd: Path) -> list[str]:
+    """``argv`` (without the program) with ``cwd/conf`` as Hydra's extra config folder, where there is one and no
+    ``--config-dir`` was given."""
+    own = cwd / USER_CONF
+    given = any(a in ("--config-dir", "-cd") or a.startswith("--config-dir=") for a in argv)
+    if given or not own.is_dir() or own.resolve() == (Path(__file__).parent / USER_CONF).resolve():
+        return list(argv)
+    return ["--config-dir", str(own.resolve()), *argv]
+
+
+def main() -> None:
+    """The ``genai-lifecycle`` command."""
+    import sys
+
+    import hydra
+
+    sys.argv = [sys.argv[0], *with_user_conf(sys.argv[1:], Path.cwd())]
+    shipped = str(Path(__file__).parent / USER_CONF)  # absolute: read as a folder, not as a Python package
+    hydra.main(version_base="1.3", config_path=shipped, config_name="config")(execute)()
 
 
 def enter_launch_folder() -> None:

@@ -302,15 +302,49 @@ def _export_default(name: str) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
+SETTINGS_GROUP = "genai_lifecycle.settings"  # entry points: name -> the settings dataclass a plugin stage reads
+
+
+def plugin_settings() -> dict[str, type]:
+    """The settings third-party stages bring, by entry point (``genai_lifecycle.settings``): each a dataclass whose
+    fields have defaults, composed as ``cfg.<name>`` and overridden as ``<name>.<field>=...`` like the built-in ones."""
+    import dataclasses
+    from importlib.metadata import entry_points
+
+    found = {}
+    for entry in entry_points(group=SETTINGS_GROUP):
+        settings = entry.load()
+        if not dataclasses.is_dataclass(settings):
+            raise TypeError(f"entry point {entry.name} = {entry.value} ({SETTINGS_GROUP}) is not a dataclass")
+        found[entry.name] = settings
+    return found
+
+
+def schema() -> type:
+    """``Config``, with a key for each plugin's settings (``plugin_settings``); a plugin may not take a built-in key."""
+    import dataclasses
+
+    extra = plugin_settings()
+    if taken := sorted(set(extra) & {f.name for f in dataclasses.fields(Config)}):
+        raise ValueError(
+            f"plugin settings {taken} ({SETTINGS_GROUP}) would replace this project's own config keys: give the "
+            "entry point another name"
+        )
+    if not extra:
+        return Config
+    fields = [(name, cls, field(default_factory=cls)) for name, cls in sorted(extra.items())]
+    return dataclasses.make_dataclass("Config", fields, bases=(Config,))
+
+
 def register_configs() -> None:
-    """Store the schema and register resolvers; safe to call more than once."""
+    """Store the schema (with the plugins' settings) and register resolvers; safe to call more than once."""
     from hydra.core.config_store import ConfigStore
 
     if not OmegaConf.has_resolver("abspath"):
         OmegaConf.register_new_resolver("abspath", _abspath)
         OmegaConf.register_new_resolver("server_default", _server_default)
         OmegaConf.register_new_resolver("export_default", _export_default)
-    ConfigStore.instance().store(name=SCHEMA_NAME, node=Config)
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=schema())
 
 
 def to_container(cfg: Any) -> dict:

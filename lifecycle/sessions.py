@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lifecycle.sweeps.job import current_job
+from lifecycle.sweep_job import current_job
 
 
 def open_session(cfg: Any):

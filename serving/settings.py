@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field, SecretStr
 from core.generation import MAX_NEW_TOKENS_CAP
 
 ENV_PREFIX = "SERVING_"
-# Measured (benchmarks/serving.py, 2-core CPU, float32): 16 rows per step give 500 tokens/s, 64 give 820, 128 give
-# 920 at twice the step time of 64; on a GPU a step of 256 rows costs little more than one of 64.
+# Where a bigger step stops paying on each device, as benchmarks/serving.py measured it: docs/serving.md, "Endpoints,
+# batching and speed" (the figures live there only).
 DEFAULT_MAX_BATCH_SIZE = {"cpu": 64, "cuda": 256}
 
 

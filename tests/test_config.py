@@ -106,3 +106,71 @@ def test_cli_introspection_needs_no_heavy_imports(flag):
     out = subprocess.run([sys.executable, "-c", code, flag], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr  # the introspection itself succeeded
     assert "HEAVY=\n" in out.stdout, out.stdout[-500:]
+
+
+def test_saved_recipes_in_the_experiment_group_set_the_team_up_and_leave_the_rest_to_the_user(compose_cfg):
+    server = compose_cfg("+experiment=team_server")
+    assert (server.backend.kind.value, server.storage.kind.value, server.mode.name) == (
+        "postgresql",
+        "s3",
+        "server-config",
+    )
+    assert server.serve.run is True
+    client = compose_cfg("+experiment=team", "prompt=detailed")
+    assert client.tracking_uri == "http://127.0.0.1:5050" and client.prompt.name == "qa-detailed"
+    assert client.backend.kind.value == "sqlite" and client.experiment.prompt_alias == "active"  # the key is untouched
+
+
+PLUGIN = """
+from dataclasses import dataclass
+
+from lifecycle.stage import Stage, StageResult
+
+
+@dataclass
+class NotifySettings:
+    channel: str = "ml-team"
+    retries: int = 2
+
+
+class NotifyStage(Stage):
+    name = "notify"
+    uses_tracking = False
+
+    def run(self, context):
+        settings = self.cfg.notify
+        return StageResult(stage=self.name, lines=[f"would notify {settings.channel} ({settings.retries} retries)"])
+"""
+ENTRY_POINTS = """[genai_lifecycle.stages]
+notify = acme_notify:NotifyStage
+
+[genai_lifecycle.settings]
+notify = acme_notify:NotifySettings
+"""
+
+
+def installed_plugin(folder) -> dict[str, str]:
+    """A third-party package (module and dist-info, as pip leaves them) bringing a stage and its settings; the
+    environment that has it installed."""
+    import os
+
+    (folder / "acme_notify.py").write_text(PLUGIN)
+    info = folder / "acme_notify-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-notify\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(ENTRY_POINTS)
+    return {**os.environ, "PYTHONPATH": str(folder)}
+
+
+def test_a_plugin_stage_brings_its_settings_typed_and_overridable_without_editing_the_config(tmp_path):
+    (tmp_path / "site").mkdir()
+    env = installed_plugin(tmp_path / "site")
+
+    def main(*overrides: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "main.py", f"data_dir={tmp_path / 'data'}", *overrides]
+        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+    ran = main("mode.stages=[notify]", "notify.channel=ops-room")
+    assert ran.returncode == 0 and "would notify ops-room (2 retries)" in ran.stdout, ran.stdout + ran.stderr
+    wrong = main("mode.stages=[notify]", "notify.retries=many")
+    assert wrong.returncode != 0 and "notify.retries" in wrong.stderr, wrong.stderr

@@ -5,6 +5,8 @@
   so the exported server (``core`` and ``serving`` copied whole) runs without it;
 - ``devservices`` (dev, test and benchmark servers) may import the product, and the product never imports it: it is
   neither in the wheel nor in a registered model's code;
+- ``lifecycle.integrations`` (the adapters to MLflow and the libraries) imports neither of the shells above it,
+  ``lifecycle.stages`` and ``lifecycle.sweeps``;
 - no two modules of the project import each other, directly or through others.
 """
 
@@ -69,6 +71,17 @@ def test_a_package_imports_only_what_it_may(graph, package):
         if target.split(".")[0] not in ALLOWED[package]
     }
     assert not wrong, sorted(wrong)
+
+
+def test_the_integrations_import_no_shell_above_them(graph):
+    upward = sorted(
+        f"{module} imports {target}"
+        for module, targets in graph.items()
+        if module.startswith("lifecycle.integrations")
+        for target in targets
+        if target.startswith(("lifecycle.stages", "lifecycle.sweeps"))
+    )
+    assert not upward, upward
 
 
 def test_no_modules_import_each_other(graph):

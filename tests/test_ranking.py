@@ -1,11 +1,11 @@
-"""Ranking a sweep's jobs (lifecycle.sweeps.ranking) and the template check (core.generation.check_template)."""
+"""Ranking a sweep's jobs (lifecycle.ranking) and the template check (core.generation.check_template)."""
 
 from __future__ import annotations
 
 import pytest
 
 from core.generation import check_template
-from lifecycle.sweeps.ranking import Row, best, columns, labels, rank, render
+from lifecycle.ranking import Row, best, columns, labels, rank, render
 
 RANK_BY = ["fact_agreement/mean", "answer_relevance/mean", "-latency_mean_s"]
 

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("core", "lifecycle", "serving", "export", "devservices", "benchmarks", "features", "tests")
+PACKAGES = ("core", "lifecycle", "serving", "export", "devservices", "benchmarks", "features", "tests", "conf", "docs")
 
 
 def structure_block() -> str:

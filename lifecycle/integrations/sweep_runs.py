@@ -28,13 +28,12 @@ import mlflow
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from lifecycle import tags
+from lifecycle import ranking, tags
 from lifecycle.config import to_container
 from lifecycle.integrations import datasets, prompts, tracking
 from lifecycle.redact import redact
 from lifecycle.stage import StageResult
-from lifecycle.sweeps import ranking
-from lifecycle.sweeps.job import SweepJob
+from lifecycle.sweep_job import SweepJob
 
 log = logging.getLogger(__name__)
 

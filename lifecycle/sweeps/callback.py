@@ -20,8 +20,9 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from lifecycle import sweep_job as job
 from lifecycle.stage import StageError
-from lifecycle.sweeps import job, launchers
+from lifecycle.sweeps import launchers
 
 
 class SweepCallback(Callback):
