@@ -332,7 +332,7 @@ def main() -> None:
     os.environ["MLFLOW_TRACKING_URI"] = tracking
     from transformers import AutoTokenizer
 
-    from serving.loader import resolved
+    from serving.engine.loader import resolved
 
     with resolved(MODEL_URI) as spec:
         tokenizer = AutoTokenizer.from_pretrained(spec.folder)

@@ -8,7 +8,7 @@ Self-contained: random weights of the served model's architecture (SmolLM2-135M:
 tree. Every row decodes exactly ``--new-tokens`` tokens (no end token), greedy, from a prompt of ``--prompt-tokens``
 random tokens, so every contender does the same work. Measured, at each batch size:
 
-- this engine (``serving.decoding.DecodeBatch``, CUDA graphs per batch-shape bucket), prefill included;
+- this engine (``serving.engine.decoding.DecodeBatch``, CUDA graphs per batch-shape bucket), prefill included;
 - ``generate(cache_implementation="static")`` (transformers compiles its decoding step): the target, batches 1, 16
   and 64 at least as fast;
 - plain ``generate()``.
@@ -30,9 +30,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from serving import kernels
-from serving.decoding import DecodeBatch
-from serving.engine import Sequence
+from serving.engine import Sequence, kernels
+from serving.engine.decoding import DecodeBatch
 
 SMOLLM2_135M = {  # the architecture of the served model (its config.json), weights left random
     "vocab_size": 49152,

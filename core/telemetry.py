@@ -1,4 +1,4 @@
-"""The names a trace of an answer carries, whoever records it: this project's server (``serving.tracing``, exported
+"""The names a trace of an answer carries, whoever records it: this project's server (``serving.http.tracing``, exported
 through OpenTelemetry) and the registered model's pyfunc (through MLflow's tracing). Searchable as trace tags, so a
 reader and ``mode=monitor`` treat both paths alike."""
 

@@ -1,4 +1,4 @@
-"""``python -m export --model-uri models:/langchain-e2e-model@champion --output-dir exported_model [--dtype bf16]
+"""``python -m export --model-uri models:/langchain-e2e-model@champion --output-dir exported_model [--dtype bfloat16]
 [--vendor-wheels]``: the same bundle as ``python main.py mode=export``, without Hydra or an MLflow run.
 
 The model URI is read through MLflow (MLFLOW_TRACKING_URI; MLFLOW_S3_ENDPOINT_URL and the AWS variables when its
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
         "--model-uri", default=os.environ.get("MLFLOW_MODEL_URI"), help="models:/..., runs:/..., a folder"
     )
     parser.add_argument("--output-dir", type=Path, help=f"the build context (default {defaults['output_dir']})")
-    parser.add_argument("--dtype", choices=["float32", "bf16"], help=f"default {defaults['dtype']}")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], help=f"default {defaults['dtype']}")
     parser.add_argument("--vendor-wheels", action="store_true", help="put every wheel in the context (offline build)")
     parser.add_argument("--wheelhouse", type=Path, help="reuse and fill this folder of wheels (with --vendor-wheels)")
     parser.add_argument("--base-image", help=f"default {defaults['base_image']}")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from core import manifest
 from export import quality, requirements, templates
-from serving.loader import SERVING_JSON, ServingSpec, resolved
+from serving.engine.loader import SERVING_JSON, ServingSpec, resolved
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 APP_PACKAGES = ("core", "serving")  # what `python -m serving` imports, whole (tests/test_layering.py keeps it so)
 LEFT_OUT = ("lifecycle-model.json", manifest.MANIFEST)  # the converter's marker names paths of the exporting machine
 WEIGHTS = (".safetensors", ".bin")
-BF16 = "bf16"
+BF16 = "bfloat16"  # the one spelling, as serve.dtype and --dtype say it
 MARKER = ".export.json"  # identifies a folder as an export (so re-exporting may replace it)
 
 
@@ -49,7 +49,7 @@ class ExportSettings:
 
     model_uri: str
     output_dir: Path = Path("exported_model")
-    dtype: str = "float32"  # float32 | bf16
+    dtype: str = "float32"  # float32 | bfloat16
     vendor_wheels: bool = False
     wheelhouse: Path | None = None  # wheels reused between exports (filled on demand)
     base_image: str = "python:3.11-slim"
@@ -95,7 +95,7 @@ def _serving_json(spec: ServingSpec, dtype: str) -> dict:
         "prompt_version": spec.prompt_version,
         "source_uri": spec.source_uri,
         "chat_format": spec.chat_format,
-        "dtype": "bfloat16" if dtype == BF16 else spec.dtype,
+        "dtype": BF16 if dtype == BF16 else spec.dtype,
         "threads": spec.threads,
         "max_input_tokens": spec.max_input_tokens,
         "system": spec.system,

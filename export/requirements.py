@@ -22,7 +22,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 
 RUNTIME = (
     "torch", "transformers", "fastapi", "fastapi-swagger", "uvicorn", "pydantic", "pyyaml", "safetensors", "llguidance",
-    "opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http",  # the server's traces (serving.tracing)
+    "opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http",  # the server's traces (serving.http.tracing)
 )  # fmt: skip
 NEVER = frozenset({"mlflow", "mlflow-skinny", "mlflow-tracing", "boto3", "botocore", "langchain-core", "hydra-core"})
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from export.requirements import TORCH_CPU_INDEX
-from serving.settings import ENV_PREFIX, Settings
+from serving.http.settings import ENV_PREFIX, Settings
 
 SKELETON = Path(__file__).with_name("skeleton")
 FILES = {  # skeleton name -> name in the bundle
@@ -69,8 +69,8 @@ def _mb(size: int) -> str:
 def dtype_note(dtype: str, measured: dict | None) -> str:
     if not measured:
         return (
-            f"This bundle carries {dtype} weights. Exporting with `export.dtype=bf16` halves the model's size; that "
-            "bundle's README then reports what it costs in answers and speed, measured on the exporting machine."
+            f"This bundle carries {dtype} weights. Exporting with `export.dtype=bfloat16` halves the model's size; "
+            "that bundle's README then reports what it costs in answers and speed, measured on the exporting machine."
         )
     speed, size = measured["tokens_per_s"], measured["weights_bytes"]
     agreement = f"{measured['identical']} of {measured['questions']}"
@@ -78,15 +78,15 @@ def dtype_note(dtype: str, measured: dict | None) -> str:
     if measured["first_difference_mean"] is not None:
         differing = f" The others match float32 for {measured['first_difference_mean']:.0f} tokens on average."
     return (
-        "This bundle carries bf16 weights: half the size of float32. What that cost was measured when the bundle was "
-        f"exported: {measured['questions']} questions, greedy, up to {measured['max_new_tokens']} new tokens, batched "
-        f"through the server's own engine on the exporting machine ({measured['cpus']} CPUs).\n\n"
-        "| | float32 | bf16 |\n|---|---|---|\n"
-        f"| weights | {_mb(size['float32'])} MB | {_mb(size['bf16'])} MB |\n"
-        f"| tokens/s (batched) | {speed['float32']} | {speed['bf16']} |\n"
+        "This bundle carries bfloat16 weights: half the size of float32. What that cost was measured when the bundle "
+        f"was exported: {measured['questions']} questions, greedy, up to {measured['max_new_tokens']} new tokens, "
+        f"batched through the server's own engine on the exporting machine ({measured['cpus']} CPUs).\n\n"
+        "| | float32 | bfloat16 |\n|---|---|---|\n"
+        f"| weights | {_mb(size['float32'])} MB | {_mb(size['bfloat16'])} MB |\n"
+        f"| tokens/s (batched) | {speed['float32']} | {speed['bfloat16']} |\n"
         f"| greedy answers identical to float32 | | {agreement} |\n\n"
-        f"bf16 changes some answers: a different token can win a close greedy choice.{differing} Speed depends on "
-        "the CPU: processors without native bf16 arithmetic convert on the fly. Export again with "
+        f"bfloat16 changes some answers: a different token can win a close greedy choice.{differing} Speed depends on "
+        "the CPU: processors without native bfloat16 arithmetic convert on the fly. Export again with "
         "`export.dtype=float32` for the exact registered model."
     )
 

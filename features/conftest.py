@@ -31,6 +31,14 @@ EXPERIMENT = "langchain-e2e-experiment"
 INHERITED_MLFLOW_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")  # set by mlflow.set_*_uri in this process
 
 
+def tool_missing(reason: str) -> None:
+    """A scenario whose tool (Chromium, PostgreSQL, podman) is not here: skipped, saying why; failed under
+    LIFECYCLE_STRICT=1 (.ci/run), where `make test-tools` must have installed it."""
+    if os.environ.get("LIFECYCLE_STRICT") == "1":
+        pytest.fail(f"{reason} (LIFECYCLE_STRICT=1: every test tool is required)")
+    pytest.skip(reason)
+
+
 @dataclass
 class Invocation:
     command: str

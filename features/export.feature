@@ -25,11 +25,11 @@ Feature: mode=export writes a standalone build context whose server needs neithe
     When one byte of the bundle's model.safetensors changes
     Then the bundle's server exits at start saying "model.safetensors does not match its sha256"
 
-  Scenario: A bf16 export halves the model and reports what that costs, measured
-    When I run "python main.py mode=export export.dtype=bf16 export.output_dir=<data_dir>/bf16"
+  Scenario: A bfloat16 export halves the model and reports what that costs, measured
+    When I run "python main.py mode=export export.dtype=bfloat16 export.output_dir=<data_dir>/bf16"
     Then it succeeds
-    And the bf16 model is at most 55% of the float32 one
-    And the bf16 README reports the measured tokens/s and identical answers of both dtypes
+    And the bfloat16 model is at most 55% of the float32 one
+    And the bfloat16 README reports the measured tokens/s and identical answers of both dtypes
 
   Scenario: A folder that is not an earlier export is never overwritten
     When I run "python main.py mode=export export.output_dir=<data_dir>"

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from pytest_bdd import given, parsers, scenarios, then, when
 
-from .conftest import LIMITS, ROOT, Server, assert_no_difference, launch, schemathesis
+from .conftest import LIMITS, ROOT, Server, assert_no_difference, launch, schemathesis, tool_missing
 
 scenarios("contract.feature")
 
@@ -132,7 +132,7 @@ def over_the_limit(server: Server, document: dict):
 def chromium() -> str:
     found = shutil.which("chromium")
     if not found:
-        pytest.skip("Chromium is not installed: `make test-tools` installs Debian's package where it can")
+        tool_missing("Chromium is not installed: `make test-tools` installs Debian's package where it can")
     return found
 
 

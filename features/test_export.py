@@ -30,6 +30,7 @@ from .conftest import (
     read_trace,
     schemathesis,
     start_tracking,
+    tool_missing,
 )
 
 scenarios("export.feature")
@@ -195,7 +196,7 @@ def refused(venv: Path, bundle: Path, corrupted: Path, message):
     assert message in result.stderr and "Re-export the model" in result.stderr, result.stderr[-2000:]
 
 
-@then(parsers.parse("the bf16 model is at most {percent:d}% of the float32 one"))
+@then(parsers.parse("the bfloat16 model is at most {percent:d}% of the float32 one"))
 def bf16_smaller(workspace: Workspace, bundle: Path, percent):
     bf16 = (workspace.data_dir / "bf16" / "model" / "model.safetensors").stat().st_size
     float32 = (bundle / "model" / "model.safetensors").stat().st_size
@@ -203,7 +204,7 @@ def bf16_smaller(workspace: Workspace, bundle: Path, percent):
     assert json.loads((workspace.data_dir / "bf16" / "model" / "serving.json").read_text())["dtype"] == "bfloat16"
 
 
-@then("the bf16 README reports the measured tokens/s and identical answers of both dtypes")
+@then("the bfloat16 README reports the measured tokens/s and identical answers of both dtypes")
 def bf16_readme(workspace: Workspace):
     readme = (workspace.data_dir / "bf16" / "README.md").read_text()
     assert "| tokens/s (batched) |" in readme and "| greedy answers identical to float32 | |" in readme, readme
@@ -218,7 +219,7 @@ def database_kept(workspace: Workspace):
 @given("podman with runc and a locally built Python base image")
 def container_tooling():
     if reason := podman.unavailable():
-        pytest.skip(
+        tool_missing(
             f"container tooling unavailable ({reason}): "
             "`make test-tools` installs it (scripts/container-tools.sh; needs root and Debian's package repository)"
         )

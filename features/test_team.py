@@ -29,6 +29,7 @@ from .conftest import (
     summary_table,
     sweep_run,
     template_without_question,
+    tool_missing,
 )
 
 scenarios("team.feature")
@@ -69,7 +70,7 @@ def postgres():
     try:
         bindir()
     except RuntimeError as exc:
-        pytest.skip(f"no PostgreSQL here: {exc}")
+        tool_missing(f"no PostgreSQL here: {exc}")
     folder = Path(tempfile.mkdtemp(prefix="team-pg-"))
     folder.chmod(0o711)  # traversable by the postgres user when the tests run as root
     server = LocalPostgres(folder / "data", free_port(), "mlflow", secrets.token_urlsafe(16), "mlflow").start()

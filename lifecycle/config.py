@@ -58,7 +58,7 @@ class ServeDevice(str, Enum):
 
 class ExportDType(str, Enum):
     float32 = "float32"
-    bf16 = "bf16"  # half the size; the bundle's README reports the measured cost
+    bfloat16 = "bfloat16"  # half the size; the bundle's README reports the measured cost
 
 
 @dataclass
@@ -287,7 +287,7 @@ def _abspath(path: str, _root_: Any = None) -> str:
 def _server_default(name: str) -> Any:
     """``${server_default:port}``: a default the standalone server owns (``python -m serving`` runs without Hydra,
     in an exported image too), read from its settings so that it is said once."""
-    from serving.settings import Settings
+    from serving.http.settings import Settings
 
     return Settings.model_fields[name].default
 

@@ -2,7 +2,7 @@
 
 - ``window``: the time span to read, from ``monitor.since``/``monitor.until`` or else since the last monitor run;
 - ``Served``: one trace's question/answer pairs, status, latency, time to first token, tokens and feedback, out of
-  what the server recorded (``serving.tracing``: ``question``, ``questions`` or ``messages`` in, the answer out);
+  what the server recorded (``serving.http.tracing``: ``question``, ``questions`` or ``messages`` in, the answer out);
 - ``summary``: counts, latency and time-to-first-token percentiles, token totals and the share of positive
   feedback, as the monitor run's metrics;
 - ``pair_scores`` and ``trace_scores``: the offline scores that need no expected answer (non-empty, within length,

@@ -3,7 +3,11 @@
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo > /dev/null; then sudo -n "$@"; else return 1; fi; }
 
-skip() { echo "$TOOL: $* ($SKIPS)"; exit 0; }
+# LIFECYCLE_STRICT=1 (what .ci/run sets): a tool that cannot be installed fails the set-up instead
+skip() {
+  if [ "${LIFECYCLE_STRICT:-}" = 1 ]; then echo "$TOOL: $* ($SKIPS); LIFECYCLE_STRICT=1 requires it" >&2; exit 1; fi
+  echo "$TOOL: $* ($SKIPS)"; exit 0
+}
 
 # apt_install WHAT PACKAGE...: install the packages (refreshing the package lists once if the first try fails), or
 # skip, naming WHAT is missing

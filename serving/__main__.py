@@ -1,6 +1,6 @@
 """``python -m serving --model-uri models:/langchain-e2e-model@champion [--host 127.0.0.1] [--port 5001]``.
 
-Also reads MLFLOW_MODEL_URI, MLFLOW_TRACKING_URI and SERVING_* variables (see serving.settings); ``--dtype``
+Also reads MLFLOW_MODEL_URI, MLFLOW_TRACKING_URI and SERVING_* variables (see serving.http.settings); ``--dtype``
 (float32 | bfloat16) and ``--device`` (auto | cpu | cuda) override SERVING_DTYPE and SERVING_DEVICE. /health answers 503
 while the model loads. If it cannot load (a missing model, a file that fails its checksum), the server stops and
 the process exits 1 with the reason: a server that cannot answer should not look alive. ``--check`` runs the same
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 5001)")
     parser.add_argument(
-        "--dtype", choices=["float32", "bfloat16"], help="default: the model's own, float32 unless exported in bf16"
+        "--dtype", choices=["float32", "bfloat16"], help="default: the model's own, float32 unless exported in bfloat16"
     )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: cuda when available")
     parser.add_argument(
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
 
-    from serving.settings import Settings
+    from serving.http.settings import Settings
 
     try:
         settings = Settings.from_env(
@@ -64,7 +64,7 @@ def serve(settings) -> str | None:
     load, or None. (``mode=serve serve.run=true`` runs the same.)"""
     import uvicorn
 
-    from serving.app import create_app
+    from serving.http.app import create_app
 
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info"))
@@ -76,7 +76,7 @@ def serve(settings) -> str | None:
 
 async def check(settings) -> str:
     """The server's own path, without HTTP: load (checksums included), one greedy answer through the batcher."""
-    from serving.state import ServingState
+    from serving.http.state import ServingState
 
     state = ServingState(settings)
     await state.load()

@@ -1,8 +1,8 @@
-"""Continuous batching (serving.decoding) checked against transformers' own ``generate()`` one request at a time:
+"""Continuous batching (serving.engine.decoding) checked against transformers' own ``generate()`` one request at a time:
 requests that join a running batch, leave it early, share a prompt prefix or sample beside it must get exactly the
 greedy answer they would get alone. The batch runs on a copy of the model prepared for serving (packed linear
-layers, the batch's attention: serving.kernels); ``generate()`` runs on the model as transformers loads it. On the
-real offline model (Llama architecture, rotary positions) and on a tiny GPT-2 (absolute positions; GPT-2 itself is
+layers, the batch's attention: serving.engine.kernels); ``generate()`` runs on the model as transformers loads it. On
+the real offline model (Llama architecture, rotary positions) and on a tiny GPT-2 (absolute positions; GPT-2 itself is
 on the hub, which this machine cannot reach)."""
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ import functools
 import pytest
 import torch
 
-from serving import kernels
-from serving.decoding import DecodeBatch, UnsupportedModel, check_supported
-from serving.engine import Sequence
+from serving.engine import Sequence, kernels
+from serving.engine.decoding import DecodeBatch, UnsupportedModel, check_supported
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -75,7 +74,7 @@ def served(model_cache):
 
 @pytest.fixture(scope="module")
 def real(smollm2, served):
-    from serving.prompting import Prompter
+    from serving.engine.prompting import Prompter
 
     prompter = Prompter(smollm2, "Answer in one short sentence.", "{{question}}", max_input_tokens=1024)
     prompts = [prompter.encode(prompter.render(q)) for q in QUESTIONS]
@@ -226,7 +225,7 @@ def test_a_json_schema_row_answers_valid_json_and_its_neighbours_are_untouched(r
     the answers they get alone."""
     import json
 
-    from serving.structured import Grammars
+    from serving.engine.structured import Grammars
 
     loaded, prompter, prompts = real
     grammars = Grammars.for_model(loaded)
@@ -251,7 +250,7 @@ def test_a_json_schema_row_answers_valid_json_and_its_neighbours_are_untouched(r
     ],
 )
 def test_a_schema_the_engine_cannot_enforce_is_refused_with_its_reason(served, schema, reason):
-    from serving.structured import Grammars, Unenforceable
+    from serving.engine.structured import Grammars, Unenforceable
 
     grammars = Grammars.for_model(served)
     with pytest.raises(Unenforceable, match=reason):

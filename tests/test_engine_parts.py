@@ -14,10 +14,9 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import nn
 
-from serving import agreement, kernels, sampling
-from serving.engine import Batcher
-from serving.graphs import column_bucket, row_bucket
-from serving.settings import Settings
+from serving.engine import Batcher, agreement, kernels, sampling
+from serving.engine.graphs import column_bucket, row_bucket
+from serving.http.settings import Settings
 
 from .test_serving_units import StandInBatch, request, until
 

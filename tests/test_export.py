@@ -10,7 +10,7 @@ import pytest
 
 from core import manifest
 from export import bundle, requirements, templates
-from serving.settings import Settings
+from serving.http.settings import Settings
 
 
 def test_the_server_requirements_are_pinned_and_leave_mlflow_and_boto3_out():
@@ -86,8 +86,8 @@ def rendered(tmp_path):
         "max_new_tokens": 48,
         "identical": 5,
         "first_difference_mean": 12.0,
-        "tokens_per_s": {"float32": 40.0, "bf16": 30.0},
-        "weights_bytes": {"float32": 538_000_000, "bf16": 269_000_000},
+        "tokens_per_s": {"float32": 40.0, "bfloat16": 30.0},
+        "weights_bytes": {"float32": 538_000_000, "bfloat16": 269_000_000},
         "cpus": 2,
     }
     templates.render_all(tmp_path, SPEC, settings, templates.image_name(SPEC), measured, 269_000_000)

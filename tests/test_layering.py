@@ -5,6 +5,8 @@
   so the exported server (``core`` and ``serving`` copied whole) runs without it;
 - ``devservices`` (dev, test and benchmark servers) may import the product, and the product never imports it: it is
   neither in the wheel nor in a registered model's code;
+- ``serving.engine`` (the decoding engine) imports no FastAPI, Starlette or pydantic and nothing of ``serving.http``;
+- in ``lifecycle``, only ``lifecycle.integrations`` imports MLflow (torch, transformers, LangChain and boto3 too);
 - ``lifecycle.integrations`` (the adapters to MLflow and the libraries) imports neither of the shells above it,
   ``lifecycle.stages`` and ``lifecycle.sweeps``;
 - no two modules of the project import each other, directly or through others.
@@ -71,6 +73,41 @@ def test_a_package_imports_only_what_it_may(graph, package):
         if target.split(".")[0] not in ALLOWED[package]
     }
     assert not wrong, sorted(wrong)
+
+
+def third_party(path: Path) -> set[str]:
+    """The top-level names of what ``path`` imports from outside this project, anywhere in it."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found - set(PACKAGES)
+
+
+def test_the_engine_knows_nothing_of_http(graph):
+    engine = {name: path for name, path in modules().items() if name.startswith("serving.engine")}
+    assert len(engine) > 5, sorted(engine)
+    web = sorted(
+        f"{name} imports {lib}"
+        for name, path in engine.items()
+        for lib in third_party(path) & {"fastapi", "starlette", "pydantic", "uvicorn"}
+    )
+    assert not web, web
+    up = sorted(f"{m} imports {t}" for m in engine for t in graph[m] if t.startswith("serving.http"))
+    assert not up, up
+
+
+def test_in_the_lifecycle_only_the_integrations_import_mlflow_and_the_heavy_libraries():
+    heavy = {"mlflow", "torch", "transformers", "langchain_core", "langchain_huggingface", "boto3"}
+    wrong = sorted(
+        f"{name} imports {lib}"
+        for name, path in modules().items()
+        if name.startswith("lifecycle") and not name.startswith("lifecycle.integrations")
+        for lib in third_party(path) & heavy
+    )
+    assert not wrong, wrong
 
 
 def test_the_integrations_import_no_shell_above_them(graph):

@@ -141,7 +141,7 @@ def test_a_cached_hub_model_is_used_without_the_network(compose_cfg, empty_hf_ca
 
 
 def test_openai_messages_get_a_plain_template_on_a_model_without_one(tiny_gpt2):
-    from serving.prompting import Prompter
+    from serving.engine.prompting import Prompter
 
     plain = Prompter(models.load_model(tiny_gpt2, "plain"), system=None, template="{{question}}", max_input_tokens=64)
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
@@ -151,7 +151,7 @@ def test_openai_messages_get_a_plain_template_on_a_model_without_one(tiny_gpt2):
 
 
 def test_a_prompt_over_the_limits_is_refused_with_the_numbers(tiny_gpt2):
-    from serving.prompting import Prompter, PromptTooLong
+    from serving.engine.prompting import Prompter, PromptTooLong
 
     prompter = Prompter(
         models.load_model(tiny_gpt2, "plain"), system=None, template="{{question}}", max_input_tokens=64

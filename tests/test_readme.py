@@ -25,7 +25,7 @@ def test_every_module_is_in_the_structure_tree():
         if path.name != "__init__.py"
         and "skeleton" not in path.parts
         and path.name not in names
-        and not (path.parent.name == "stages" or path.parent.name == "sweeps" or path.parent.name == "routes")
+        and path.parent.name not in ("stages", "sweeps", "routes")
     ]
     assert not missing, f"not in README.md's structure tree: {missing}"
 

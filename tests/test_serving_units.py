@@ -9,10 +9,10 @@ import threading
 
 import pytest
 
-from serving import protocol
 from serving.engine import Batcher, GenerationFailed, Overloaded, Sequence
-from serving.routes.invocations import csv_as_json
-from serving.settings import Settings
+from serving.http import protocol
+from serving.http.routes.invocations import csv_as_json
+from serving.http.settings import Settings
 
 
 class TestProtocol:
@@ -87,7 +87,7 @@ def test_settings_from_environment():
 
 
 class StandInBatch:
-    """Stands in for serving.decoding.DecodeBatch (same four calls), so scheduling is observable: each step gives
+    """Stands in for serving.engine.decoding.DecodeBatch (same four calls), so scheduling is observable: each step gives
     every row one token (its count); a row ends at its max_new_tokens. Prompt [666] fails at admission (with whatever
     is admitted beside it), [999] makes a step fail, [777] is a row that fails alone (as a row whose logits went
     non-finite does). Each step takes a permit, so a test can hold the batch still."""
@@ -300,8 +300,8 @@ def test_a_plain_model_folder_is_served_without_importing_mlflow_or_langchain(tm
     folder = build_tiny_gpt2(tmp_path / "tiny")
     code = (
         "import asyncio, sys\n"
-        "from serving.app import ServingState\n"
-        "from serving.settings import Settings\n"
+        "from serving.http.app import ServingState\n"
+        "from serving.http.settings import Settings\n"
         "state = ServingState(Settings(model_uri=sys.argv[1]))\n"
         "asyncio.run(state.load())\n"
         "assert state.ready, state.error\n"

@@ -1,5 +1,5 @@
 """The server's trace export without a collector: what reaches the exporter, what is counted when it fails or the
-queue is full, and what a refused request's trace says (serving.tracing)."""
+queue is full, and what a refused request's trace says (serving.http.tracing)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import threading
 
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from serving.settings import Settings
-from serving.tracing import Tracing, refusal_reason
+from serving.http.settings import Settings
+from serving.http.tracing import Tracing, refusal_reason
 
 
 class Collector:

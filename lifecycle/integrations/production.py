@@ -2,7 +2,7 @@
 ``lifecycle.monitoring.Served``; scores written back onto them as assessments; the last monitor run's window; and
 the champion's own evaluation scores to compare with.
 
-Production traces are those the server records (``serving.tracing``): tagged with the registered model's name and
+Production traces are those the server records (``serving.http.tracing``): tagged with the registered model's name and
 version (``core.telemetry``) and with the route that answered. The pyfunc's own traces (``mode=test``, ``mode=promote``)
 carry the same model tags but no route, so they are not traffic.
 """

@@ -1,6 +1,6 @@
 """monitor: how the served champion does on real traffic, against its own evaluation.
 
-Reads the server's traces of the champion version (``serving.tracing``) for a window (``monitor.since`` and
+Reads the server's traces of the champion version (``serving.http.tracing``) for a window (``monitor.since`` and
 ``monitor.until``; by default since the last monitor run ended, or the last day), scores each with the offline
 scorers that need no expected answer (non-empty, within length, relevance: ``lifecycle.monitoring``) and, with
 ``experiment.judge`` set, the judges that need none either (RelevanceToQuery and the guidelines), writes each score

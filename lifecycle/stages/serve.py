@@ -62,7 +62,7 @@ class ServeStage(Stage):
     def _run_server(self, uri: str) -> None:
         from lifecycle.integrations import runs
         from serving.__main__ import serve as run_server
-        from serving.settings import Settings
+        from serving.http.settings import Settings
 
         serve = self.cfg.serve
         tracker, traces_url = self._trace_destination() if serve.traces else (None, None)

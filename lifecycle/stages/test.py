@@ -3,7 +3,7 @@
 Validation uses ``eval.thresholds`` (non-empty rate, maximum length, mean fact agreement, mean relevance). Results go
 to the stage's run as metrics and a table; any missed threshold fails the stage with the list of what was missed.
 With ``test.compare_dtype=bfloat16`` the stage also answers the questions through the server's engine in float32 and
-in that dtype, and logs how they agree (``serving.agreement``): identical answers, where the others first differ.
+in that dtype, and logs how they agree (``serving.engine.agreement``): identical answers, where the others first differ.
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ class ModelTestStage(Stage):
     @staticmethod
     def _compare_dtype(uri: str, dtype: str, questions: list[str]) -> tuple[dict[str, float], str]:
         from core.artifacts import local_artifacts
-        from serving import agreement
-        from serving.loader import from_pyfunc_dir
+        from serving.engine import agreement
+        from serving.engine.loader import from_pyfunc_dir
 
         with local_artifacts(uri) as folder:
             spec = from_pyfunc_dir(folder)

@@ -3,9 +3,9 @@
 Requests are strict: a wrong type is refused, never coerced (``"0.5"`` is not a number, ``1`` is not a boolean).
 Every limit the server enforces on a body is in its schema, read from the server's settings
 (``request_models(settings)``): the question's length, the max_new_tokens cap, the batch size, the template's form.
-What a schema cannot say, the operation's description does (``token_limit_text``, filled in by ``serving.docs`` once
-the model has loaded): a prompt over the token limit is refused with 400 ``context_length_exceeded``. Every error has
-one body shape, ``ErrorBody``: FastAPI's validation-error shape, a list of ``{loc, msg, type}``, where ``type`` is a
+What a schema cannot say, the operation's description does (``token_limit_text``, filled in by ``serving.http.docs``
+once the model has loaded): a prompt over the token limit is refused with 400 ``context_length_exceeded``. Every error
+has one body shape, ``ErrorBody``: FastAPI's validation-error shape, a list of ``{loc, msg, type}``, where ``type`` is a
 stable code a client can act on.
 """
 
@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel
 
 from core import telemetry
-from serving.settings import Settings
+from serving.http.settings import Settings
 
 STRICT = ConfigDict(extra="forbid", strict=True)
 # a character other than ASCII whitespace: the same test in JSON Schema's, Python's and Rust's regex engines
@@ -133,7 +133,7 @@ def json_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 GENERATING = (400, 401, 422, 429, 500, 503, 504)
 GENERATION_ERRORS = errors(*GENERATING)
 CHAT_ERRORS = errors(*GENERATING, described=CHAT_DESCRIPTIONS)
-# the operations whose body becomes a prompt: their descriptions state the token limit (serving.docs)
+# the operations whose body becomes a prompt: their descriptions state the token limit (serving.http.docs)
 PROMPTED = ("/ask", "/ask/batch", "/ask/stream", "/invocations", "/v1/chat/completions")
 
 

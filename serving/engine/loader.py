@@ -67,11 +67,11 @@ def _from_config(folder: Path, config: dict, **info) -> ServingSpec:
 
 def load(spec: ServingSpec, device: str = "cpu"):
     """The model and tokenizer of ``spec``, on ``device`` (auto, cpu, cuda) and prepared for batched decoding
-    (``serving.kernels``). Without a chat format in its settings, the tokenizer decides: its chat template when it
-    has one, a plain prompt otherwise."""
+    (``serving.engine.kernels``). Without a chat format in its settings, the tokenizer decides: its chat template when
+    it has one, a plain prompt otherwise."""
     import torch
 
-    from serving import kernels
+    from serving.engine import kernels
 
     try:
         target = kernels.resolve_device(device)

@@ -306,7 +306,7 @@ class Tracing:
         if exporter is None:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            from serving.feedback import auth_headers
+            from serving.http.feedback import auth_headers
 
             headers = {EXPERIMENT_HEADER: experiment_id, **auth_headers()}  # a tracking server's own credentials
             exporter = OTLPSpanExporter(endpoint=url.rstrip("/") + OTLP_PATH, headers=headers, timeout=5)

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from core import __version__
-from serving.schemas import Health, ModelInfo, errors, json_errors
-from serving.state import Ready, State, authorized
+from serving.http.schemas import Health, ModelInfo, errors, json_errors
+from serving.http.state import Ready, State, authorized
 
 router = APIRouter(tags=["operations"])
 
@@ -53,10 +53,7 @@ async def metrics(state: State) -> str:
     "/model/info", response_model=ModelInfo, dependencies=[Depends(authorized)], responses=errors(401, 422, 503)
 )
 async def model_info(st: Ready) -> ModelInfo:
-    from serving import kernels  # torch: loaded by now, but not at import time
-
-    spec, model, batch = st.spec, st.loaded.model, st.batcher.batch
-    graphs = batch.graphs.captured if batch.graphs and batch.graphs.capture else []
+    spec, engine = st.spec, st.batcher.describe()
     return ModelInfo(
         name=spec.name,
         version=spec.version,
@@ -66,19 +63,16 @@ async def model_info(st: Ready) -> ModelInfo:
         folder=str(spec.folder),
         chat_format=st.loaded.chat_format,
         dtype=spec.dtype,
-        device=str(model.device),
-        acceleration=kernels.describe(model) + ([f"CUDA graphs for {len(graphs)} batch shapes"] if graphs else []),
+        device=str(st.loaded.model.device),
+        acceleration=engine["acceleration"],
         dtype_agreement=st.agreement,
-        parameters=kernels.parameters(model),
+        parameters=engine["parameters"],
         generation_defaults=spec.generation,
         limits=dict(zip(("max_input_tokens", "context_window", "max_new_tokens_cap"), st.token_limit(), strict=True)),
         batching={
             "mode": "continuous (requests join and leave the batch at every decoding step)",
-            "shared_prefix_tokens": [len(ids) for ids, _ in batch.prefixes],
-            "max_batch_size": st.batcher.max_batch_size,
-            "max_wait_ms": st.settings.max_wait_ms,
-            "max_queue": st.settings.max_queue,
-            "queue_depth": st.batcher.queue_depth,
+            **{k: engine[k] for k in ("shared_prefix_tokens", "max_batch_size", "max_wait_ms", "max_queue")},
+            "queue_depth": engine["queue_depth"],
         },
-        stats=st.batcher.stats.as_dict(),
+        stats=engine["stats"],
     )

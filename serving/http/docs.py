@@ -16,7 +16,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from serving.schemas import PROMPTED, token_limit_text
+from serving.http.schemas import PROMPTED, token_limit_text
 
 ASSETS = "/docs/assets"
 ASSET_PACKAGE = ("fastapi_swagger", "resources")

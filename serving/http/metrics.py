@@ -70,7 +70,7 @@ class Metrics:
             ("serving_generation_tokens_per_second", "gauge", round(stats.tokens_per_s, 3) if stats else 0.0),
         ):
             lines += [f"# TYPE {name} {kind}", f"{name} {value}"]
-        if traces is not None:  # spans of the answers' traces (serving.tracing): exported, failed, dropped; queued
+        if traces is not None:  # spans of the answers' traces (serving.http.tracing): exported, failed, dropped; queued
             lines.append("# TYPE serving_trace_spans_total counter")
             outcomes = ("exported", "failed", "dropped")
             lines += [f'serving_trace_spans_total{{outcome="{k}"}} {traces[k]}' for k in outcomes]

@@ -21,7 +21,7 @@ class Settings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(5001, ge=1, le=65535)
     dtype: Literal["float32", "bfloat16"] | None = Field(
-        None, description="weights and compute; default: the model's own (float32 unless exported in bf16)"
+        None, description="weights and compute; default: the model's own (float32 unless exported in bfloat16)"
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu")
     max_batch_size: int | None = Field(

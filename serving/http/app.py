@@ -1,18 +1,18 @@
 """The FastAPI application: ``create_app(settings)``.
 
-HTTP contract (Swagger at /docs), one router per area (``serving.routes``):
+HTTP contract (Swagger at /docs), one router per area (``serving.http.routes``):
 - ``GET /health``: 200 {"ready": true} once the model is loaded, 503 before (or if loading failed, with why).
 - ``POST /ask`` {question, max_new_tokens?, temperature?} -> {question, answer, tokens, latency_s, model_version}.
 - ``POST /ask/batch`` {questions: [...], ...} -> {answers: [...]} in order; ``POST /ask/stream``: server-sent events.
-- ``POST /invocations``: the MLflow scoring protocol (serving.protocol) -> {"predictions": [...]}.
+- ``POST /invocations``: the MLflow scoring protocol (serving.http.protocol) -> {"predictions": [...]}.
 - ``GET /model/info``: name, version, alias, run id, parameters, dtype, device, generation defaults, batching, counters.
 - ``GET /metrics``: Prometheus text (requests, latency histogram, queue depth, batch sizes, tokens/s).
 - ``GET /v1/models``, ``POST /v1/chat/completions`` (with ``stream``): OpenAI-compatible.
-Requests are batched continuously (serving.engine, serving.decoding): each joins the running batch at the next
+Requests are batched continuously (serving.engine, serving.engine.decoding): each joins the running batch at the next
 decoding step and leaves it when done, its caller times out, or its client disconnects.
 Bad input answers 4xx with what is allowed; a full queue 429 with Retry-After; a request past its timeout 504.
-/openapi.json is the exact contract (serving.schemas: strict bodies, the server's limits in them, every answer an
-operation can give, one error shape); /docs shows it with Swagger UI served from this server (serving.docs).
+/openapi.json is the exact contract (serving.http.schemas: strict bodies, the server's limits in them, every answer an
+operation can give, one error shape); /docs shows it with Swagger UI served from this server (serving.http.docs).
 With ``api_key`` set, every endpoint but /health needs ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
 The model loads in the lifespan, never at import time.
 """
@@ -28,14 +28,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from core import __version__
-from serving.docs import add_docs, state_token_limit
-from serving.metrics import MetricsMiddleware
-from serving.requests import Refused
-from serving.routes import ask, feedback, invocations, operations, v1
-from serving.schemas import PROMPTED, ErrorBody, ErrorItem, request_models
-from serving.settings import Settings
-from serving.state import ServingState, authorized
-from serving.tracing import TracingMiddleware
+from serving.http.docs import add_docs, state_token_limit
+from serving.http.metrics import MetricsMiddleware
+from serving.http.requests import Refused
+from serving.http.routes import ask, feedback, invocations, operations, v1
+from serving.http.schemas import PROMPTED, ErrorBody, ErrorItem, request_models
+from serving.http.settings import Settings
+from serving.http.state import ServingState, authorized
+from serving.http.tracing import TracingMiddleware
 
 ERROR_TYPES = {
     400: "invalid_body",
@@ -52,8 +52,8 @@ ERROR_TYPES = {
 
 
 async def error_body(request: Request, exc: HTTPException) -> JSONResponse:
-    """An HTTPException's text in the one error shape every 4xx has (serving.schemas.ErrorBody); a ``Refused`` names
-    its own type and where in the body."""
+    """An HTTPException's text in the one error shape every 4xx has (serving.http.schemas.ErrorBody); a ``Refused``
+    names its own type and where in the body."""
     if isinstance(exc, Refused):
         item = ErrorItem(loc=exc.loc, msg=str(exc.detail), type=exc.type)
     else:
@@ -79,7 +79,7 @@ def create_app(settings: Settings) -> FastAPI:
         description="Serves a model registered by the lifecycle (or an exported model folder), with dynamic batching.",
         version=__version__,
         lifespan=lifespan,
-        docs_url=None,  # served by serving.docs, without a CDN
+        docs_url=None,  # served by serving.http.docs, without a CDN
         redoc_url=None,
     )
     add_docs(app)

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Depends, Header, HTTPException, Request
 
 from serving.engine import Batcher
-from serving.metrics import Metrics
-from serving.prompting import Prompter
-from serving.settings import Settings
+from serving.engine.prompting import Prompter
+from serving.http.metrics import Metrics
+from serving.http.settings import Settings
 
 if TYPE_CHECKING:
-    from serving.decoding import DecodeBatch
+    from serving.engine.decoding import DecodeBatch
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +32,12 @@ class ServingState:
         self.loaded = None
         self.prompter: Prompter | None = None
         self.batcher: Batcher | None = None
-        self.grammars = None  # serving.structured.Grammars: response_format for this model's tokenizer
+        self.grammars = None  # serving.engine.structured.Grammars: response_format for this model's tokenizer
         self.error: str | None = None
         self.agreement: dict[str, Any] | None = None  # bfloat16 against float32, when serving bfloat16
         self.reference = None  # the float32 model that agreement is measured against, until it has answered
         self.metrics = Metrics()
-        self.tracing = None  # serving.tracing.Tracing, once loaded, when settings.traces_url is set
+        self.tracing = None  # serving.http.tracing.Tracing, once loaded, when settings.traces_url is set
         self.loaded_at = 0
         self.on_failure = lambda: None  # called once loading failed (python -m serving stops the server then)
 
@@ -57,8 +57,8 @@ class ServingState:
         return (prompter.max_input_tokens, prompter.context, cap) if prompter else (None, None, cap)
 
     def _load_blocking(self) -> tuple[Any, Any, Prompter, DecodeBatch]:
-        from serving.decoding import DecodeBatch
-        from serving.loader import load, resolved
+        from serving.engine.decoding import DecodeBatch
+        from serving.engine.loader import load, resolved
 
         s = self.settings
         with resolved(s.model_uri) as spec:
@@ -75,7 +75,7 @@ class ServingState:
 
     def _measure_agreement(self, batcher: Batcher) -> None:
         """bfloat16 against float32 on the model's evaluation questions, in the batcher's idle time after ready."""
-        from serving import agreement
+        from serving.engine import agreement
 
         def report(result: dict[str, Any]) -> None:
             self.agreement = result
@@ -109,7 +109,7 @@ class ServingState:
             self.batcher = None
             self.on_failure()
             return
-        from serving.structured import Grammars
+        from serving.engine.structured import Grammars
 
         self.grammars = Grammars.for_model(self.loaded)
         if self.reference is not None:
@@ -128,7 +128,7 @@ class ServingState:
                 f"traces go to {s.traces_url}, but to no experiment: {s.model_uri} names none (a models:/ URI names "
                 "the experiment of the run that logged it); set SERVING_TRACES_EXPERIMENT_ID"
             )
-        from serving.tracing import Served, Tracing
+        from serving.http.tracing import Served, Tracing
 
         tracing = Tracing(s.traces_url, experiment, s.trace_sample, s.trace_content)
         tracing.served = Served(

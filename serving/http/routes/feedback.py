@@ -1,5 +1,5 @@
 """``POST /v1/feedback``: feedback on an answer, named by its trace id (``X-Trace-Id``), recorded in MLflow as an
-assessment on that trace (``serving.feedback``). Offered when the server records traces (``SERVING_TRACES_URL``);
+assessment on that trace (``serving.http.feedback``). Offered when the server records traces (``SERVING_TRACES_URL``);
 401 without the API key as everywhere, 404 for a trace the tracking server does not have, 503 when it cannot be
 reached. An answer's trace is exported within about a second: feedback that arrives sooner flushes the export first."""
 
@@ -9,10 +9,10 @@ import asyncio
 
 from fastapi import APIRouter
 
-from serving import feedback
-from serving.requests import Refused
-from serving.schemas import FEEDBACK_DESCRIPTIONS, FeedbackRecorded, FeedbackRequest, errors
-from serving.state import Ready, ServingState
+from serving.http import feedback
+from serving.http.requests import Refused
+from serving.http.schemas import FEEDBACK_DESCRIPTIONS, FeedbackRecorded, FeedbackRequest, errors
+from serving.http.state import Ready, ServingState
 
 TRACE_NOT_FOUND = "trace_not_found"
 TRACKING_UNAVAILABLE = "tracking_unavailable"

@@ -6,7 +6,7 @@ n, "answer": ...}``."""
 
 from fastapi import APIRouter, Request
 
-from serving.requests import (
+from serving.http.requests import (
     EventStream,
     answer_all,
     check_questions,
@@ -16,9 +16,9 @@ from serving.requests import (
     stream_events,
     stream_text,
 )
-from serving.schemas import EVENT_STREAM, GENERATION_ERRORS, AskResponse, BatchResponse, RequestModels, json_errors
-from serving.state import Ready
-from serving.tracing import current as current_trace
+from serving.http.schemas import EVENT_STREAM, GENERATION_ERRORS, AskResponse, BatchResponse, RequestModels, json_errors
+from serving.http.state import Ready
+from serving.http.tracing import current as current_trace
 
 
 def build(models: RequestModels) -> APIRouter:

@@ -44,7 +44,7 @@ class Sequence:
     finish_reason: str | None = None  # "stop" (end-of-sequence token), "length" (max_new_tokens) or "error"
     error: str | None = None  # why this row, and only this row, failed (finish_reason "error")
     on_token: Callable[[int], None] | None = None  # called from the generation thread for each new token
-    constraint: Any = None  # serving.structured.JsonConstraint: the tokens this row may take next (None: any)
+    constraint: Any = None  # serving.engine.structured.JsonConstraint: the tokens this row may take next (None: any)
     # wall-clock times (ns) the engine records, for the request's trace: queued, given a row, first token, ended
     queued_ns: int | None = None
     admitted_ns: int | None = None
@@ -57,7 +57,7 @@ class Sequence:
 
 
 class Batch(Protocol):
-    """What the engine drives (``serving.decoding.DecodeBatch``): the rows being generated now."""
+    """What the engine drives (``serving.engine.decoding.DecodeBatch``): the rows being generated now."""
 
     def __len__(self) -> int: ...
 
@@ -66,6 +66,8 @@ class Batch(Protocol):
     def drop(self, sequences: list[Sequence]) -> Any: ...
 
     def step(self) -> list[Sequence]: ...
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 class Overloaded(RuntimeError):
@@ -145,6 +147,7 @@ class Batcher:
     def __init__(self, batch: Batch, max_batch_size: int, max_wait_ms: float, max_queue: int) -> None:
         self.batch = batch
         self.max_batch_size = max_batch_size
+        self.max_wait_ms = max_wait_ms
         self.max_wait_s = max_wait_ms / 1000
         self.max_queue = max_queue
         self.stats = Stats()
@@ -159,13 +162,25 @@ class Batcher:
     def queue_depth(self) -> int:
         return len(self._waiting)
 
+    def describe(self) -> dict[str, Any]:
+        """What the engine runs with and has done, for /model/info: the batch's own account (what makes a step
+        fast, the parameters, the shared prefixes), the batching limits, the queue and the counters."""
+        return {
+            **self.batch.describe(),
+            "max_batch_size": self.max_batch_size,
+            "max_wait_ms": self.max_wait_ms,
+            "max_queue": self.max_queue,
+            "queue_depth": self.queue_depth,
+            "stats": self.stats.as_dict(),
+        }
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="generate", daemon=True)
         self._thread.start()
 
     def serve_here(self) -> None:
         """Run the generation loop in the calling thread until ``stop``: for a thread that already owns the model
-        (it loaded it), so that one thread does all of the model's work (see ``serving.state``)."""
+        (it loaded it), so that one thread does all of the model's work (see ``serving.http.state``)."""
         self._thread = threading.current_thread()
         self._loop()
 

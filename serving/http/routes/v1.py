@@ -3,7 +3,7 @@ server unchanged: ``GET /v1/models`` (the served model) and ``POST /v1/chat/comp
 model's chat template (a plain "Role: text" template for models without one); with ``stream: true`` it answers
 server-sent events of ``chat.completion.chunk`` objects ending with ``data: [DONE]``. A stream is a row of the
 continuous batch like any other request. ``response_format`` json_object / json_schema holds the answer to JSON (or
-to the schema) while it decodes (``serving.structured``); without max_tokens such an answer may use the server's
+to the schema) while it decodes (``serving.engine.structured``); without max_tokens such an answer may use the server's
 cap, so that it can be complete."""
 
 # no `from __future__ import annotations`: FastAPI reads the body's type, built per app, from the annotation
@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
 
-from serving.requests import (
+from serving.engine.structured import requested_schema
+from serving.http.requests import (
     EventStream,
     constrained,
     generate,
@@ -25,7 +26,7 @@ from serving.requests import (
     stream_text,
     unless_disconnected,
 )
-from serving.schemas import (
+from serving.http.schemas import (
     CHAT_ERRORS,
     EVENT_STREAM,
     AssistantMessage,
@@ -37,9 +38,8 @@ from serving.schemas import (
     Usage,
     errors,
 )
-from serving.state import Ready
-from serving.structured import requested_schema
-from serving.tracing import current as current_trace
+from serving.http.state import Ready
+from serving.http.tracing import current as current_trace
 
 OWNER = "mlflow-genai-lifecycle"
 

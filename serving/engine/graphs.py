@@ -7,7 +7,7 @@ graph records the launches once and replays them in one call. A graph fixes ever
 - the batch's rows are rounded up to a power of two and its columns to a multiple of ``COLUMN_BUCKET``; the
   padding rows decode garbage that nobody reads, and the padding columns are masked;
 - the inputs (tokens, positions, the column written) are copied into buffers the graph was captured with, and
-  the graph reads the KV cache's own additive mask where it lies (``serving.kvcache``);
+  the graph reads the KV cache's own additive mask where it lies (``serving.engine.kvcache``);
 - the KV cache writes its column at a position held in a device tensor, so one graph serves every step of its
   bucket. Padding rows keep whatever valid tokens and positions they last had: their output is never read.
 
@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import torch
 
-from serving.kvcache import KVCache, Window
+from serving.engine.kvcache import KVCache, Window
 
 Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Window], torch.Tensor]  # the batch's forward pass
 

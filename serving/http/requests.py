@@ -22,11 +22,11 @@ from fastapi.responses import StreamingResponse
 from core import generation
 from core.generation import merge_settings
 from serving.engine import GenerationFailed, Overloaded, Sequence, ShuttingDown
-from serving.prompting import PromptTooLong, TextStream
-from serving.schemas import QUESTION_PATTERN, AskResponse
-from serving.state import ServingState
-from serving.structured import Unenforceable
-from serving.tracing import current as current_trace
+from serving.engine.prompting import PromptTooLong, TextStream
+from serving.engine.structured import Unenforceable
+from serving.http.schemas import QUESTION_PATTERN, AskResponse
+from serving.http.state import ServingState
+from serving.http.tracing import current as current_trace
 
 QUESTION = re.compile(QUESTION_PATTERN)  # what the schemas say a question needs (/invocations is checked here too)
 ASCII_WHITESPACE = " \t\n\r\f\v"

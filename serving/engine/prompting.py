@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.generation import render
-from serving.engine import Sequence
+from serving.engine.scheduler import Sequence
 
 PREFIX_PROBES = ("What is the capital of France?", "Tell me about photosynthesis.")
 
@@ -41,7 +41,7 @@ class Prompter:
 
     @classmethod
     def for_spec(cls, loaded: Any, spec: Any) -> Prompter:
-        """The prompter a ``serving.loader.ServingSpec`` describes (system message, template, input limit)."""
+        """The prompter a ``serving.engine.loader.ServingSpec`` describes (system message, template, input limit)."""
         return cls(loaded, spec.system, spec.template, spec.max_input_tokens)
 
     def render(self, question: str, template: str | None = None) -> str:

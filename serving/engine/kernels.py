@@ -16,7 +16,7 @@ Measured on the 2-core reference CPU (SmolLM2-135M, batch of 16, one decoding st
   code calls it; prompts (more than one query position) still go through ``scaled_dot_product_attention``.
 - ``torch.compile`` of the whole step was tried on this CPU and rejected: 27 to 40 s to compile one shape, then 100
   to 115 ms a step against 35 ms here.
-- On CUDA the step is replayed from CUDA graphs (``serving.graphs``), and what is left is the GPU running ~1,500
+- On CUDA the step is replayed from CUDA graphs (``serving.engine.graphs``), and what is left is the GPU running ~1,500
   small kernels a step (3.1 of 3.5 ms at batch 1 on an H200). ``fuse_elementwise`` compiles the chains of
   elementwise kernels that every layer repeats, the RMS norms and the rotary embedding, into one kernel each
   (``torch.compile`` with dynamic shapes: compiled once, for every batch shape). The rotary function is replaced in

@@ -1,7 +1,8 @@
 """Continuous batching at the level of one decoding step, over a Hugging Face causal LM.
 
-A ``DecodeBatch`` holds the sequences being generated now: their KV cache (``serving.kvcache``), the tokens each has
-seen (for the repetition penalty), each one's next position and next-token logits. The engine drives it step by step:
+A ``DecodeBatch`` holds the sequences being generated now: their KV cache (``serving.engine.kvcache``), the tokens
+each has seen (for the repetition penalty), each one's next position and next-token logits. The engine drives it step
+by step:
 
     batch.share_prefix(ids)      # at start: the KV cache of a prompt prefix many requests share (system message)
     batch.admit(new_sequences)   # prefill the newcomers into free rows of the running batch
@@ -11,8 +12,8 @@ seen (for the repetition penalty), each one's next position and next-token logit
 so a request joins at the next step instead of waiting for a whole batch to finish, and a finished or abandoned one
 frees its row at once: the last row moves into the freed slot (one row copied, not the batch). Each row keeps its
 own settings (greedy or sampling, temperature, top_p, repetition penalty, max_new_tokens, grammar): one request's
-parameters never change another's answer, and nothing one row brings can fail another (``serving.sampling``). A row
-whose logits go non-finite, or whose grammar or streaming callback breaks, ends alone with ``Sequence.error``. The
+parameters never change another's answer, and nothing one row brings can fail another (``serving.engine.sampling``). A
+row whose logits go non-finite, or whose grammar or streaming callback breaks, ends alone with ``Sequence.error``. The
 penalty applies to a row's own prompt and output only, never to padding, so an answer does not depend on what it
 was batched with.
 
@@ -21,8 +22,8 @@ Every row ends at the same cache column. A newcomer's prompt is laid out so that
 for a row; the attention mask hides every hole. Columns no row uses any more are skipped when reading and reclaimed
 when the buffer is full.
 
-The decoding step runs eagerly (CPU: packed linear layers, see ``serving.kernels``) or, on CUDA, replays a graph
-captured once per (rows, columns) bucket (``serving.graphs``). Models whose layers all use plain full attention
+The decoding step runs eagerly (CPU: packed linear layers, see ``serving.engine.kernels``) or, on CUDA, replays a graph
+captured once per (rows, columns) bucket (``serving.engine.graphs``). Models whose layers all use plain full attention
 (Llama, GPT-2, Qwen, Mistral without sliding window, ...) are supported; others are refused with a clear error.
 """
 
@@ -32,10 +33,10 @@ import inspect
 
 import torch
 
-from serving import sampling
-from serving.engine import Sequence
-from serving.graphs import StepGraphs
-from serving.kvcache import KVCache, Window, additive_mask
+from serving.engine import sampling
+from serving.engine.graphs import StepGraphs
+from serving.engine.kvcache import KVCache, Window, additive_mask
+from serving.engine.scheduler import Sequence
 
 
 class UnsupportedModel(RuntimeError):
@@ -172,6 +173,19 @@ class DecodeBatch:
 
     # ---- prompts ----
 
+    def describe(self) -> dict:
+        """What makes a step fast here (``kernels.describe`` and the CUDA graphs captured), the parameter count and the
+        shared prefixes' lengths."""
+        from serving.engine import kernels
+
+        graphs = self.graphs.captured if self.graphs and self.graphs.capture else []
+        captured = [f"CUDA graphs for {len(graphs)} batch shapes"] if graphs else []
+        return {
+            "acceleration": kernels.describe(self.model) + captured,
+            "parameters": kernels.parameters(self.model),
+            "shared_prefix_tokens": [len(ids) for ids, _ in self.prefixes],
+        }
+
     @torch.inference_mode()
     def share_prefix(self, ids: list[int]) -> None:
         """Compute the KV cache of ``ids`` once; prompts that start with them prefill only the rest. Several
@@ -285,8 +299,8 @@ class DecodeBatch:
     # ---- decoding ----
 
     def _next_tokens(self) -> tuple[torch.Tensor, set[int], dict[int, str]]:
-        """Each row's next token (``serving.sampling``); the rows whose grammar allows none (they end without one);
-        the rows that must end with an error, and why. Whatever one row brings stays in that row."""
+        """Each row's next token (``serving.engine.sampling``); the rows whose grammar allows none (they end without
+        one); the rows that must end with an error, and why. Whatever one row brings stays in that row."""
         rows = len(self.rows)
         logits = self.logits[:rows]  # penalized and masked in place: the next forward pass overwrites them
         if self.penalizing:

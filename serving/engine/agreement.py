@@ -1,5 +1,5 @@
 """How far bfloat16 answers agree with float32 ones: the model's evaluation questions, answered greedily through the
-server's own batch (``serving.decoding``) in each dtype, compared token by token.
+server's own batch (``serving.engine.decoding``) in each dtype, compared token by token.
 
 The result says how many answers are identical and, for the others, at which token they first differ on average.
 A server in bfloat16 measures it in its idle time after it says ready, one decoding step at a time
@@ -48,9 +48,9 @@ def compare(reference: list[list[int]], other: list[list[int]]) -> dict[str, Any
 
 def run_dtype(spec, dtype: str, questions: list[str], device: str = "cpu", folder=None):
     """Load ``spec``'s model (or the one in ``folder``) as ``dtype`` and answer ``questions``: (answers, tokens/s)."""
-    from serving.decoding import DecodeBatch
-    from serving.loader import load
-    from serving.prompting import Prompter
+    from serving.engine.decoding import DecodeBatch
+    from serving.engine.loader import load
+    from serving.engine.prompting import Prompter
 
     loaded = load(replace(spec, folder=folder or spec.folder, dtype=dtype), device)
     prompter = Prompter.for_spec(loaded, spec)
@@ -62,8 +62,8 @@ def run_dtype(spec, dtype: str, questions: list[str], device: str = "cpu", folde
 def stepwise(models: list, spec, report: Callable[[dict[str, Any]], None]) -> Iterator[None]:
     """The agreement of ``models`` = [a float32 reference, the served model], yielding after every decoding step
     (the server advances it while idle); each model is let go once it has answered. ``report`` gets the result."""
-    from serving.decoding import DecodeBatch
-    from serving.prompting import Prompter
+    from serving.engine.decoding import DecodeBatch
+    from serving.engine.prompting import Prompter
 
     answers = []
     while models:

@@ -65,14 +65,14 @@ class Grammars:
 
     def __init__(self, tokenizer, vocab_size: int) -> None:
         self.tokenizer = tokenizer
-        self.vocab_size = vocab_size  # the logits' width (serving.decoding.vocab_size)
+        self.vocab_size = vocab_size  # the logits' width (serving.engine.decoding.vocab_size)
         self._adapter = None
         self._lock = threading.Lock()
 
     @classmethod
     def for_model(cls, loaded) -> Grammars:
         """For a loaded model (``core.model_folder.LoadedModel``): its tokenizer and its logits' width."""
-        from serving.decoding import vocab_size
+        from serving.engine.decoding import vocab_size
 
         return cls(loaded.tokenizer, vocab_size(loaded.model))
 

@@ -1,4 +1,4 @@
-"""``/invocations``: MLflow's scoring protocol (``serving.protocol``: ``dataframe_split``, ``dataframe_records``,
+"""``/invocations``: MLflow's scoring protocol (``serving.http.protocol``: ``dataframe_split``, ``dataframe_records``,
 ``instances``, ``inputs``, with ``params``), answering ``{"predictions": [...]}`` as ``mlflow models serve`` does.
 The body's schema is a ``oneOf`` of the four shapes, enforced before the protocol reads it. A ``text/csv`` body (a
 header row, then one row per record, as ``mlflow models serve`` reads with pandas) is the same as its
@@ -13,10 +13,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 
-from serving import protocol
-from serving.requests import answer_all
-from serving.schemas import GENERATION_ERRORS, Predictions, RequestModels, errors
-from serving.state import Ready
+from serving.http import protocol
+from serving.http.requests import answer_all
+from serving.http.schemas import GENERATION_ERRORS, Predictions, RequestModels, errors
+from serving.http.state import Ready
 
 CSV_EXAMPLE = "question\nWhat is Python?\n"
 EXAMPLE = {

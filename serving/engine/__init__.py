@@ -1,0 +1,17 @@
+"""The decoding engine: everything between a prompt's token ids and its answer, with no HTTP in it (no FastAPI,
+no pydantic: tests/test_layering.py). The HTTP side (``serving.http``) uses it through ``Batcher`` alone: ``submit``
+(the whole answer), ``stream`` (token ids as they come) and ``describe`` (what a step runs with, for /model/info).
+
+- ``scheduler``: ``Batcher``, the bounded queue and the one generation thread; ``Sequence``, a request's row;
+- ``decoding``: ``DecodeBatch``, the continuous batch (admit, drop, step, shared prefixes);
+- ``sampling``: each row's next token (penalty, greedy or sampled, non-finite rows failed alone);
+- ``structured``: response_format enforced per row while decoding (llguidance);
+- ``kvcache``, ``kernels``, ``graphs``: the KV cache, what makes a step fast per device, CUDA graphs;
+- ``prompting``: prompts in the model's format, input limits, streamed text;
+- ``loader``: ``models:/``, ``runs:/`` (through MLflow, imported only there) or a folder -> the model and settings;
+- ``agreement``: bfloat16 answers against float32.
+"""
+
+from serving.engine.scheduler import Batcher, GenerationFailed, Overloaded, Sequence, ShuttingDown
+
+__all__ = ["Batcher", "GenerationFailed", "Overloaded", "Sequence", "ShuttingDown"]
