@@ -316,7 +316,8 @@ def launch(
             response = httpx.get(f"{base}/health", timeout=120)
         except httpx.TransportError:
             return False
-        first[:] = first or [response]
+        if not first:
+            first.append(response)
         return response.status_code == 200  # readiness is the 200 itself (503 while the model loads)
 
     try:

@@ -365,12 +365,20 @@ def monitor_metrics(workspace: Workspace, monitored: dict):
     assert "answer_relevance" in monitored["invocation"].output
 
 
+def monitor_assessments_named(workspace: Workspace, monitored: dict, name: str) -> tuple[str, list]:
+    """The latest monitor run's id, and the one assessment called ``name`` on each monitored answer's trace."""
+    run_id = workspace.stage_runs("monitor")[0].info.run_id
+    found = []
+    for trace_id in monitored["trace_ids"]:
+        (assessment,) = [a for a in read_trace(workspace, trace_id).info.assessments if a.name == name]
+        found.append(assessment)
+    return run_id, found
+
+
 @then("each of the 3 answers' traces holds the monitor's answer_relevance")
 def monitor_assessments(workspace: Workspace, monitored: dict):
-    run_id = workspace.stage_runs("monitor")[0].info.run_id
-    for trace_id in monitored["trace_ids"]:
-        trace = read_trace(workspace, trace_id)
-        (scored,) = [a for a in trace.info.assessments if a.name == "answer_relevance"]
+    run_id, scores = monitor_assessments_named(workspace, monitored, "answer_relevance")
+    for scored in scores:
         assert scored.source.source_type == "CODE" and scored.metadata["run_id"] == run_id, scored
         assert 0 <= scored.feedback.value <= 1
 
@@ -464,10 +472,8 @@ def harvested_from_traffic(workspace: Workspace, monitored: dict):
 
 @then("each answer's trace holds the judge's relevance_to_query verdict with its rationale")
 def judged_traces(workspace: Workspace, monitored: dict):
-    run_id = workspace.stage_runs("monitor")[0].info.run_id
-    for trace_id in monitored["trace_ids"]:
-        trace = read_trace(workspace, trace_id)
-        (verdict,) = [a for a in trace.info.assessments if a.name == "relevance_to_query"]
+    run_id, verdicts = monitor_assessments_named(workspace, monitored, "relevance_to_query")
+    for verdict in verdicts:
         assert verdict.metadata["run_id"] == run_id and verdict.feedback.value in (0.0, 1.0), verdict
         assert verdict.rationale, verdict
 

@@ -137,7 +137,7 @@ def harvest(
     for served, scores in zip(traces, per_pair, strict=True):
         negative = ["negative feedback"] if False in served.feedback else []
         corrected = served.corrected if len(served.pairs) == 1 else None  # a batch's correction names no answer
-        for (question, _), pair in zip(served.pairs, scores or [{}] * len(served.pairs), strict=True):
+        for (question, _), pair in zip(served.pairs, scores, strict=True):
             reasons = negative + failing(pair, least)
             key = normalized(question)
             if not reasons or not key or key in seen:

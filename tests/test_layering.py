@@ -44,9 +44,8 @@ def modules() -> dict[str, Path]:
     }
 
 
-def imports(path: Path, known: set[str]) -> set[str]:
-    """This project's modules that ``path`` imports anywhere in it (a ``from package import name`` that names a
-    module counts as that module)."""
+def imported(path: Path) -> set[str]:
+    """Every name ``path`` imports anywhere in it: modules, and ``package.name`` for a ``from package import name``."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -54,7 +53,13 @@ def imports(path: Path, known: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
             found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return {name for name in found if name in known}
+    return found
+
+
+def imports(path: Path, known: set[str]) -> set[str]:
+    """This project's modules that ``path`` imports anywhere in it (a ``from package import name`` that names a
+    module counts as that module)."""
+    return imported(path) & known
 
 
 @pytest.fixture(scope="module")
@@ -77,13 +82,7 @@ def test_a_package_imports_only_what_it_may(graph, package):
 
 def third_party(path: Path) -> set[str]:
     """The top-level names of what ``path`` imports from outside this project, anywhere in it."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module.split(".")[0])
-    return found - set(PACKAGES)
+    return {name.split(".")[0] for name in imported(path)} - set(PACKAGES)
 
 
 def test_the_engine_knows_nothing_of_http(graph):

@@ -142,7 +142,7 @@ def harvest(evaluation_set: EvaluationSet, harvested: Sequence) -> EvaluationSet
         )
     dataset = evaluation_set.dataset
     dataset.merge_records(rows)
-    dataset = _next_version(_reload(dataset))
+    dataset = _next_version(dataset)
     known = {q.question for q in evaluation_set.questions}
     added = sorted((_question(dataset, r) for r in _records(dataset) if _harvested(r)), key=lambda q: q.question)
     questions = evaluation_set.questions + tuple(q for q in added if q.question not in known)

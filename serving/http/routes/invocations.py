@@ -12,10 +12,11 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
 
 from serving.http import protocol
 from serving.http.requests import answer_all
-from serving.http.schemas import GENERATION_ERRORS, Predictions, RequestModels, errors
+from serving.http.schemas import GENERATION_ERRORS, ErrorBody, ErrorItem, Predictions, RequestModels, errors
 from serving.http.state import Ready
 
 CSV_EXAMPLE = "question\nWhat is Python?\n"
@@ -42,10 +43,10 @@ def schema_errors(detail: list[dict]) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in d.get('loc', [])[2:]) or 'body'}: {d.get('msg')}" for d in split)
 
 
-async def invalid_body(send, message: str) -> None:
-    body = json.dumps({"detail": [{"loc": ["body"], "msg": message, "type": "invalid_body"}]}).encode()
-    await send({"type": "http.response.start", "status": 400, "headers": [(b"content-type", b"application/json")]})
-    await send({"type": "http.response.body", "body": body})
+async def invalid_body(scope, receive, send, message: str) -> None:
+    """400 ``invalid_body`` in the one error shape (``ErrorBody``), sent from the middleware."""
+    body = ErrorBody(detail=[ErrorItem(loc=["body"], msg=message, type="invalid_body")])
+    await JSONResponse(body.model_dump(), status_code=400)(scope, receive, send)
 
 
 class CsvBody:
@@ -69,7 +70,7 @@ class CsvBody:
         try:
             converted = csv_as_json(body)
         except ValueError as exc:
-            await invalid_body(send, str(exc))
+            await invalid_body(scope, receive, send, str(exc))
             return
         kept = [(k, v) for k, v in scope["headers"] if k not in (b"content-type", b"content-length")]
         new_headers = [*kept, (b"content-type", b"application/json"), (b"content-length", str(len(converted)).encode())]
@@ -93,7 +94,9 @@ class CsvBody:
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 why = schema_errors(json.loads(b"".join(chunks)).get("detail", []))
-                await invalid_body(send, f"the text/csv body, read as dataframe_split, is refused: {why}")
+                await invalid_body(
+                    scope, receive, send, f"the text/csv body, read as dataframe_split, is refused: {why}"
+                )
 
         await self.app({**scope, "headers": new_headers}, replay, refused_as_400)
 
