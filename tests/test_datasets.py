@@ -84,6 +84,45 @@ def test_a_run_records_the_dataset_and_its_version(experiment_id):
     assert (used.dataset.name, used.dataset.source_type) == ("eval-x", "mlflow_evaluation_dataset")
 
 
+def test_a_run_that_loses_the_race_to_log_the_dataset_links_to_the_winners_row(experiment_id, monkeypatch):
+    # Two processes of one experiment log the same dataset at once on PostgreSQL: both look for its row, neither
+    # finds it, and the second insert breaks the unique key. The first call here stands for that loser: the
+    # winner's row goes in, then the loser's insert fails with PostgreSQL's words.
+    evaluation_set = datasets.synced("eval-x", YAML, experiment_id)
+    with mlflow.start_run():
+        datasets.record_use(evaluation_set)  # the winner
+    real, calls = mlflow.log_input, []
+
+    def loses_once(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise mlflow.MlflowException(
+                "BAD_REQUEST: (psycopg.errors.UniqueViolation) duplicate key value violates unique constraint "
+                '"dataset_pk"'
+            )
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_input", loses_once)
+    with mlflow.start_run() as run:
+        datasets.record_use(evaluation_set)
+    (used,) = mlflow.get_run(run.info.run_id).inputs.dataset_inputs
+    assert len(calls) == 2 and used.dataset.name == "eval-x"
+
+
+def test_any_other_failure_to_log_the_dataset_is_not_retried(experiment_id, monkeypatch):
+    evaluation_set = datasets.synced("eval-x", YAML, experiment_id)
+    calls = []
+
+    def refuses(*args, **kwargs):
+        calls.append(args)
+        raise mlflow.MlflowException("RESOURCE_DOES_NOT_EXIST: run gone")
+
+    monkeypatch.setattr(mlflow, "log_input", refuses)
+    with mlflow.start_run(), pytest.raises(mlflow.MlflowException, match="run gone"):
+        datasets.record_use(evaluation_set)
+    assert len(calls) == 1
+
+
 def test_harvested_questions_join_with_their_trace_and_outlive_a_change_of_the_yaml(experiment_id):
     from lifecycle.monitoring import Harvested
 

@@ -197,5 +197,18 @@ def _question(dataset, record: dict) -> Question:
 
 def record_use(evaluation_set: EvaluationSet) -> None:
     """The active run used this set: its dataset input, and tags with the name and version."""
-    mlflow.log_input(evaluation_set.dataset, context=CONTEXT)
+    try:
+        mlflow.log_input(evaluation_set.dataset, context=CONTEXT)
+    except mlflow.MlflowException as error:
+        if not _lost_insert_race(error):
+            raise
+        # Two runs of one experiment logged the same dataset at the same moment: MLflow looks for the
+        # (experiment, name, digest) row, finds none in both, and the second insert breaks the unique key
+        # (PostgreSQL says so; SQLite serialises the writers). The row now exists, so a second try links to it.
+        mlflow.log_input(evaluation_set.dataset, context=CONTEXT)
     mlflow.set_tags({tags.DATASET: evaluation_set.name, tags.DATASET_VERSION: evaluation_set.version})
+
+
+def _lost_insert_race(error: Exception) -> bool:
+    text = str(error)
+    return any(sign in text for sign in ("UniqueViolation", "duplicate key value", "UNIQUE constraint failed"))
