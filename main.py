@@ -10,7 +10,7 @@ from lifecycle.cli import execute  # registers the config's schema and resolvers
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> int:
+def main(cfg: DictConfig) -> float | None:
     return execute(cfg)
 
 

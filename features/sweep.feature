@@ -17,3 +17,9 @@ Feature: Prompt-template sweeps with Hydra multirun end in a verdict
     When I sweep "python main.py -m mode=experiment eval=quick prompt=concise,broken,detailed" with the extra templates
     Then it fails with "1 of 3 sweep jobs failed"
     And the summary marks job "prompt=broken" failed with "must contain {{question}}", and the other 2 completed with their scores
+
+  Scenario: An Optuna search scores each trial and agrees with the sweep's ranking on the best one
+    Given a fresh data directory
+    When I sweep "python main.py -m +experiment=search hydra.sweeper.n_trials=2 eval=quick model.generation.max_new_tokens=16"
+    Then it succeeds, and the sweep's run has 2 child runs, one per trial, with the same scores logged
+    And Optuna's best value is the best trial's "fact_agreement/mean", and its best parameters are that trial's overrides

@@ -4,6 +4,8 @@ import re
 from pathlib import Path
 
 import mlflow
+import pytest
+import yaml
 from pytest_bdd import given, parsers, scenarios, then, when
 
 from lifecycle import tags
@@ -88,3 +90,32 @@ def jobs_record_the_dataset(workspace: Workspace, name: str, version: str):
     children = workspace.child_runs(sweep_run(workspace))
     assert {(c.data.tags[tags.DATASET], c.data.tags[tags.DATASET_VERSION]) for c in children} == {(name, version)}
     assert len(evaluation_datasets(workspace, name)) == 1  # synced by the sweep's start, not by each job
+
+
+@then(
+    parsers.parse(
+        "it succeeds, and the sweep's run has {count:d} child runs, one per trial, with the same scores logged"
+    )
+)
+def one_child_per_trial(workspace: Workspace, invocation: Invocation, count):
+    assert invocation.returncode == 0, invocation.explain()
+    children = workspace.child_runs(sweep_run(workspace))
+    assert len(children) == count, [c.info.run_name for c in children]
+    assert all(set(c.data.metrics) >= SCORES for c in children)
+
+
+@then(
+    parsers.parse(
+        "Optuna's best value is the best trial's \"{metric}\", and its best parameters are that trial's overrides"
+    )
+)
+def optuna_agrees(workspace: Workspace, metric: str):
+    (results,) = (workspace.data_dir / "logs" / "hydra-multirun").glob("*/optimization_results.yaml")
+    verdict = yaml.safe_load(results.read_text())
+    children = workspace.child_runs(sweep_run(workspace))
+    best = max(children, key=lambda c: c.data.metrics[metric])
+    assert verdict["best_value"] == best.data.metrics[metric], (verdict, [c.data.metrics for c in children])
+    overrides = best.data.tags[tags.OVERRIDES].split()
+    if [c.data.metrics[metric] for c in children].count(verdict["best_value"]) == 1:  # a tie: either trial is best
+        assert {f"{name}={value}" for name, value in verdict["best_params"].items()} <= set(overrides), overrides
+    assert summary_table(workspace)[0][metric] == pytest.approx(verdict["best_value"])  # the sweep ranks alike

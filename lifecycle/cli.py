@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from lifecycle import console, runner, summary
+from lifecycle import console, ranking, runner, summary
 from lifecycle.config import register_configs
 from lifecycle.redact import redact_text
 
@@ -56,14 +56,15 @@ def enter_launch_folder() -> None:
         os.chdir(launched)
 
 
-def execute(cfg: DictConfig) -> int:
-    """Run, print the summary, exit 1 on failure; or return 1 where the session says so (a job of a sweep:
-    Hydra's sweeper re-raises a job's exception once its batch is done, which would end the sweep before its
-    summary; the failure is in the job's MLflow run, and the sweep exits 1 at its end)."""
+def execute(cfg: DictConfig) -> float | None:
+    """Run, print the summary, exit 1 on failure. A job of a sweep returns instead of exiting: its score
+    (``ranking.objective``: ``sweep.rank_by[0]``, higher is better), which an optimising sweeper such as Optuna's
+    reads, or None where it failed. (Hydra's sweeper would re-raise a job's exception once its batch is done and
+    end the sweep before its summary; the failure is in the job's MLflow run, and the sweep exits 1 at its end.)"""
     enter_launch_folder()
     console.configure(cfg.verbose)
     report = runner.run(cfg)
     print(redact_text(summary.render(report, ui_port=cfg.serve.tracking_port)), flush=True)
     if report.failed and report.raises_on_failure:
         raise SystemExit(1)
-    return 1 if report.failed else 0
+    return None if report.failed else ranking.objective(report.measured(), cfg.sweep.rank_by)

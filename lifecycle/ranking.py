@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 SCORE_SUFFIX = "/mean"
@@ -46,6 +46,17 @@ def rank(rows: Sequence[Row], rank_by: Sequence[str]) -> list[Row]:
 
     done = sorted((r for r in rows if not r.failed), key=order)
     return done + sorted((r for r in rows if r.failed), key=lambda r: r.job)
+
+
+def objective(metrics: Mapping[str, float], rank_by: Sequence[str]) -> float | None:
+    """A job's score for an optimising sweeper (Hydra's Optuna sweeper, ``direction: maximize``): the main score,
+    ``rank_by[0]``, negated where lower is better, so that higher always wins. None where the job has none (it
+    failed, or did not measure it): the sweeper marks that trial failed."""
+    metric, sign = key(rank_by[0])
+    value = metrics.get(metric)
+    if value is None or not math.isfinite(value):
+        return None
+    return sign * float(value)
 
 
 def best(ranked: Sequence[Row]) -> Row | None:

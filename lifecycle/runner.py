@@ -37,6 +37,14 @@ class LifecycleReport:
     def failed(self) -> bool:
         return self.error is not None
 
+    def measured(self) -> dict[str, float]:
+        """Every stage's metrics and evaluation scores, by name (a later stage's value wins)."""
+        out: dict[str, float] = {}
+        for result in self.results:
+            out.update(result.metrics)
+            out.update(result.outputs.get("scores") or {})
+        return out
+
 
 def build_stages(cfg: DictConfig, registry: StageRegistry | None = None) -> list[Stage]:
     registry = registry or StageRegistry.discover()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from core.generation import check_template
+from lifecycle import ranking
 from lifecycle.ranking import Row, best, columns, labels, rank, render
 
 RANK_BY = ["fact_agreement/mean", "answer_relevance/mean", "-latency_mean_s"]
@@ -68,3 +71,16 @@ def test_usable_templates(template):
 def test_broken_templates_say_why(template, message):
     with pytest.raises(ValueError, match=message.replace("{", r"\{").replace("}", r"\}")):
         check_template(template)
+
+
+@pytest.mark.parametrize(
+    ("metrics", "rank_by", "expected"),
+    [
+        ({"fact_agreement/mean": 0.75, "latency_mean_s": 2.0}, ["fact_agreement/mean", "-latency_mean_s"], 0.75),
+        ({"latency_mean_s": 2.0}, ["-latency_mean_s"], -2.0),  # lower is better: negated, so higher still wins
+        ({"latency_mean_s": 2.0}, ["fact_agreement/mean"], None),  # not measured: the trial failed
+        ({"fact_agreement/mean": math.nan}, ["fact_agreement/mean"], None),
+    ],
+)
+def test_a_jobs_objective_is_its_main_score_with_higher_always_better(metrics, rank_by, expected):
+    assert ranking.objective(metrics, rank_by) == expected
