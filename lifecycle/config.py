@@ -15,6 +15,8 @@ from typing import Any, Optional
 
 from omegaconf import MISSING, OmegaConf
 
+from lifecycle import console
+
 SCHEMA_NAME = "schema"
 
 
@@ -270,7 +272,7 @@ def url_as_local_folder(path: str) -> str | None:
     return (
         f"data_dir={path} is a URL, but data_dir is a local folder (the SQLite backend, logs, converted models); "
         f"nothing was written. For artifacts in {scheme}://{rest}, keep data_dir local and run:\n"
-        f"  python main.py {storage}\n"
+        f"  {console.command()} {storage}\n"
         "(with storage.endpoint_url=... for a store other than the default one; README: 'Artifacts in S3')"
     )
 

@@ -13,6 +13,7 @@ import contextlib
 import io
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Iterator
 
@@ -26,6 +27,17 @@ QUIET_ENVIRONMENT = {
     "MLFLOW_LOGGING_LEVEL": "WARNING",  # MLflow sets its loggers' level when it is imported
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # "View run at ..." per run on a tracking server: the summary
 }
+
+CHECKOUT_COMMAND = "python main.py"
+INSTALLED_COMMAND = "genai-lifecycle"  # [project.scripts] in pyproject.toml
+
+
+def command() -> str:
+    """How the user started this run, for the commands that errors and hints suggest: ``genai-lifecycle`` when
+    that is what ran, else ``python main.py`` (a checkout, or a worker that only knows the job)."""
+    program = os.path.basename(sys.argv[0]) if sys.argv else ""
+    return INSTALLED_COMMAND if program == INSTALLED_COMMAND else CHECKOUT_COMMAND
+
 
 _verbose = True  # until configure() says otherwise: code used outside the CLI prints what it always did
 

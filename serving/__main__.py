@@ -75,20 +75,20 @@ def serve(settings) -> str | None:
 
 
 async def check(settings) -> str:
-    """The server's own path, without HTTP: load (checksums included), one greedy answer through the batcher."""
+    """The server's own path, without HTTP: load (checksums included), one greedy answer through the engine."""
     from serving.http.state import ServingState
 
     state = ServingState(settings)
     await state.load()
     if state.error:
         raise SystemExit(f"python -m serving --check: the model did not load: {state.error}")
+    engine = state.engine
     try:
-        prompter = state.prompter
-        request = {**state.spec.generation, "max_new_tokens": 8, "temperature": 0.0}
-        answer = await state.batcher.submit(prompter.sequence(prompter.render("What is two plus two?"), request))
+        request = {**engine.spec.generation, "max_new_tokens": 8, "temperature": 0.0}
+        answer = await engine.submit(engine.sequence(engine.render("What is two plus two?"), request))
     finally:
-        await state.batcher.stop()
-    return f"ok: {state.model_id} answers: {prompter.decode(answer.tokens).strip()!r}"
+        await engine.stop()
+    return f"ok: {state.model_id} answers: {engine.decode(answer.tokens)!r}"
 
 
 if __name__ == "__main__":

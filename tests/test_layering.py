@@ -6,6 +6,8 @@
 - ``devservices`` (dev, test and benchmark servers) may import the product, and the product never imports it: it is
   neither in the wheel nor in a registered model's code;
 - ``serving.engine`` (the decoding engine) imports no FastAPI, Starlette or pydantic and nothing of ``serving.http``;
+  ``serving.http`` reaches it through the package alone (``Engine`` and what ``serving/engine/__init__.py`` names),
+  never a module inside it;
 - in ``lifecycle``, only ``lifecycle.integrations`` imports MLflow (torch, transformers, LangChain and boto3 too);
 - ``lifecycle.integrations`` (the adapters to MLflow and the libraries) imports neither of the shells above it,
   ``lifecycle.stages`` and ``lifecycle.sweeps``;
@@ -96,6 +98,14 @@ def test_the_engine_knows_nothing_of_http(graph):
     assert not web, web
     up = sorted(f"{m} imports {t}" for m in engine for t in graph[m] if t.startswith("serving.http"))
     assert not up, up
+
+
+def test_http_uses_the_engine_through_its_package_alone(graph):
+    http = [name for name in graph if name.startswith("serving.http")]
+    assert len(http) > 5, http
+    inside = sorted(f"{m} imports {t}" for m in http for t in graph[m] if t.startswith("serving.engine."))
+    assert not inside, inside
+    assert any("serving.engine" in graph[m] for m in http)
 
 
 def test_in_the_lifecycle_only_the_integrations_import_mlflow_and_the_heavy_libraries():

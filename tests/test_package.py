@@ -89,6 +89,8 @@ def test_the_command_runs_from_an_empty_folder(installed: Path, tmp_path):
     shown = run(installed, tmp_path, "mode=server-config")
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert f"--backend-store-uri sqlite:///{tmp_path.resolve()}/mlflow_data/mlflow.db" in shown.stdout, shown.stdout
+    assert "  genai-lifecycle tracking_uri=http://127.0.0.1:5050" in shown.stdout  # the hints name what ran
+    assert "python main.py" not in shown.stdout, shown.stdout
     origin = subprocess.run(
         [str(installed / "python"), "-c", "import lifecycle; print(lifecycle.__file__)"],
         capture_output=True, text=True, cwd=tmp_path, check=True,

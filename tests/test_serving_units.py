@@ -305,7 +305,7 @@ def test_a_plain_model_folder_is_served_without_importing_mlflow_or_langchain(tm
         "state = ServingState(Settings(model_uri=sys.argv[1]))\n"
         "asyncio.run(state.load())\n"
         "assert state.ready, state.error\n"
-        "print('chat_format=' + state.loaded.chat_format)\n"
+        "print('chat_format=' + state.engine.describe()['chat_format'])\n"
         # (boto3 is left out: accelerate imports it whenever it is installed; the export image will not have it)
         "print('imported=' + ','.join(m for m in ('mlflow', 'langchain_core') if m in sys.modules))\n"
     )

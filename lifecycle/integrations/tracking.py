@@ -21,7 +21,7 @@ import yaml
 from mlflow.entities import RunStatus
 from omegaconf import DictConfig
 
-from lifecycle import tags
+from lifecycle import console, tags
 from lifecycle.config import to_container
 from lifecycle.redact import redact
 from lifecycle.stage import StageError, StageResult
@@ -60,7 +60,8 @@ def check_tracking_server(tracking_uri: str) -> None:
         reason = getattr(exc, "reason", exc)
     raise StageError(
         f"the tracking server {tracking_uri} does not answer ({reason}). Start it with "
-        "`python main.py mode=server-config serve.run=true` (add the same storage=... as here), or fix tracking_uri."
+        f"`{console.command()} mode=server-config serve.run=true` (add the same storage=... as here), or fix "
+        "tracking_uri."
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from lifecycle import console
 from lifecycle.stage import StageContext, StageError
 
 SHARED_MODEL = "loaded_model"
@@ -72,9 +73,10 @@ def aliased_version(cfg: DictConfig, alias: str) -> str:
 
     version = alias_version(cfg.registered_model_name, alias)
     if version is None:
-        todo = "`python main.py mode=deploy`"
+        run = console.command()
+        todo = f"`{run} mode=deploy`"
         if alias == champion_alias(cfg):
-            todo += " and then `python main.py mode=promote` (or `python main.py mode=all`)"
+            todo += f" and then `{run} mode=promote` (or `{run} mode=all`)"
         raise StageError(
             f"no version of registered model {cfg.registered_model_name!r} has alias {alias!r} "
             f"on {cfg.tracking_uri}. Run {todo} first (same data_dir/tracking_uri)."

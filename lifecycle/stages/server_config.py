@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lifecycle import console
 from lifecycle.stage import Stage, StageContext, StageResult
 from lifecycle.stores import as_prefix, s3_environment
 
@@ -78,12 +79,12 @@ class ServerConfigStage(Stage):
             f"backend={cfg.backend.kind.value} storage={cfg.storage.kind.value}: records in {cfg.backend.uri}, "
             f"artifacts in {cfg.storage.artifact_uri}",
             *server_environment_lines(cfg),
-            f"start the tracking server (or: python main.py mode=server-config backend={cfg.backend.kind.value} "
+            f"start the tracking server (or: {console.command()} mode=server-config backend={cfg.backend.kind.value} "
             f"storage={cfg.storage.kind.value} serve.run=true):",
             f"  {server_command(cfg)}",
             "then point clients at it:",
             f"  export MLFLOW_TRACKING_URI={url}",
-            f"  python main.py tracking_uri={url} storage={cfg.storage.kind.value}",
+            f"  {console.command()} tracking_uri={url} storage={cfg.storage.kind.value}",
         ]
         if cfg.serve.run:
             print("\n".join(lines), flush=True)

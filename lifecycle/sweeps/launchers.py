@@ -23,6 +23,7 @@ from typing import Any
 
 from omegaconf import open_dict, read_write
 
+from lifecycle import console
 from lifecycle.stage import StageError
 from lifecycle.stores import is_server
 
@@ -46,7 +47,8 @@ def check(config: Any) -> None:
             if tracking_uri.startswith("sqlite")
             else "each worker would need the store's credentials and reach it directly"
         )
-        + ". Start a tracking server (python main.py mode=server-config backend=postgresql serve.run=true) and sweep "
+        + f". Start a tracking server ({console.command()} mode=server-config backend=postgresql serve.run=true) "
+        "and sweep "
         "with tracking_uri=http://<its host>:<its port>; README: 'From a laptop to a team'"
     )
 

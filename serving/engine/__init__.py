@@ -1,6 +1,9 @@
 """The decoding engine: everything between a prompt's token ids and its answer, with no HTTP in it (no FastAPI,
-no pydantic: tests/test_layering.py). The HTTP side (``serving.http``) uses it through ``Batcher`` alone: ``submit``
-(the whole answer), ``stream`` (token ids as they come) and ``describe`` (what a step runs with, for /model/info).
+no pydantic: tests/test_layering.py). The HTTP side (``serving.http``) imports this package alone, never a module
+inside it: ``Engine`` (load, then ``sequence``/``constrain``, ``submit`` the whole answer, ``enqueue``/``stream``
+token ids as they come, ``decode``, ``describe`` for /model/info), its options, and the errors a request can meet.
+
+- ``engine``: ``Engine``, a model URI loaded into a warmed-up batch behind a batcher;
 
 - ``scheduler``: ``Batcher``, the bounded queue and the one generation thread; ``Sequence``, a request's row;
 - ``decoding``: ``DecodeBatch``, the continuous batch (admit, drop, step, shared prefixes);
@@ -12,6 +15,20 @@ no pydantic: tests/test_layering.py). The HTTP side (``serving.http``) uses it t
 - ``agreement``: bfloat16 answers against float32.
 """
 
+from serving.engine.engine import Engine, EngineOptions
+from serving.engine.prompting import PromptTooLong
 from serving.engine.scheduler import Batcher, GenerationFailed, Overloaded, Sequence, ShuttingDown
+from serving.engine.structured import Unenforceable, requested_schema
 
-__all__ = ["Batcher", "GenerationFailed", "Overloaded", "Sequence", "ShuttingDown"]
+__all__ = [
+    "Batcher",
+    "Engine",
+    "EngineOptions",
+    "GenerationFailed",
+    "Overloaded",
+    "PromptTooLong",
+    "Sequence",
+    "ShuttingDown",
+    "Unenforceable",
+    "requested_schema",
+]

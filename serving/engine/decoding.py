@@ -33,7 +33,7 @@ import inspect
 
 import torch
 
-from serving.engine import sampling
+import serving.engine.sampling as sampling
 from serving.engine.graphs import StepGraphs
 from serving.engine.kvcache import KVCache, Window, additive_mask
 from serving.engine.scheduler import Sequence
@@ -176,7 +176,7 @@ class DecodeBatch:
     def describe(self) -> dict:
         """What makes a step fast here (``kernels.describe`` and the CUDA graphs captured), the parameter count and the
         shared prefixes' lengths."""
-        from serving.engine import kernels
+        import serving.engine.kernels as kernels
 
         graphs = self.graphs.captured if self.graphs and self.graphs.capture else []
         captured = [f"CUDA graphs for {len(graphs)} batch shapes"] if graphs else []

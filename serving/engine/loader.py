@@ -71,7 +71,7 @@ def load(spec: ServingSpec, device: str = "cpu"):
     it has one, a plain prompt otherwise."""
     import torch
 
-    from serving.engine import kernels
+    import serving.engine.kernels as kernels
 
     try:
         target = kernels.resolve_device(device)

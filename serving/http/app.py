@@ -69,8 +69,8 @@ def create_app(settings: Settings) -> FastAPI:
         loading = asyncio.create_task(state.load())
         yield
         loading.cancel()
-        if state.batcher:
-            await state.batcher.stop()
+        if state.engine:
+            await state.engine.stop()
         if state.tracing:
             await asyncio.to_thread(state.tracing.shutdown)  # what is still queued is sent, for at most 10 s
 

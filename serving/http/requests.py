@@ -1,5 +1,5 @@
 """The one path a request takes to an answer: generation settings checked against the model's defaults and the
-server's limits, questions checked, prompts encoded, the batcher (429 at once on a full queue, 504 past the
+server's limits, questions checked, prompts encoded, the engine (429 at once on a full queue, 504 past the
 request timeout), streams, and a client that disconnects freeing its place. Every route goes through here.
 
 Refusals a schema cannot state carry a stable ``type`` in the error body (``Refused``): a prompt over the token limit
@@ -21,9 +21,7 @@ from fastapi.responses import StreamingResponse
 
 from core import generation
 from core.generation import merge_settings
-from serving.engine import GenerationFailed, Overloaded, Sequence, ShuttingDown
-from serving.engine.prompting import PromptTooLong, TextStream
-from serving.engine.structured import Unenforceable
+from serving.engine import GenerationFailed, Overloaded, PromptTooLong, Sequence, ShuttingDown, Unenforceable
 from serving.http.schemas import QUESTION_PATTERN, AskResponse
 from serving.http.state import ServingState
 from serving.http.tracing import current as current_trace
@@ -91,7 +89,7 @@ def sequence_for(
     """A generation request for a rendered prompt; 400 ``context_length_exceeded`` when it does not fit the token
     limit (``loc``: the part of the body that brought the prompt)."""
     try:
-        return state.prompter.sequence(prompt, settings)
+        return state.engine.sequence(prompt, settings)
     except PromptTooLong as exc:
         raise Refused(400, str(exc), CONTEXT_LENGTH_EXCEEDED, loc) from None
 
@@ -100,7 +98,7 @@ def constrained(state: ServingState, seq: Sequence, schema: dict[str, Any] | Non
     """``seq`` held to ``schema`` while it decodes (structured output); 400 when the schema cannot be enforced."""
     if schema is not None:
         try:
-            seq.constraint = state.grammars.constraint(schema)
+            state.engine.constrain(seq, schema)
         except Unenforceable as exc:
             message = f"response_format: this server cannot enforce that JSON schema: {exc}"
             raise Refused(400, message, UNENFORCEABLE_SCHEMA, ("body", "response_format")) from None
@@ -114,9 +112,9 @@ def _busy(exc: Exception) -> HTTPException:
 
 
 async def generate(state: ServingState, seq: Sequence) -> Sequence:
-    """``seq`` through the batcher: 429 at once when the queue is full, 504 past the request timeout."""
+    """``seq`` through the engine: 429 at once when the queue is full, 504 past the request timeout."""
     try:
-        return await asyncio.wait_for(state.batcher.submit(seq), state.settings.request_timeout_s)
+        return await asyncio.wait_for(state.engine.submit(seq), state.settings.request_timeout_s)
     except (Overloaded, ShuttingDown) as exc:
         raise _busy(exc) from None
     except TimeoutError:
@@ -138,13 +136,13 @@ def stream_text(state: ServingState, seq: Sequence):
     """(job, text pieces) for a streamed answer. Queueing happens now, so a full queue is a 429 before any byte is
     sent; the request timeout does not apply once a stream has started (the client ends it by disconnecting)."""
     try:
-        job = state.batcher.enqueue(seq, stream=True)
+        job = state.engine.enqueue(seq, stream=True)
     except (Overloaded, ShuttingDown) as exc:
         raise _busy(exc) from None
 
     async def pieces():
-        text = TextStream(state.prompter)
-        async for token in state.batcher.stream(job):
+        text = state.engine.text_stream()
+        async for token in state.engine.stream(job):
             if piece := text.push(token):
                 yield piece
 
@@ -154,7 +152,7 @@ def stream_text(state: ServingState, seq: Sequence):
 async def _answer(state: ServingState, question: str, seq: Sequence) -> AskResponse:
     started = time.perf_counter()
     out = await generate(state, seq)
-    answer = state.prompter.decode(out.tokens).strip()
+    answer = state.engine.decode(out.tokens)
     trace = current_trace()
     trace.answer({"question": question}, out, answer)
     return AskResponse(
@@ -200,7 +198,7 @@ async def answer_all(
     settings = settings_for(state, overrides)
     trace.settings(settings)
     questions = check_questions(state, questions)
-    seqs = [sequence_for(state, state.prompter.render(q, template), settings) for q in questions]  # all valid first
+    seqs = [sequence_for(state, state.engine.render(q, template), settings) for q in questions]  # all valid first
     tasks = [asyncio.ensure_future(_answer(state, q, seq)) for q, seq in zip(questions, seqs, strict=True)]
     try:
         answers = list(await unless_disconnected(request, asyncio.gather(*tasks)))

@@ -49,7 +49,7 @@ def build(models: RequestModels) -> APIRouter:
         settings = settings_for(st, body.model_dump(exclude={"question", "prompt_template"}))
         trace.settings(settings)
         question = check_questions(st, [body.question])[0]
-        prompt = st.prompter.render(question, check_template(body.prompt_template))
+        prompt = st.engine.render(question, check_template(body.prompt_template))
         job, pieces = stream_text(st, sequence_for(st, prompt, settings, ("body", "question")))
 
         def done(answer: str) -> list[dict]:

@@ -43,9 +43,9 @@ async def version() -> str:
     "/metrics", response_class=PlainTextResponse, dependencies=[Depends(authorized)], responses=json_errors(401, 422)
 )
 async def metrics(state: State) -> str:
-    batcher, tracing = state.batcher, state.tracing
+    engine, tracing = state.engine, state.tracing
     return state.metrics.render(
-        batcher.stats if batcher else None, batcher.queue_depth if batcher else 0, tracing.counts() if tracing else None
+        engine.stats if engine else None, engine.queue_depth if engine else 0, tracing.counts() if tracing else None
     )
 
 
@@ -53,7 +53,7 @@ async def metrics(state: State) -> str:
     "/model/info", response_model=ModelInfo, dependencies=[Depends(authorized)], responses=errors(401, 422, 503)
 )
 async def model_info(st: Ready) -> ModelInfo:
-    spec, engine = st.spec, st.batcher.describe()
+    spec, engine = st.spec, st.engine.describe()
     return ModelInfo(
         name=spec.name,
         version=spec.version,
@@ -61,9 +61,9 @@ async def model_info(st: Ready) -> ModelInfo:
         run_id=spec.run_id,
         source_uri=spec.source_uri,
         folder=str(spec.folder),
-        chat_format=st.loaded.chat_format,
+        chat_format=engine["chat_format"],
         dtype=spec.dtype,
-        device=str(st.loaded.model.device),
+        device=engine["device"],
         acceleration=engine["acceleration"],
         dtype_agreement=st.agreement,
         parameters=engine["parameters"],

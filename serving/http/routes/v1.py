@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
 
-from serving.engine.structured import requested_schema
+from serving.engine import requested_schema
 from serving.http.requests import (
     EventStream,
     constrained,
@@ -70,13 +70,13 @@ def build(models: RequestModels) -> APIRouter:
             limit = st.settings.max_new_tokens_cap  # a JSON answer must be complete to parse: the longest allowed
         settings = settings_for(st, {"max_new_tokens": limit, "temperature": body.temperature, "top_p": body.top_p})
         trace.settings(settings)
-        prompt = st.prompter.render_messages(messages)
+        prompt = st.engine.render_messages(messages)
         seq = constrained(st, sequence_for(st, prompt, settings, ("body", "messages")), schema)
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": st.model_id}
         if not body.stream:
             out = await unless_disconnected(request, generate(st, seq))
             prompt_tokens, completion_tokens = len(out.prompt_ids), len(out.tokens)
-            content = st.prompter.decode(out.tokens).strip()
+            content = st.engine.decode(out.tokens)
             trace.answer({"messages": messages}, out, content)
             trace.outputs(content)
             return ChatCompletion(
