@@ -11,8 +11,12 @@ WHEELHOUSE := $(VENV)/wheelhouse
 run: $(STAMP)
 	$(BIN)/python main.py $(ARGS)
 
+# The suite is CPU-bound: TEST_WORKERS pytest-xdist workers, whole files each (a feature's scenarios share their
+# Background), one torch thread per process. On 2 cores, two workers whose processes each ran 2 OpenMP threads took
+# 1.8x longer per test than one worker: the threads spun against each other (docs/tests.md).
+TEST_WORKERS ?= 2
 test: $(STAMP) test-tools
-	$(BIN)/python -m pytest tests features $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests features -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # What the tests need besides the venv, fetched here (at set-up) so that no test needs the network: the exported
 # server's wheels, the container tooling of the @container scenario, PostgreSQL for the @team scenarios and Chromium

@@ -19,19 +19,52 @@ ROOT = Path(__file__).resolve().parent
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory) -> Path:
     """The folder holding the converted offline model (the first conversion takes ~25 s; it is half a gigabyte, so
-    one per session). Set LIFECYCLE_TEST_MODEL_CACHE to keep it between sessions."""
+    one per run: the pytest-xdist workers share it, and the first to get the lock converts). Set
+    LIFECYCLE_TEST_MODEL_CACHE to keep it between runs."""
+    from filelock import FileLock
     from hydra import compose, initialize_config_dir
 
     from lifecycle.config import register_configs
     from lifecycle.integrations.models import MARKER, resolve_model_folder
 
-    cache = Path(os.environ.get("LIFECYCLE_TEST_MODEL_CACHE") or tmp_path_factory.mktemp("model-cache"))
+    given = os.environ.get("LIFECYCLE_TEST_MODEL_CACHE")
+    run_folder = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        run_folder = run_folder.parent  # the workers' base folders sit in the run's
+    cache = Path(given) if given else run_folder / "model-cache"
+    cache.mkdir(parents=True, exist_ok=True)
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"paths.model_cache={cache}", "data_dir=unused"])
-    folder = resolve_model_folder(cfg.model, cache)
+    with FileLock(str(cache / ".converting.lock")):
+        folder = resolve_model_folder(cfg.model, cache)
     assert (folder / MARKER).exists()
     return cache
+
+
+# The heaviest test files first, so that two workers (make test: pytest -n 2 --dist loadfile) end together instead
+# of one waiting for the other's last long feature (measured: docs/tests.md). Every other file keeps its place.
+HEAVIEST_FIRST = (
+    "features/test_traces.py",
+    "features/test_export.py",
+    "features/test_team.py",
+    "features/test_storage.py",
+    "features/test_serving.py",
+    "features/test_contract.py",
+    "features/test_model_test.py",
+    "features/test_sweep.py",
+    "tests/test_decoding.py",
+    "features/test_promote.py",
+    "features/test_deploy.py",
+)
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    def weight(item) -> int:
+        path = Path(str(item.fspath)).resolve().relative_to(ROOT).as_posix()
+        return HEAVIEST_FIRST.index(path) if path in HEAVIEST_FIRST else len(HEAVIEST_FIRST)
+
+    items.sort(key=weight)  # stable: a file's tests keep their order
 
 
 @pytest.fixture(scope="session")
