@@ -37,8 +37,7 @@ class ServingState:
 
     @property
     def model_id(self) -> str:
-        spec = self.spec
-        return f"{spec.name}:{spec.version}" if spec and spec.version else (spec.name if spec else "model")
+        return model_id(self.spec)
 
     @property
     def ready(self) -> bool:
@@ -102,8 +101,8 @@ class ServingState:
         from serving.http.tracing import Served, Tracing
 
         tracing = Tracing(s.traces_url, experiment, s.trace_sample, s.trace_content)
-        model_id = f"{spec.name}:{spec.version}" if spec.version else spec.name
-        tracing.served = Served(model_id, spec.name, spec.version, spec.alias, spec.prompt_name, spec.prompt_version)
+        served = (spec.name, spec.version, spec.alias, spec.prompt_name, spec.prompt_version)
+        tracing.served = Served(model_id(spec), *served)
         log.info("tracing every answer into experiment %s at %s", experiment, s.traces_url)
         return tracing
 
@@ -122,6 +121,11 @@ class ServingState:
             return
         loop.call_soon_threadsafe(settle, engine)
         engine.serve_here()
+
+
+def model_id(spec) -> str:
+    """The id clients see (/v1/models, traces): ``name:version`` for a registered model, else its name."""
+    return f"{spec.name}:{spec.version}" if spec and spec.version else (spec.name if spec else "model")
 
 
 def serving_state(request: Request) -> ServingState:
