@@ -61,7 +61,7 @@ HEAVIEST_FIRST = (
 
 def pytest_collection_modifyitems(session, config, items) -> None:
     def weight(item) -> int:
-        path = Path(str(item.fspath)).resolve().relative_to(ROOT).as_posix()
+        path = item.path.resolve().relative_to(ROOT).as_posix()
         return HEAVIEST_FIRST.index(path) if path in HEAVIEST_FIRST else len(HEAVIEST_FIRST)
 
     items.sort(key=weight)  # stable: a file's tests keep their order

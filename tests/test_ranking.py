@@ -7,8 +7,7 @@ import math
 import pytest
 
 from core.generation import check_template
-from lifecycle import ranking
-from lifecycle.ranking import Row, best, columns, labels, rank, render
+from lifecycle.ranking import Row, best, columns, labels, objective, rank, render
 
 RANK_BY = ["fact_agreement/mean", "answer_relevance/mean", "-latency_mean_s"]
 
@@ -83,4 +82,4 @@ def test_broken_templates_say_why(template, message):
     ],
 )
 def test_a_jobs_objective_is_its_main_score_with_higher_always_better(metrics, rank_by, expected):
-    assert ranking.objective(metrics, rank_by) == expected
+    assert objective(metrics, rank_by) == expected

@@ -10,7 +10,7 @@ before, as asyncio.to_thread's pool thread does: OpenMP then has more threads th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -24,17 +24,18 @@ WARM_UP = {"temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.0}
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """How to load and batch: the model URI (``models:/``, ``runs:/`` or a folder), a dtype and device that
-    override the model's own (None keeps them), a prompt-token limit that can only lower the model's, and the
-    batching limits (``batch_size_for``: the row count for a device type, known once the model is placed)."""
+    """How to load and batch: the model URI (``models:/``, ``runs:/`` or a folder), the batching limits
+    (``batch_size_for``: the row count for a device type, known once the model is placed; the server's settings
+    hold their defaults), a dtype and device that override the model's own (None keeps them), and a prompt-token
+    limit that can only lower the model's."""
 
     model_uri: str
+    batch_size_for: Callable[[str], int]
+    max_wait_ms: float
+    max_queue: int
     dtype: str | None = None
     device: str | None = None
     max_input_tokens: int | None = None
-    batch_size_for: Callable[[str], int] = lambda device_type: 8
-    max_wait_ms: float = 5.0
-    max_queue: int = 256
 
 
 class Engine:
@@ -150,9 +151,5 @@ def _warm_up(batch, prompter: Prompter) -> None:
         if len(prefix) >= MIN_SHARED_PREFIX:
             batch.share_prefix(prefix)
     hello = prompter.render("Hello")
-    for rows in _row_buckets(batch):
+    for rows in batch.graphs.row_buckets() if batch.graphs and batch.graphs.capture else [1]:
         batch.run([prompter.sequence(hello, {**WARM_UP, "max_new_tokens": 2}) for _ in range(rows)])
-
-
-def _row_buckets(batch) -> Iterator[int]:
-    return iter(batch.graphs.row_buckets() if batch.graphs and batch.graphs.capture else [1])

@@ -52,7 +52,7 @@ class ServingState:
     def options(self) -> EngineOptions:
         s = self.settings
         return EngineOptions(
-            s.model_uri, s.dtype, s.device, s.max_input_tokens, s.batch_size_for, s.max_wait_ms, s.max_queue
+            s.model_uri, s.batch_size_for, s.max_wait_ms, s.max_queue, s.dtype, s.device, s.max_input_tokens
         )
 
     async def load(self) -> None:
@@ -77,8 +77,9 @@ class ServingState:
             engine.request_stop()
             self.on_failure()
             return
-        if engine.measure_agreement(self._agreement_measured):
-            self.agreement = {"reference": "float32", "status": "measuring while idle"}
+        self.agreement = {"reference": "float32", "status": "measuring while idle"}  # before the result can come
+        if not engine.measure_agreement(self._agreement_measured):
+            self.agreement = None  # not bfloat16, or no questions to compare on
         self.loaded_at = int(time.time())
         self.engine = engine
         log.info("model %s ready in %.1f s", self.settings.model_uri, time.perf_counter() - started)
