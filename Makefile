@@ -13,10 +13,11 @@ run: $(STAMP)
 
 # The suite is CPU-bound: TEST_WORKERS pytest-xdist workers, whole files each (a feature's scenarios share their
 # Background), one torch thread per process. On 2 cores, two workers whose processes each ran 2 OpenMP threads took
-# 1.8x longer per test than one worker: the threads spun against each other (docs/tests.md).
+# 1.8x longer per test than one worker: the threads spun against each other (docs/tests.md). The slowest tests are
+# listed at the end, so that a run says where its time went.
 TEST_WORKERS ?= 2
 test: $(STAMP) test-tools
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests features -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests features -n $(TEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
 
 # What the tests need besides the venv, fetched here (at set-up) so that no test needs the network: the exported
 # server's wheels, the container tooling of the @container scenario, PostgreSQL for the @team scenarios and Chromium

@@ -13,6 +13,7 @@ Feature: mode=deploy registers the model as the challenger, only when it answers
       """
     And registered model "langchain-e2e-model" has 1 version, with the alias "challenger" on version 1
     And the registered version loads and answers a plain string, a dict, a list and a DataFrame
+    And its serving input example is the smoke request, with the smoke check's 16 new tokens
 
   Scenario: A failing smoke prediction leaves the alias and the versions alone
     Given a model deployed and promoted to champion

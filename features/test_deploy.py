@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import mlflow
 import pandas as pd
 from pytest_bdd import given, parsers, scenarios, then
@@ -42,6 +45,19 @@ def registered_model_answers(workspace):
     ]:
         answers = model.predict(model_input, params=params)
         assert len(answers) == count and all(a.strip() for a in answers), (model_input, answers)
+
+
+@then(parsers.parse("its serving input example is the smoke request, with the smoke check's {tokens:d} new tokens"))
+def input_example_is_smoke_request(workspace, tokens, tmp_path):
+    client = workspace.client()
+    version = client.get_model_version_by_alias(MODEL, "challenger")
+    folder = client.get_model_version_download_uri(MODEL, version.version)
+    path = mlflow.artifacts.download_artifacts(f"{folder}/serving_input_example.json", dst_path=str(tmp_path))
+    example = json.loads(Path(path).read_text())
+    assert example == {
+        "dataframe_split": {"columns": ["question"], "data": [["What is machine learning?"]]},
+        "params": {"max_new_tokens": tokens},
+    }, example
 
 
 @then("the registry is as I noted it, and the failed deploy run is marked FAILED with the smoke prediction")

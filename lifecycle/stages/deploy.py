@@ -79,7 +79,9 @@ class DeployStage(Stage):
         destination = runs.artifact_uri()  # asked now: the store may be gone when a message needs it
         staged = packaging.stage_folder(folder, Path(cfg.paths.staging) / run_id)
         try:
-            info = packaging.log_pyfunc(staged, deploy.artifact_name, self.model_config(), deploy.smoke.question)
+            info = packaging.log_pyfunc(
+                staged, deploy.artifact_name, self.model_config(), deploy.smoke.question, deploy.smoke.max_new_tokens
+            )
         except Exception as exc:
             raise StageError(
                 f"logging the model to {destination} failed: {self._cause(exc)}. Nothing was "
