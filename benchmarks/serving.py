@@ -20,7 +20,10 @@ Each is loaded with N concurrent clients sending the evaluation questions throug
 `max_tokens` = the model's max_new_tokens (64), 4 requests per client (2 at 64 clients). Generated tokens are
 counted with the model's tokenizer for every server alike. Also measured on this server: the first request after
 ready, an overload burst (429 with Retry-After expected, never 5xx) and, for bfloat16, its agreement with float32
-(from /model/info). The last lines compare the figures with the targets of issue 11.
+(from /model/info). Before any server starts, the memory ceiling for one user is measured: the read bandwidth of
+this machine's cores (a sum over a 1 GiB float32 tensor, best of 5) over the bytes of weights one decoding step at
+batch 1 must read (the model folder's safetensors in float32, half of them in bfloat16). The last lines compare the
+figures with the targets of issues 11 and 23.
 """
 
 from __future__ import annotations
@@ -232,7 +235,32 @@ def run(server: Server, env: dict, args, questions, count) -> None:
             stop(tracker)
 
 
-def report(listed: list[Server], args) -> None:
+def memory_ceiling(folder: Path, repeats: int = 5) -> dict:
+    """The read bandwidth of this process's torch threads (GB/s, best of ``repeats`` sums over 1 GiB of float32) and
+    the tokens/s one user could get if a decoding step only read the model's weights once, in float32 and bfloat16."""
+    import torch
+
+    data = torch.ones(2**28)  # 1 GiB of float32
+    data.sum()  # first touch: the pages exist before the timing
+    best = min(_timed(data.sum) for _ in range(repeats))
+    bandwidth = data.numel() * data.element_size() / best / 1e9
+    weights = sum(f.stat().st_size for f in folder.glob("*.safetensors"))  # float32 on disk
+    return {
+        "threads": torch.get_num_threads(),
+        "bandwidth_gb_s": bandwidth,
+        "weights_mb": weights / 1e6,
+        "float32": bandwidth * 1e9 / weights,
+        "bfloat16": bandwidth * 1e9 / (weights / 2),
+    }
+
+
+def _timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def report(listed: list[Server], args, ceiling: dict) -> None:
     print(f"\n{MODEL_URI}: /v1/chat/completions (mlflow: /invocations), greedy, max_tokens={args.max_new_tokens}\n")
     print(f"{'clients':>7} | {'server':<30} | {'tokens/s':>8} | {'p50 s':>6} | {'p95 s':>6} | {'tok/answer':>10}")
     for clients in args.clients:
@@ -249,6 +277,11 @@ def report(listed: list[Server], args) -> None:
             first, warm = s.results["first_request_s"], s.results["warm_request_s"]
             line += f"; first request after ready {first:.2f} s (next: {warm:.2f} s)"
         print(line)
+    print(
+        f"memory ceiling for one user: {ceiling['bandwidth_gb_s']:.1f} GB/s read ({ceiling['threads']} threads, 1 GiB "
+        f"sum) over {ceiling['weights_mb']:.0f} MB of float32 weights a step: {ceiling['float32']:.1f} tokens/s "
+        f"float32, {ceiling['bfloat16']:.1f} bfloat16"
+    )
     by_name = {s.name: s for s in listed}
     for s in listed:
         if s.ours:
@@ -263,7 +296,7 @@ def report(listed: list[Server], args) -> None:
                 print(f"  overload burst: {s.results['overload']}")
             if "traces" in s.results:
                 print(f"  spans of the answers' traces: {s.results['traces']}")
-    verdicts(by_name, args)
+    verdicts(by_name, args, ceiling)
 
 
 def _verdict(label: str, value: float, target: float, unit: str = "x", lower_is_better: bool = False) -> None:
@@ -272,7 +305,7 @@ def _verdict(label: str, value: float, target: float, unit: str = "x", lower_is_
     print(f"target: {label}: {value:.2f}{unit} ({sign} {target}{unit}): {'met' if met else 'NOT met'}")
 
 
-def verdicts(by_name: dict[str, Server], args) -> None:
+def verdicts(by_name: dict[str, Server], args, ceiling: dict) -> None:
     def figure(name: str, clients: int):
         server = by_name.get(name)
         return server.results.get(clients) if server else None
@@ -309,6 +342,9 @@ def verdicts(by_name: dict[str, Server], args) -> None:
             f"target: overload answers 429 with Retry-After, never 5xx: {o['429']} x 429, {o['5xx']} x 5xx: "
             f"{'met' if met else 'NOT met'}"
         )
+    if one := figure("this server, bfloat16", 1):
+        share = one["tokens_per_s"] / ceiling["bfloat16"]
+        _verdict("1 client bfloat16, tokens/s vs the memory ceiling", share * 100, 75, "%")
     for s in by_name.values():
         if s.ours:
             _verdict(f"start-to-ready, {s.name}", s.results["ready_s"], 10.0, " s", lower_is_better=True)
@@ -340,10 +376,11 @@ def main() -> None:
         MODEL_NAME[0] = str(folder)
         questions = spec.eval_questions or sys.exit(f"{MODEL_URI} carries no evaluation questions: deploy it again")
         listed = servers(args, folder)
+        ceiling = memory_ceiling(folder)  # before any server runs: nothing else reads memory meanwhile
         for server in listed:
             print(f"{server.name}: starting", flush=True)
             run(server, env, args, questions, lambda text: len(tokenizer.encode(text, add_special_tokens=False)))
-    report(listed, args)
+    report(listed, args, ceiling)
 
 
 if __name__ == "__main__":
