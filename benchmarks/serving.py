@@ -34,6 +34,7 @@ import os
 import statistics
 import sys
 import time
+import timeit
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -242,7 +243,7 @@ def memory_ceiling(folder: Path, repeats: int = 5) -> dict:
 
     data = torch.ones(2**28)  # 1 GiB of float32
     data.sum()  # first touch: the pages exist before the timing
-    best = min(_timed(data.sum) for _ in range(repeats))
+    best = min(timeit.repeat(data.sum, number=1, repeat=repeats))
     bandwidth = data.numel() * data.element_size() / best / 1e9
     weights = sum(f.stat().st_size for f in folder.glob("*.safetensors"))  # float32 on disk
     return {
@@ -252,12 +253,6 @@ def memory_ceiling(folder: Path, repeats: int = 5) -> dict:
         "float32": bandwidth * 1e9 / weights,
         "bfloat16": bandwidth * 1e9 / (weights / 2),
     }
-
-
-def _timed(fn) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
 
 
 def report(listed: list[Server], args, ceiling: dict) -> None:
