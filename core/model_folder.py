@@ -1,6 +1,7 @@
 """Loading a Hugging Face model folder for generation: the model in eval mode and a tokenizer ready for batches.
 
-``load_model(folder, chat_format, dtype, threads)`` gives a ``LoadedModel``; a folder that cannot be served as asked
+``load_model(folder, chat_format, dtype, threads)`` gives a ``LoadedModel`` (dtype ``int8``: float32 weights quantized
+to 8 bits once loaded, ``core.quantization``); a folder that cannot be served as asked
 (a chat format its tokenizer lacks) raises ``ModelLoadError`` with what to change. Finding, downloading or converting
 the folder is the lifecycle's business (``lifecycle.integrations.models``); this module only reads one.
 """
@@ -47,7 +48,15 @@ def load_model(folder: str | Path, chat_format: str, dtype: str = "float32", thr
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(folder))
     if chat_format == "chat_template" and not tokenizer.chat_template:
         raise ModelLoadError(f"{folder} has no chat template; set model.chat_format=plain for a base model")
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype))
+    weights = "float32" if dtype == "int8" else dtype  # int8: float32 weights quantized once loaded
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, weights))
+    if dtype == "int8":
+        from core.quantization import quantize_linears
+
+        try:
+            quantize_linears(model)
+        except RuntimeError as exc:
+            raise ModelLoadError(str(exc)) from None
     model.eval()
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id

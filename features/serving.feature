@@ -19,6 +19,12 @@ Feature: The HTTP server answers questions about the registered model
     And the model info soon reports how many of the 8 evaluation answers match float32
     And the server still answers "/ask" with 200
 
+  Scenario: An int8 server quantizes every linear layer and measures how its answers agree with float32
+    Given a server for the registered model with "SERVING_DTYPE=int8"
+    Then the model info shows dtype "int8" on "cpu" with "211 linear layers in int8 (weights per channel, activations per row)"
+    And the model info soon reports how many of the 8 evaluation answers match float32
+    And the server still answers "/ask" with 200
+
   Scenario: Asking one question
     Given a server for the registered model
     When I POST to "/ask"

@@ -45,11 +45,13 @@ class DType(str, Enum):
     float32 = "float32"
     bfloat16 = "bfloat16"
     float16 = "float16"
+    int8 = "int8"  # float32 weights quantized to 8 bits on load (CPU; core.quantization)
 
 
 class ServeDType(str, Enum):
     float32 = "float32"
     bfloat16 = "bfloat16"
+    int8 = "int8"
 
 
 class ServeDevice(str, Enum):

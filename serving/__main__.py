@@ -20,7 +20,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 5001)")
     parser.add_argument(
-        "--dtype", choices=["float32", "bfloat16"], help="default: the model's own, float32 unless exported in bfloat16"
+        "--dtype",
+        choices=["float32", "bfloat16", "int8"],
+        help="int8: 8-bit weights and activations (CPU); default: the model's own, float32 unless exported in bfloat16",
     )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: cuda when available")
     parser.add_argument(

@@ -334,3 +334,41 @@ def test_no_row_can_fail_its_neighbours_or_change_their_answers(real, new_batch)
     assert broken.finish_reason == "error" and "grammar failed: matcher state lost" in broken.error
     for seq in (overflowing, not_a_number):
         assert seq.finish_reason == "error" and "not finite" in seq.error and seq.tokens == []
+
+
+@pytest.fixture(scope="module")
+def int8_served(model_cache):
+    """The real model as the server prepares it for ``--dtype int8``: float32 weights quantized by ``prepare``."""
+    from core.model_folder import load_model
+
+    served = load_model(model_cache / "smollm2", "chat_template")
+    kernels.prepare(served.model, torch.int8)
+    return served
+
+
+def test_an_int8_batch_answers_every_row_that_joins_and_leaves_it(real, int8_served):
+    """Every row of a running int8 batch, joining late or leaving early, gets its own answer to its own limit.
+    (Bit-for-bit equality with the row alone is what tests/test_quantization.py checks per product; a whole answer
+    can still differ where attention's float32 sums, which vary in their last bit with the batch's columns, move a
+    value across one of the quantizer's rounding steps, as they can in bfloat16.)"""
+    _, _, prompts = real
+    eos = int8_served.tokenizer.eos_token_id
+    limits = [6, 24, 12, 24, 3]
+    seqs = [greedy(ids, n) for ids, n in zip(prompts, limits, strict=True)]
+    batch = DecodeBatch(int8_served.model, int8_served.tokenizer.pad_token_id, {eos})
+    sizes = run_to_end(batch, {0: seqs[:2], 2: seqs[2:4], 5: seqs[4:]})
+    assert max(sizes) == 5 and sizes[0] == 2
+    vocab = int8_served.model.config.vocab_size
+    for seq, n in zip(seqs, limits, strict=True):
+        assert seq.error is None and 0 < len(seq.tokens) <= n and all(0 <= t < vocab for t in seq.tokens)
+        assert seq.finish_reason == ("length" if len(seq.tokens) == n else "stop")
+    assert "211 linear layers in int8 (weights per channel, activations per row)" in kernels.describe(int8_served.model)
+
+
+def test_the_pyfunc_loads_int8_with_every_linear_layer_quantized(model_cache):
+    from core.model_folder import load_model
+    from core.quantization import Int8Linear
+
+    loaded = load_model(model_cache / "smollm2", "chat_template", "int8")
+    layers = [type(m) for m in loaded.model.modules() if isinstance(m, torch.nn.Linear | Int8Linear)]
+    assert layers and set(layers) == {Int8Linear}

@@ -40,6 +40,22 @@ def test_a_packed_linear_computes_what_the_linear_did(dtype, tolerance):
 
 
 @needs_onednn
+def test_emulated_bfloat16_gives_what_bfloat16_products_give(monkeypatch):
+    """On a CPU without bfloat16 instructions the packed product runs in float32 on bfloat16-rounded values: the
+    answer a native bfloat16 product gives (float32 accumulation, output rounded to bfloat16), not float32's."""
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 96)
+    x = torch.randn(5, 64)
+    monkeypatch.setattr(kernels, "native_bfloat16", lambda: False)
+    emulated = kernels.PackedLinear(linear, torch.bfloat16)
+    rounded = F.linear(x.bfloat16().float(), linear.weight.bfloat16().float(), linear.bias.bfloat16().float())
+    assert emulated.emulated and emulated.packed.dtype == torch.float32
+    assert torch.allclose(emulated(x), rounded.bfloat16().float(), rtol=1e-2, atol=1e-2)
+    assert not torch.equal(emulated(x), linear(x))  # bfloat16's rounding, not float32's values
+    assert "emulated in float32" in repr(emulated)
+
+
+@needs_onednn
 def test_packing_a_model_keeps_its_parameter_count_and_says_what_it_did():
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Sequential(nn.Linear(16, 4, bias=False)))
     count = sum(p.numel() for p in model.parameters())

@@ -2,8 +2,9 @@
 
 Validation uses ``eval.thresholds`` (non-empty rate, maximum length, mean fact agreement, mean relevance). Results go
 to the stage's run as metrics and a table; any missed threshold fails the stage with the list of what was missed.
-With ``test.compare_dtype=bfloat16`` the stage also answers the questions through the server's engine in float32 and
-in that dtype, and logs how they agree (``serving.engine.agreement``): identical answers, where the others first differ.
+With ``test.compare_dtype=bfloat16`` (or ``int8``) the stage also answers the questions through the server's engine in
+float32 and in that dtype, and logs how they agree (``serving.engine.agreement``): identical answers, where the others
+first differ.
 """
 
 from __future__ import annotations

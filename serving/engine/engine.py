@@ -42,7 +42,7 @@ class Engine:
     def __init__(self, spec, loaded, prompter: Prompter, batcher: Batcher, grammars, reference=None) -> None:
         self.spec = spec  # serving.engine.loader.ServingSpec: what was loaded, and from where
         self._loaded, self._prompter, self._batcher, self._grammars = loaded, prompter, batcher, grammars
-        self._reference = reference  # the float32 model that bfloat16 answers are measured against, until then
+        self._reference = reference  # the float32 model that bfloat16 or int8 answers are measured against, until then
 
     @classmethod
     def load(cls, options: EngineOptions) -> Engine:
@@ -56,7 +56,7 @@ class Engine:
             limit = min(options.max_input_tokens or spec.max_input_tokens, spec.max_input_tokens)
             spec = replace(spec, dtype=options.dtype or spec.dtype, max_input_tokens=limit)
             loaded = load(spec, options.device)
-            if spec.dtype == "bfloat16" and spec.eval_questions:  # the folder is readable inside `with` only
+            if spec.dtype != "float32" and spec.eval_questions:  # the folder is readable inside `with` only
                 reference = load(replace(spec, dtype="float32"), options.device)
         prompter = Prompter.for_spec(loaded, spec)
         batch = DecodeBatch.for_model(loaded)
@@ -114,8 +114,8 @@ class Engine:
         await self._batcher.stop()
 
     def measure_agreement(self, report: Callable[[dict[str, Any]], None]) -> bool:
-        """bfloat16 against float32 on the model's evaluation questions, in idle time; False when there is
-        nothing to compare (not bfloat16, or no questions)."""
+        """bfloat16 or int8 against float32 on the model's evaluation questions, in idle time; False when there is
+        nothing to compare (float32, or no questions)."""
         if self._reference is None:
             return False
         import serving.engine.agreement as agreement

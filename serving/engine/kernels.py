@@ -8,7 +8,10 @@ Measured on the 2-core reference CPU (SmolLM2-135M, batch of 16, one decoding st
 - bfloat16 on CPU packs the linear layers' weights in bfloat16 (AVX512-BF16 products, half the bytes to read) and
   keeps the activations, norms, attention and KV cache in float32: faster than an all-bfloat16 model (1,191 against
   1,097 tokens/s at 64 rows) and later to diverge from float32 answers (22 tokens against 16 on average). On CUDA,
-  bfloat16 is the whole model.
+  bfloat16 is the whole model. A CPU without bfloat16 instructions (AVX2 only: oneDNN refuses to pack bfloat16 there)
+  gets bfloat16's values in float32 products (``PackedLinear.emulated``): bfloat16's answers, float32's speed.
+- int8 (CPU) replaces every linear layer by ``core.quantization.Int8Linear``: 8-bit weights per output channel,
+  activations quantized per row, fbgemm's integer products; the rest of the step stays in float32.
 - Attention over a batch of single new tokens is a few hundred kilobytes of work, yet ``scaled_dot_product_attention``
   with a mask spends 0.12 ms (float32) to 0.65 ms (bfloat16) per layer on it. ``attention`` below does it with two
   batched matrix products that read the key/value heads shared by a group of query heads once (no ``repeat_kv``
@@ -29,30 +32,47 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.quantization import Int8Linear, quantize_linears
+
 ATTENTION = "serving_batch"  # the name this module's attention is registered under in transformers
 
 
 PACKABLE = (torch.float32, torch.bfloat16)
+INT8 = torch.int8  # weights and activations in 8 bits (``core.quantization``), CPU only
+
+
+def native_bfloat16() -> bool:
+    """Whether oneDNN has bfloat16 products on this CPU (AVX512-BF16 or AVX-NE-CONVERT); without them it refuses to
+    pack bfloat16 weights."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 class PackedLinear(nn.Module):
     """``nn.Linear`` whose product runs on a oneDNN-packed copy of its weight in ``dtype`` (CPU only); inputs of
-    another dtype are cast to it and the output cast back."""
+    another dtype are cast to it and the output cast back.
+
+    bfloat16 on a CPU without bfloat16 instructions (AVX2 only) is emulated: the weight is rounded to bfloat16 and
+    packed in float32, each input and output rounded to bfloat16 as the native product would, so the answers are
+    bfloat16's (what the agreement with float32 and the promote gate judge) with float32's speed and memory."""
 
     def __init__(self, linear: nn.Linear, dtype: torch.dtype) -> None:
         super().__init__()
         self.in_features, self.out_features, self.dtype = linear.in_features, linear.out_features, dtype
+        self.emulated = dtype == torch.bfloat16 and not native_bfloat16()
+        self.compute = torch.float32 if self.emulated else dtype  # the dtype the packed product runs in
         weight = linear.weight.detach()
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.to(dtype), None)
-        self.bias = None if linear.bias is None else linear.bias.detach().to(dtype)
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.to(dtype).to(self.compute), None)
+        self.bias = None if linear.bias is None else linear.bias.detach().to(dtype).to(self.compute)
         self.weight = torch.empty(weight.shape, dtype=dtype, device="meta")  # shape and dtype, no second copy
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, dtype={self.dtype}"
+        emulated = ", emulated in float32" if self.emulated else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}, dtype={self.dtype}{emulated}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), self.packed, self.bias, "none", [], "")
-        return out.to(x.dtype)
+        inputs = x.to(self.dtype).to(self.compute)
+        out = torch.ops.mkldnn._linear_pointwise(inputs, self.packed, self.bias, "none", [], "")
+        return out.to(self.dtype).to(x.dtype)
 
 
 def can_pack(model: nn.Module, dtype: torch.dtype) -> bool:
@@ -109,7 +129,7 @@ def load_dtype(device: torch.device, dtype: str) -> str:
     """The dtype to load weights in for serving ``dtype`` on ``device``: float32 where the linear layers get
     packed in ``dtype`` (CPU), else ``dtype`` itself."""
     packs = device.type == "cpu" and getattr(torch, dtype) in PACKABLE and torch.backends.mkldnn.is_available()
-    return "float32" if packs else dtype
+    return "float32" if packs or dtype == "int8" else dtype
 
 
 def prepare(model: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
@@ -117,7 +137,11 @@ def prepare(model: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
     dtype = dtype or model.dtype
     register_attention()
     model.set_attn_implementation(ATTENTION)
-    if can_pack(model, dtype):
+    if dtype == INT8:
+        if model.device.type != "cpu":
+            raise ValueError("int8 weights are a CPU choice (fbgemm kernels); on a GPU serve bfloat16")
+        quantize_linears(model.float())
+    elif can_pack(model, dtype):
         pack_linears(model, dtype)
     elif model.dtype != dtype:
         model.to(dtype)
@@ -173,7 +197,7 @@ def fuse_elementwise(model: nn.Module) -> list[str]:
 
 def parameters(model: nn.Module) -> int:
     """The model's parameter count, packed linear layers included."""
-    packed = [m for m in model.modules() if isinstance(m, PackedLinear)]
+    packed = [m for m in model.modules() if isinstance(m, PackedLinear | Int8Linear)]
     return sum(p.numel() for p in model.parameters()) + sum(
         m.weight.numel() + (m.bias.numel() if m.bias is not None else 0) for m in packed
     )
@@ -188,8 +212,12 @@ def describe(model: nn.Module) -> list[str]:
     if packed:
         dtypes = sorted({str(m.dtype).removeprefix("torch.") for m in packed})
         done.append(f"{len(packed)} linear layers packed for oneDNN in {', '.join(dtypes)}")
+        if any(m.emulated for m in packed):
+            done.append("bfloat16 emulated in float32 products: this CPU has no bfloat16 instructions (no speed gain)")
         if model.dtype not in {m.dtype for m in packed}:
             done.append(f"activations, attention and KV cache in {str(model.dtype).removeprefix('torch.')}")
+    if quantized := [m for m in model.modules() if isinstance(m, Int8Linear)]:
+        done.append(f"{len(quantized)} linear layers in int8 (weights per channel, activations per row)")
     return done + getattr(model, "serving_fused", [])
 
 

@@ -80,7 +80,10 @@ def load(spec: ServingSpec, device: str = "cpu"):
     loaded = load_model(spec.folder, spec.chat_format or "plain", kernels.load_dtype(target, spec.dtype), spec.threads)
     if spec.chat_format is None and loaded.tokenizer.chat_template:
         loaded.chat_format = "chat_template"
-    kernels.prepare(loaded.model.to(target), getattr(torch, spec.dtype))
+    try:
+        kernels.prepare(loaded.model.to(target), getattr(torch, spec.dtype))
+    except (ValueError, RuntimeError) as exc:  # int8 on a GPU, or a torch without the kernels the dtype needs
+        raise ModelLoadError(f"cannot serve {spec.dtype} on {target}: {exc}") from None
     return loaded
 
 

@@ -225,7 +225,7 @@ class ModelInfo(BaseModel):
     device: str
     acceleration: list[str] = Field(description="what makes a decoding step fast on this device")
     dtype_agreement: dict[str, Any] | None = Field(
-        None, description="bfloat16 only: greedy answers to the evaluation questions against float32"
+        None, description="bfloat16 and int8 only: greedy answers to the evaluation questions against float32"
     )
     parameters: int
     generation_defaults: dict[str, Any]

@@ -20,8 +20,10 @@ class Settings(BaseModel):
     model_uri: str = Field(description="models:/name@alias, models:/name/version, runs:/id/path, or a local folder")
     host: str = "127.0.0.1"
     port: int = Field(5001, ge=1, le=65535)
-    dtype: Literal["float32", "bfloat16"] | None = Field(
-        None, description="weights and compute; default: the model's own (float32 unless exported in bfloat16)"
+    dtype: Literal["float32", "bfloat16", "int8"] | None = Field(
+        None,
+        description="weights and compute (int8: 8-bit weights and activations, CPU); default: the model's own "
+        "(float32 unless exported in bfloat16)",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu")
     max_batch_size: int | None = Field(

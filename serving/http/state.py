@@ -25,7 +25,7 @@ class ServingState:
         self.settings = settings
         self.engine: Engine | None = None  # once loaded: the server is ready
         self.error: str | None = None
-        self.agreement: dict[str, Any] | None = None  # bfloat16 against float32, when serving bfloat16
+        self.agreement: dict[str, Any] | None = None  # bfloat16 or int8 against float32, when serving either
         self.metrics = Metrics()
         self.tracing = None  # serving.http.tracing.Tracing, once loaded, when settings.traces_url is set
         self.loaded_at = 0
@@ -79,14 +79,15 @@ class ServingState:
             return
         self.agreement = {"reference": "float32", "status": "measuring while idle"}  # before the result can come
         if not engine.measure_agreement(self._agreement_measured):
-            self.agreement = None  # not bfloat16, or no questions to compare on
+            self.agreement = None  # float32, or no questions to compare on
         self.loaded_at = int(time.time())
         self.engine = engine
         log.info("model %s ready in %.1f s", self.settings.model_uri, time.perf_counter() - started)
 
     def _agreement_measured(self, result: dict[str, Any]) -> None:
         self.agreement = result
-        log.info("bfloat16 against float32 on the evaluation questions: %s", result)
+        dtype = self.spec.dtype if self.spec else "the served dtype"
+        log.info("%s against float32 on the evaluation questions: %s", dtype, result)
 
     def _tracing(self, spec):
         """The exporter of this server's traces, when ``traces_url`` is set; ValueError without an experiment."""
