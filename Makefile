@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 WHEELHOUSE := $(VENV)/wheelhouse
 
-.PHONY: run test test-tools install lint clean bench s3 postgres tracking-server
+.PHONY: run test test-tools install lint clean bench s3 postgres tracking-server llama-server
 
 run: $(STAMP)
 	$(BIN)/python main.py $(ARGS)
@@ -65,6 +65,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/lifecycle.py
+
+# llama.cpp's llama-server and the F32/BF16/Q8_0 GGUFs of the model, for benchmarks/serving.py's llama-server rows
+# (a native build from source: 12-20 minutes on 2 cores, once; not part of run or test).
+llama-server: $(STAMP)
+	./scripts/llama-server.sh
 
 clean:
 	rm -rf $(VENV) mlflow_data .pytest_cache

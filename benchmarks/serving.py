@@ -1,36 +1,44 @@
 """This server against what a user would run instead, for the same registered model, in one run on one machine.
 
     python benchmarks/serving.py [--data-dir mlflow_data] [--clients 1 16 64] [--requests-per-client 4]
-                                 [--max-new-tokens 64] [--only NAME ...] [--llama-server BIN --gguf FILE]
+                                 [--max-new-tokens 64] [--rates 1 2 4] [--open-requests 32] [--only NAME ...]
+                                 [--llama-server BIN --gguf-dir DIR]
 
 Needs a registered model (`python main.py mode=deploy`). The servers, started one at a time so that they never share
 the cores, each timed from start to ready:
 
-- this server, float32 and bfloat16 (`python -m serving --model-uri models:/...@champion --dtype ...`);
+- this server, float32, bfloat16 and int8 (`python -m serving --model-uri models:/...@champion --dtype ...`);
 - `transformers serve --continuous-batching` on the same model folder, float32 and bfloat16: the library's own
   continuous batching, the free alternative every user of this project already has installed;
 - `mlflow models serve --env-manager local` (1 worker) on the same URI, through /invocations (it has no chat
   endpoint); at 64 clients it is left out: its 60 s request timeout fails most of such a load;
-- optionally `llama-server` (llama.cpp) on a float32 GGUF of the same weights, where it has been built
-  (FACTS.md says how): how far this CPU can go;
+- `llama-server` (llama.cpp) on F32, BF16 and Q8_0 GGUFs of the same weights, where `scripts/llama-server.sh` has
+  built it (`--llama-server BIN --gguf-dir DIR`, what the script prints): what a CPU user who wants speed picks;
 - this server, float32, with a trace of every answer exported to a lean `mlflow server` on the same database
   (started for that row): what tracing costs against the same server without it.
 
 Each is loaded with N concurrent clients sending the evaluation questions through `/v1/chat/completions`, greedy,
 `max_tokens` = the model's max_new_tokens (64), 4 requests per client (2 at 64 clients). Generated tokens are
-counted with the model's tokenizer for every server alike. Also measured on this server: the first request after
-ready, an overload burst (429 with Retry-After expected, never 5xx) and, for bfloat16, its agreement with float32
-(from /model/info). Before any server starts, the memory ceiling for one user is measured: the read bandwidth of
-this machine's cores (a sum over a 1 GiB float32 tensor, best of 5) over the bytes of weights one decoding step at
-batch 1 must read (the model folder's safetensors in float32, half of them in bfloat16). The last lines compare the
-figures with the targets of issues 11 and 23.
+counted with the model's tokenizer for every server alike. Then the open loop `vllm bench serve` reports: requests
+arriving at random (Poisson, fixed seed) at each of `--rates` requests per second, streamed (SSE), each server
+given the same arrival times and questions; per rate: time to first token (TTFT), time per output token after the
+first (TPOT) and the gaps between streamed chunks (ITL), median and p99, and goodput, the requests per second whose
+TTFT and TPOT both meet the objective (`--goodput-ttft`, `--goodput-tpot`). Also measured on this server: the first
+request after ready, an overload burst (429 with Retry-After expected, never 5xx) and, for bfloat16 and int8, their
+agreement with float32 (from /model/info). Before any server starts, the memory ceiling for one user is measured:
+the read bandwidth of this machine's cores (a sum over a 1 GiB float32 tensor, best of 5) over the bytes of
+weights one decoding step at batch 1 must read (the model folder's safetensors in float32, half of them in
+bfloat16). The last lines compare the figures with the targets of issues 11 and 23.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import itertools
+import json
 import os
+import random
 import statistics
 import sys
 import time
@@ -46,8 +54,11 @@ from benchmarks.servers import start, stop  # noqa: E402 - after the project roo
 from devservices.ports import free_port  # noqa: E402
 
 MODEL_URI = "models:/langchain-e2e-model@champion"
+SEED = 0  # the open loop's arrival times and questions
+GOODPUT = {"ttft": 2.0, "tpot": 0.1}  # seconds: the objective a request must meet to count towards goodput (flags)
 OVERLOAD_EXTRA = 64  # requests beyond what the batch and the queue hold, sent at once
-MODEL_NAME = ["served"]  # the model field of chat requests: the served folder, set in main()
+MODEL_NAME = ["served"]
+LLAMA_PRECISIONS = ("F32", "BF16", "Q8_0")  # the model field of chat requests: the served folder, set in main()
 
 
 @dataclass
@@ -60,6 +71,7 @@ class Server:
     max_clients: int | None = None  # more clients than this: left out, with the reason
     skip_reason: str = ""
     traced: bool = False  # SERVING_TRACES_URL: every answer exported to the benchmark's tracking server
+    open_loop: bool = True  # also loaded at the open loop's request rates (streaming)
     results: dict = field(default_factory=dict)
 
 
@@ -105,6 +117,83 @@ def load(base: str, protocol: str, questions, clients: int, per_client: int, max
         "p50": statistics.median(latencies),
         "p95": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))],
     }
+
+
+def streamed(http: httpx.Client, base: str, question: str, max_tokens: int) -> tuple[float, list[float], str]:
+    """One streamed chat answer: (seconds to the first content chunk, the arrival time of every content chunk
+    after the request was sent, the text)."""
+    body = {
+        "model": MODEL_NAME[0],
+        "messages": [{"role": "user", "content": question}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+    }
+    started, arrivals, text = time.perf_counter(), [], []
+    with http.stream("POST", f"{base}/v1/chat/completions", json=body) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if not line.startswith("data:") or line.strip() == "data: [DONE]":
+                continue
+            choices = json.loads(line[5:]).get("choices") or [{}]
+            if content := (choices[0].get("delta") or {}).get("content"):
+                arrivals.append(time.perf_counter() - started)
+                text.append(content)
+    return (arrivals[0] if arrivals else float("nan")), arrivals, "".join(text)
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+def open_loop(base: str, questions, rate: float, requests: int, max_tokens: int, count) -> dict:
+    """``requests`` streamed requests arriving as a Poisson process of ``rate`` per second (seeded: every server
+    gets the same arrival times and questions), each sent at its time whatever the others are doing."""
+    rng = random.Random(f"{SEED}-{rate}")
+    times, now = [], 0.0
+    for _ in range(requests):
+        now += rng.expovariate(rate)
+        times.append(now)
+    picked = [questions[rng.randrange(len(questions))] for _ in range(requests)]
+
+    def one(index: int) -> dict:
+        delay = start + times[index] - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)  # waits for this request's arrival time in the schedule, not for readiness
+        with httpx.Client(timeout=600) as http:
+            sent = time.perf_counter()
+            try:
+                ttft, arrivals, text = streamed(http, base, picked[index], max_tokens)
+            except httpx.HTTPError as exc:
+                return {"error": type(exc).__name__}
+            latency = time.perf_counter() - sent
+        tokens = count(text)
+        return {
+            "ttft": ttft,
+            "tpot": (latency - ttft) / (tokens - 1) if tokens > 1 else float("nan"),
+            "itl": [b - a for a, b in itertools.pairwise(arrivals)],
+            "tokens": tokens,
+        }
+
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(requests) as pool:
+        results = list(pool.map(one, range(requests)))
+    wall = time.perf_counter() - start
+    done = [r for r in results if "error" not in r]
+    ttft, tpot = [r["ttft"] for r in done], [r["tpot"] for r in done if r["tpot"] == r["tpot"]]
+    itl = [gap for r in done for gap in r["itl"]]
+    good = [r for r in done if r["ttft"] <= GOODPUT["ttft"] and r["tpot"] <= GOODPUT["tpot"]]
+    return {
+        "rate": rate,
+        "completed": len(done),
+        "failed": len(results) - len(done),
+        "tokens_per_s": sum(r["tokens"] for r in done) / wall,
+        "ttft_p50": percentile(ttft, 0.5), "ttft_p99": percentile(ttft, 0.99),
+        "tpot_p50": percentile(tpot, 0.5), "tpot_p99": percentile(tpot, 0.99),
+        "itl_p50": percentile(itl, 0.5), "itl_p99": percentile(itl, 0.99),
+        "goodput": len(good) / wall,
+    }  # fmt: skip
 
 
 def overload(base: str, info: dict, question: str) -> dict:
@@ -157,9 +246,17 @@ def servers(args, folder: Path) -> list[Server]:
     mlflow = ["mlflow", "models", "serve", "-m", MODEL_URI, "--env-manager", "local", "--host", "127.0.0.1"]
     listed = [
         Server("this server, float32", [*ours, "--dtype", "float32"], "/health", ours=True),
-        Server("this server, float32, traced", [*ours, "--dtype", "float32"], "/health", ours=True, traced=True),
+        Server(
+            "this server, float32, traced",
+            [*ours, "--dtype", "float32"],
+            "/health",
+            ours=True,
+            traced=True,
+            open_loop=False,
+        ),
         Server("transformers serve, float32", [*hf, "--dtype", "float32", "--port", "{port}", str(folder)], "/health"),
         Server("this server, bfloat16", [*ours, "--dtype", "bfloat16"], "/health", ours=True),
+        Server("this server, int8", [*ours, "--dtype", "int8"], "/health", ours=True),
         Server(
             "transformers serve, bfloat16", [*hf, "--dtype", "bfloat16", "--port", "{port}", str(folder)], "/health"
         ),
@@ -169,15 +266,22 @@ def servers(args, folder: Path) -> list[Server]:
             "/ping",
             protocol="invocations",
             max_clients=16,
+            open_loop=False,  # no streaming endpoint
             skip_reason="left out: its 60 s request timeout fails most requests of this load",
         ),
     ]
-    if args.llama_server and args.gguf:
-        if Path(args.llama_server).exists() and Path(args.gguf).exists():
-            command = [args.llama_server, "-m", args.gguf, "-t", str(os.cpu_count()), "-np", "64", "-c", "65536"]
-            listed.append(Server("llama-server, float32 GGUF", [*command, "--port", "{port}"], "/health"))
-        else:
-            print(f"llama-server row left out: {args.llama_server} or {args.gguf} does not exist", flush=True)
+    if args.llama_server and args.gguf_dir:
+        for precision in LLAMA_PRECISIONS:
+            gguf = Path(args.gguf_dir) / f"SmolLM2-135M-Instruct.{precision}.gguf"
+            if not (Path(args.llama_server).exists() and gguf.exists()):
+                print(f"llama-server {precision} row left out: {args.llama_server} or {gguf} does not exist")
+                continue
+            slots = max(args.clients)  # one slot per client, 1024 tokens of context each, as the issue measured
+            command = [args.llama_server, "-m", str(gguf), "-t", str(os.cpu_count()), "-np", str(slots)]
+            command += ["-c", str(slots * 1024), "--host", "127.0.0.1", "--port", "{port}"]
+            listed.append(Server(f"llama-server, {precision}", command, "/health"))
+    else:
+        print("llama-server rows left out: build it with scripts/llama-server.sh and pass the flags it prints")
     return [s for s in listed if not args.only or any(o in s.name for o in args.only)]
 
 
@@ -220,10 +324,19 @@ def run(server: Server, env: dict, args, questions, count) -> None:
             if server.max_clients and clients > server.max_clients:
                 continue
             per_client = max(2, min(args.requests_per_client, 128 // clients))
-            server.results[clients] = load(
-                base, server.protocol, questions, clients, per_client, args.max_new_tokens, count
-            )
+            try:
+                server.results[clients] = load(
+                    base, server.protocol, questions, clients, per_client, args.max_new_tokens, count
+                )
+            except httpx.HTTPError as exc:  # a server that fails this load is reported so; the others still run
+                server.results[clients] = {"error": f"failed: {type(exc).__name__}: {exc}"[:160]}
             print(f"  {server.name}, {clients} clients: {server.results[clients]}", flush=True)
+        if server.open_loop:
+            server.results["open"] = [
+                open_loop(base, questions, rate, args.open_requests, args.max_new_tokens, count) for rate in args.rates
+            ]
+            for figures in server.results["open"]:
+                print(f"  {server.name}, {figures['rate']} requests/s: {figures}", flush=True)
         if server.ours and "float32" in server.name:
             server.results["overload"] = overload(base, server.results["info"], questions[0])
         if server.ours and server.results["info"].get("dtype_agreement"):
@@ -247,6 +360,8 @@ def memory_ceiling(folder: Path, repeats: int = 5) -> dict:
     bandwidth = data.numel() * data.element_size() / best / 1e9
     weights = sum(f.stat().st_size for f in folder.glob("*.safetensors"))  # float32 on disk
     return {
+        "cpu": torch.backends.cpu.get_cpu_capability(),  # AVX2, AVX512, ...: what the kernels can use
+        "native_bfloat16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
         "threads": torch.get_num_threads(),
         "bandwidth_gb_s": bandwidth,
         "weights_mb": weights / 1e6,
@@ -261,11 +376,32 @@ def report(listed: list[Server], args, ceiling: dict) -> None:
     for clients in args.clients:
         for s in listed:
             r = s.results.get(clients)
-            if r is None:
-                print(f"{clients:>7} | {s.name:<30} | {s.skip_reason}")
+            if r is None or "error" in r:
+                print(f"{clients:>7} | {s.name:<30} | {r['error'] if r else s.skip_reason}")
                 continue
             row = f"{r['tokens_per_s']:>8.1f} | {r['p50']:>6.2f} | {r['p95']:>6.2f} | {r['tokens_per_answer']:>10.1f}"
             print(f"{clients:>7} | {s.name:<30} | {row}")
+    print(
+        f"\nopen loop: {args.open_requests} streamed requests per rate, Poisson arrivals (seed {SEED}); goodput: "
+        f"requests/s with TTFT <= {GOODPUT['ttft']} s and TPOT <= {GOODPUT['tpot']} s"
+    )
+    print(
+        f"{'req/s':>5} | {'server':<30} | {'tokens/s':>8} | {'TTFT p50/p99 s':>14} | {'TPOT p50/p99 ms':>15} | "
+        f"{'ITL p50/p99 ms':>14} | {'goodput':>7} | failed"
+    )
+    for rate in args.rates:
+        for s in listed:
+            r = next((o for o in s.results.get("open", []) if o["rate"] == rate), None)
+            if r is None:
+                continue
+            ttft = f"{r['ttft_p50']:.2f}/{r['ttft_p99']:.2f}"
+            tpot = f"{r['tpot_p50'] * 1e3:.0f}/{r['tpot_p99'] * 1e3:.0f}"
+            itl = f"{r['itl_p50'] * 1e3:.0f}/{r['itl_p99'] * 1e3:.0f}"
+            print(
+                f"{rate:>5} | {s.name:<30} | {r['tokens_per_s']:>8.1f} | {ttft:>14} | {tpot:>15} | {itl:>14} | "
+                f"{r['goodput']:>7.2f} | {r['failed']}"
+            )
+    print()
     for s in listed:
         line = f"start-to-ready, {s.name}: {s.results['ready_s']:.1f} s"
         if s.ours:
@@ -277,6 +413,8 @@ def report(listed: list[Server], args, ceiling: dict) -> None:
         f"sum) over {ceiling['weights_mb']:.0f} MB of float32 weights a step: {ceiling['float32']:.1f} tokens/s "
         f"float32, {ceiling['bfloat16']:.1f} bfloat16"
     )
+    native = "native bfloat16 products" if ceiling["native_bfloat16"] else "no bfloat16 instructions (emulated)"
+    print(f"CPU: {ceiling['cpu']} kernels, {native}")
     by_name = {s.name: s for s in listed}
     for s in listed:
         if s.ours:
@@ -303,7 +441,8 @@ def _verdict(label: str, value: float, target: float, unit: str = "x", lower_is_
 def verdicts(by_name: dict[str, Server], args, ceiling: dict) -> None:
     def figure(name: str, clients: int):
         server = by_name.get(name)
-        return server.results.get(clients) if server else None
+        figures = server.results.get(clients) if server else None
+        return None if figures is None or "error" in figures else figures
 
     for dtype, target in (("float32", 1.5), ("bfloat16", 1.3)):
         ours, theirs = figure(f"this server, {dtype}", 16), figure(f"transformers serve, {dtype}", 16)
@@ -337,6 +476,14 @@ def verdicts(by_name: dict[str, Server], args, ceiling: dict) -> None:
             f"target: overload answers 429 with Retry-After, never 5xx: {o['429']} x 429, {o['5xx']} x 5xx: "
             f"{'met' if met else 'NOT met'}"
         )
+    for ours_name, theirs_name in (("float32", "F32"), ("bfloat16", "BF16"), ("int8", "Q8_0")):
+        for clients in args.clients:
+            ours, theirs = figure(f"this server, {ours_name}", clients), figure(f"llama-server, {theirs_name}", clients)
+            if ours and theirs:
+                label = f"{clients} clients {ours_name}, tokens/s vs llama-server {theirs_name}"
+                _verdict(label, ours["tokens_per_s"] / theirs["tokens_per_s"], 1.0)
+                label = f"{clients} clients {ours_name}, p50 vs llama-server {theirs_name}"
+                _verdict(label, ours["p50"] / theirs["p50"], 1.0, lower_is_better=True)
     if one := figure("this server, bfloat16", 1):
         share = one["tokens_per_s"] / ceiling["bfloat16"]
         _verdict("1 client bfloat16, tokens/s vs the memory ceiling", share * 100, 75, "%")
@@ -352,9 +499,14 @@ def main() -> None:
     parser.add_argument("--requests-per-client", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--only", nargs="+", help="run only the servers whose name contains one of these")
-    parser.add_argument("--llama-server", help="a llama-server binary, for the optional llama.cpp row")
-    parser.add_argument("--gguf", help="the float32 GGUF of the same weights llama-server serves")
+    parser.add_argument("--rates", type=float, nargs="+", default=[1.0, 2.0, 4.0], help="open loop: requests/s")
+    parser.add_argument("--open-requests", type=int, default=32, help="open loop: requests per rate")
+    parser.add_argument("--goodput-ttft", type=float, default=GOODPUT["ttft"], help="goodput: TTFT objective, s")
+    parser.add_argument("--goodput-tpot", type=float, default=GOODPUT["tpot"], help="goodput: TPOT objective, s")
+    parser.add_argument("--llama-server", help="llama-server, as scripts/llama-server.sh builds it")
+    parser.add_argument("--gguf-dir", help="the F32, BF16 and Q8_0 GGUFs scripts/llama-server.sh makes")
     args = parser.parse_args()
+    GOODPUT.update(ttft=args.goodput_ttft, tpot=args.goodput_tpot)
 
     tracking = f"sqlite:///{Path(args.data_dir).resolve()}/mlflow.db"
     bin_dir = str(Path(sys.executable).parent)
