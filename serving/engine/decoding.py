@@ -84,6 +84,7 @@ class DecodeBatch:
         self.eos_token_ids = eos_token_ids
         self.vocab_size = vocab_size(model)
         self.cache_keyword = cache_keyword(model)
+        self.lean = getattr(model, "serving_step", None)
         self.cache = KVCache(model.config.num_hidden_layers, self.device, model.dtype)
         self.rows: list[Sequence] = []
         self.first: list[int] = []  # each row's first real column
@@ -127,6 +128,8 @@ class DecodeBatch:
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, window: Window) -> torch.Tensor:
         """One eager forward pass over ``window`` of the cache; the float32 logits of each row's last position."""
         self.cache.window = window
+        if self.lean is not None:  # the Llama family on CPU: serving.engine.lean
+            return self.lean(ids, positions, mask, self.cache)
         out = self.model(
             input_ids=ids,
             attention_mask=mask,

@@ -12,11 +12,10 @@ Measured on the 2-core reference CPU (SmolLM2-135M, batch of 16, one decoding st
   gets bfloat16's values in float32 products (``PackedLinear.emulated``): bfloat16's answers, float32's speed.
 - int8 (CPU) replaces every linear layer by ``core.quantization.Int8Linear``: 8-bit weights per output channel,
   activations quantized per row, fbgemm's integer products; the rest of the step stays in float32.
-- Attention over a batch of single new tokens is a few hundred kilobytes of work, yet ``scaled_dot_product_attention``
-  with a mask spends 0.12 ms (float32) to 0.65 ms (bfloat16) per layer on it. ``attention`` below does it with two
-  batched matrix products that read the key/value heads shared by a group of query heads once (no ``repeat_kv``
-  copy). It is registered with transformers' ``AttentionInterface`` and selected on the model, so the model's own
-  code calls it; prompts (more than one query position) still go through ``scaled_dot_product_attention``.
+- Attention for one new token per row is ``serving.engine.attention``, registered with transformers'
+  ``AttentionInterface`` and selected on the model, so the model's own code calls it.
+- On CPU, a Llama-family model's forward pass runs as ``serving.engine.lean.LeanStep``: the same operations without
+  transformers' module code, the query/key/value and gate/up products stacked (4 products a layer instead of 7).
 - ``torch.compile`` of the whole step was tried on this CPU and rejected: 27 to 40 s to compile one shape, then 100
   to 115 ms a step against 35 ms here.
 - On CUDA the step is replayed from CUDA graphs (``serving.engine.graphs``), and what is left is the GPU running ~1,500
@@ -29,10 +28,10 @@ Measured on the 2-core reference CPU (SmolLM2-135M, batch of 16, one decoding st
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from core.quantization import Int8Linear, quantize_linears
+from serving.engine.attention import attention
 
 ATTENTION = "serving_batch"  # the name this module's attention is registered under in transformers
 
@@ -97,28 +96,6 @@ def pack_linears(module: nn.Module, dtype: torch.dtype) -> int:
     return count
 
 
-def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """transformers' attention-function contract: query [batch, heads, q, dim], key/value [batch, kv_heads, kv, dim],
-    an additive or boolean mask broadcastable to [batch, 1, q, kv]; returns ([batch, q, heads, dim], None)."""
-    batch, heads, q_len, dim = query.shape
-    kv_heads = key.shape[1]
-    scale = dim**-0.5 if scaling is None else scaling
-    if q_len > 1:
-        out = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=attention_mask, scale=scale, enable_gqa=kv_heads != heads
-        )
-        return out.transpose(1, 2), None
-    grouped = query.view(batch, kv_heads, heads // kv_heads, dim)  # the query heads that share one key/value head
-    scores = torch.matmul(grouped, key.transpose(-1, -2)).float() * scale  # [batch, kv_heads, group, kv]
-    if attention_mask is not None:
-        mask = attention_mask[:, :, :1]  # [batch, 1, 1, kv]: broadcasts over the group of query heads
-        hidden = ~mask if mask.dtype == torch.bool else None
-        scores = scores + mask if hidden is None else scores.masked_fill(hidden, torch.finfo(scores.dtype).min)
-    weights = torch.softmax(scores, dim=-1).to(value.dtype)
-    out = torch.matmul(weights, value)  # [batch, kv_heads, group, dim]
-    return out.view(batch, 1, heads, dim), None
-
-
 def register_attention() -> None:
     from transformers import AttentionInterface
 
@@ -132,22 +109,35 @@ def load_dtype(device: torch.device, dtype: str) -> str:
     return "float32" if packs or dtype == "int8" else dtype
 
 
-def prepare(model: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
-    """Make ``model`` fast for batched decoding in ``dtype`` (default: its own) on its device, in place."""
+def prepare(model: nn.Module, dtype: torch.dtype | None = None, lean: bool = True) -> nn.Module:
+    """Make ``model`` fast for batched decoding in ``dtype`` (default: its own) on its device, in place.
+    ``lean=False`` keeps transformers' own forward pass on CPU too (the baseline ``LeanStep`` is measured against)."""
     dtype = dtype or model.dtype
+    lean_step = _lean_step if lean else lambda model, fast: None
     register_attention()
     model.set_attn_implementation(ATTENTION)
     if dtype == INT8:
         if model.device.type != "cpu":
             raise ValueError("int8 weights are a CPU choice (fbgemm kernels); on a GPU serve bfloat16")
-        quantize_linears(model.float())
+        lean_step(model.float(), Int8Linear)
+        quantize_linears(model)
     elif can_pack(model, dtype):
+        lean_step(model, lambda linear: PackedLinear(linear, dtype))
         pack_linears(model, dtype)
     elif model.dtype != dtype:
         model.to(dtype)
     if model.device.type == "cuda":
         fuse_elementwise(model)
     return model
+
+
+def _lean_step(model: nn.Module, fast) -> None:
+    """On CPU, where the model is of the Llama family: its forward pass as ``serving.engine.lean.LeanStep``
+    (``model.serving_step``), the decoder's linear layers stacked and made fast by ``fast``."""
+    from serving.engine.lean import LeanStep, supports
+
+    if supports(model) is None:
+        model.serving_step = LeanStep(model, fast)
 
 
 def _rms_norm(hidden: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -208,6 +198,8 @@ def describe(model: nn.Module) -> list[str]:
     done = []
     if model.config._attn_implementation == ATTENTION:
         done.append("batched decode attention")
+    if isinstance(step := getattr(model, "serving_step", None), nn.Module):
+        done.append(step.describe())
     packed = [m for m in model.modules() if isinstance(m, PackedLinear)]
     if packed:
         dtypes = sorted({str(m.dtype).removeprefix("torch.") for m in packed})
