@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 WHEELHOUSE := $(VENV)/wheelhouse
 
-.PHONY: run test test-tools install lint clean bench s3 postgres tracking-server llama-server
+.PHONY: run test test-tools install lint clean bench s3 postgres tracking-server llama-server openvino
 
 run: $(STAMP)
 	$(BIN)/python main.py $(ARGS)
@@ -70,6 +70,11 @@ bench: $(STAMP)
 # (a native build from source: 12-20 minutes on 2 cores, once; not part of run or test).
 llama-server: $(STAMP)
 	./scripts/llama-server.sh
+
+# OpenVINO GenAI in a venv of its own and the model exported for it, for benchmarks/engines.py's engine-to-engine
+# rows (its converter needs an older transformers than this project's; about 3 minutes, once; not part of run or test).
+openvino: $(STAMP)
+	./scripts/openvino.sh mlflow_data/models/smollm2
 
 clean:
 	rm -rf $(VENV) mlflow_data .pytest_cache
