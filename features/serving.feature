@@ -11,7 +11,8 @@ Feature: The HTTP server answers questions about the registered model
 
   Scenario: The model info says what runs the model and what makes its steps fast
     Given a server for the registered model
-    Then the model info shows dtype "float32" on "cpu" with "211 linear layers packed for oneDNN in float32"
+    Then the model info shows dtype "float32" on "cpu" with "121 linear layers packed for oneDNN in float32"
+    And the model info shows dtype "float32" on "cpu" with "lean forward pass (30 layers, q/k/v and gate/up stacked: 4 products a layer)"
 
   Scenario: A bfloat16 server measures how its answers agree with float32 once it is idle
     Given a server for the registered model with "SERVING_DTYPE=bfloat16"
@@ -21,7 +22,7 @@ Feature: The HTTP server answers questions about the registered model
 
   Scenario: An int8 server quantizes every linear layer and measures how its answers agree with float32
     Given a server for the registered model with "SERVING_DTYPE=int8"
-    Then the model info shows dtype "int8" on "cpu" with "211 linear layers in int8 (weights per channel, activations per row)"
+    Then the model info shows dtype "int8" on "cpu" with "121 linear layers in int8 (weights per channel, activations per row)"
     And the model info soon reports how many of the 8 evaluation answers match float32
     And the server still answers "/ask" with 200
 

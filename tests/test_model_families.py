@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import torch
 
 from core.model_folder import ModelLoadError
 from lifecycle.integrations import models
@@ -44,6 +45,7 @@ def build_tiny_gpt2(folder):
         bos_token_id=eos_id,
         eos_token_id=eos_id,
     )
+    torch.manual_seed(0)  # the same weights whichever tests ran before in this worker: its answers are reproducible
     GPT2LMHeadModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
