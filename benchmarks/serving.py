@@ -50,8 +50,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.servers import start, stop  # noqa: E402 - after the project root is importable
+from benchmarks.servers import start, stop, try_start  # noqa: E402 - after the project root is importable
 from devservices.ports import free_port  # noqa: E402
+from lifecycle.processes import NotReady  # noqa: E402
 
 MODEL_URI = "models:/langchain-e2e-model@champion"
 SEED = 0  # the open loop's arrival times and questions
@@ -313,7 +314,14 @@ def run(server: Server, env: dict, args, questions, count) -> None:
     if server.traced:
         tracker, url = tracking_server(Path(args.data_dir), env)
         env = {**env, "SERVING_TRACES_URL": url}
-    proc, server.results["ready_s"] = start(command, env, f"http://127.0.0.1:{port}{server.ready_path}")
+    try:
+        proc, server.results["ready_s"] = try_start(command, env, f"http://127.0.0.1:{port}{server.ready_path}")
+    except NotReady as exc:  # reported in its rows; the other servers still run
+        server.skip_reason = f"did not start: {str(exc).splitlines()[0][:120]}"
+        print(f"  {server.name}: {server.skip_reason}", flush=True)
+        if tracker is not None:
+            stop(tracker)
+        return
     base = f"http://127.0.0.1:{port}"
     try:
         if server.ours:
@@ -402,7 +410,7 @@ def report(listed: list[Server], args, ceiling: dict) -> None:
                 f"{r['goodput']:>7.2f} | {r['failed']}"
             )
     print()
-    for s in listed:
+    for s in (s for s in listed if "ready_s" in s.results):
         line = f"start-to-ready, {s.name}: {s.results['ready_s']:.1f} s"
         if s.ours:
             first, warm = s.results["first_request_s"], s.results["warm_request_s"]
@@ -417,7 +425,7 @@ def report(listed: list[Server], args, ceiling: dict) -> None:
     print(f"CPU: {ceiling['cpu']} kernels, {native}")
     by_name = {s.name: s for s in listed}
     for s in listed:
-        if s.ours:
+        if s.ours and "info" in s.results:
             info = s.results["info"]
             print(
                 f"{s.name}: {info['dtype']} on {info['device']}; {', '.join(info['acceleration'])}; "
@@ -488,7 +496,7 @@ def verdicts(by_name: dict[str, Server], args, ceiling: dict) -> None:
         share = one["tokens_per_s"] / ceiling["bfloat16"]
         _verdict("1 client bfloat16, tokens/s vs the memory ceiling", share * 100, 75, "%")
     for s in by_name.values():
-        if s.ours:
+        if s.ours and "ready_s" in s.results:
             _verdict(f"start-to-ready, {s.name}", s.results["ready_s"], 10.0, " s", lower_is_better=True)
 
 

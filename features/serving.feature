@@ -181,6 +181,13 @@ Feature: The HTTP server answers questions about the registered model
     When a client gives up while its long answer is being generated
     Then its row is freed before the answer is complete and the next client is served
 
+  Scenario: SIGTERM lets the answers in flight finish, refuses new connections and ends the process
+    Given a server for the registered model with "SERVING_DRAIN_S=60"
+    When 8 answers are in flight and the server gets SIGTERM
+    Then new connections are refused while they finish
+    And all 8 answers come back whole, as each question is answered alone
+    And the server process ends by itself within its drain time
+
   Scenario: A request that outlives its timeout answers 504 and the server keeps serving
     Given a server for the registered model with "SERVING_REQUEST_TIMEOUT_S=0.3"
     When I POST to "/ask"

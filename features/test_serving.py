@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import signal
 import sys
 import threading
 import time
@@ -481,3 +482,55 @@ def no_gpu():
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU: asking for one is not an error here")
+
+
+DRAINED = [{"question": q, "max_new_tokens": 48} for q in ("What is Python?", "What is MLflow?")] * 4
+
+
+@when("8 answers are in flight and the server gets SIGTERM", target_fixture="drained")
+def sigterm_in_flight(server):
+    alone = [server.post("/ask", json=body).json()["answer"] for body in DRAINED[:2]]
+    before = stats_of(server)
+    pool = concurrent.futures.ThreadPoolExecutor(len(DRAINED))
+    answers = [pool.submit(server.post, "/ask", json=body) for body in DRAINED]
+    wait_for_stats(server, lambda s: s["running"] == len(DRAINED) and s["requests"] >= before["requests"] + 8)
+    server.proc.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    refused = None
+    while refused is None and time.monotonic() - signalled < 10:
+        try:
+            httpx.get(server.base + "/health", timeout=2)
+        except httpx.ConnectError:
+            refused = time.monotonic() - signalled
+        else:
+            time.sleep(0.05)  # polling for the listening socket to close
+    in_flight_then = sum(not a.done() for a in answers)
+    pool.shutdown(wait=True)
+    return {
+        "alone": alone * 4,
+        "responses": [a.result() for a in answers],
+        "refused_after_s": refused,
+        "in_flight_when_refused": in_flight_then,
+        "signalled": signalled,
+    }
+
+
+@then("new connections are refused while they finish")
+def refused_while_draining(drained):
+    assert drained["refused_after_s"] is not None, "the server still accepted connections 10 s after SIGTERM"
+    assert drained["in_flight_when_refused"] > 0, drained
+
+
+@then("all 8 answers come back whole, as each question is answered alone")
+def drained_whole(drained):
+    responses = drained["responses"]
+    assert [r.status_code for r in responses] == [200] * len(DRAINED), [r.text for r in responses]
+    assert [r.json()["answer"] for r in responses] == drained["alone"]
+
+
+@then("the server process ends by itself within its drain time")
+def ended_by_itself(server, drained):
+    drain_s = float(server.env["SERVING_DRAIN_S"])
+    left = drain_s + 30 - (time.monotonic() - drained["signalled"])  # the drain, then the lifespan's shutdown
+    code = server.proc.wait(timeout=max(left, 1))
+    assert code in (-signal.SIGTERM, 128 + signal.SIGTERM, 0), code  # uvicorn re-raises the signal once drained

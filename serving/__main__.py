@@ -69,7 +69,10 @@ def serve(settings) -> str | None:
     from serving.http.app import create_app
 
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info"))
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=settings.drain_s
+    )
+    server = uvicorn.Server(config)
     state = app.state.serving
     state.on_failure = lambda: setattr(server, "should_exit", True)
     server.run()

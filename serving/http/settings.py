@@ -49,6 +49,12 @@ class Settings(BaseModel):
     )
     trace_sample: float = Field(1.0, ge=0, le=1, description="the share of requests traced")
     trace_content: bool = Field(True, description="false: traces hold no question, message or answer text")
+    drain_s: float = Field(
+        30.0,
+        gt=0,
+        description="after SIGTERM: new connections are refused at once, and the requests in flight have this long "
+        "to finish before the process ends",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
