@@ -432,7 +432,7 @@ def report(listed: list[Server], args, ceiling: dict) -> None:
                 f"max batch {info['batching']['max_batch_size']}"
             )
             if info.get("dtype_agreement"):
-                print(f"  bfloat16 against float32 on the evaluation questions: {info['dtype_agreement']}")
+                print(f"  {info['dtype']} against float32 on the evaluation questions: {info['dtype_agreement']}")
             if "overload" in s.results:
                 print(f"  overload burst: {s.results['overload']}")
             if "traces" in s.results:
