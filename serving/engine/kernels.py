@@ -113,16 +113,18 @@ def prepare(model: nn.Module, dtype: torch.dtype | None = None, lean: bool = Tru
     """Make ``model`` fast for batched decoding in ``dtype`` (default: its own) on its device, in place.
     ``lean=False`` keeps transformers' own forward pass on CPU too (the baseline ``LeanStep`` is measured against)."""
     dtype = dtype or model.dtype
-    lean_step = _lean_step if lean else lambda model, fast: None
     register_attention()
     model.set_attn_implementation(ATTENTION)
     if dtype == INT8:
         if model.device.type != "cpu":
             raise ValueError("int8 weights are a CPU choice (fbgemm kernels); on a GPU serve bfloat16")
-        lean_step(model.float(), Int8Linear)
+        model.float()  # int8 products take float32 in and give float32 out
+        if lean:
+            _lean_step(model, Int8Linear)
         quantize_linears(model)
     elif can_pack(model, dtype):
-        lean_step(model, lambda linear: PackedLinear(linear, dtype))
+        if lean:
+            _lean_step(model, lambda linear: PackedLinear(linear, dtype))
         pack_linears(model, dtype)
     elif model.dtype != dtype:
         model.to(dtype)

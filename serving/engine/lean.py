@@ -13,7 +13,7 @@ layers, with the same operations in the same order (so float32 answers keep thei
   table (``x * cos + roll(x) * signed_sin`` is transformers' ``x * cos + rotate_half(x) * sin`` to the bit), and the
   cosine and sine computed once a step, not once a layer.
 - **the KV cache written through its window** (``serving.engine.kvcache``), attention for one new token per row as
-  ``serving.engine.kernels.attention`` does it, and the output layer for the last position only.
+  ``serving.engine.attention`` does it, and the output layer for the last position only.
 
 Which models: the Llama family as transformers implements it (``llama``, ``mistral`` without a sliding window,
 ``qwen2``): RMS norms, rotary positions with fixed frequencies, SiLU-gated MLP, no per-head norms. ``supports``
@@ -60,12 +60,14 @@ def supports(model: nn.Module) -> str | None:
 
 
 def stacked(*linears: nn.Linear) -> nn.Linear:
-    """One linear layer whose output is the outputs of ``linears`` side by side."""
-    bias = [linear.bias for linear in linears]
-    out = nn.Linear(linears[0].in_features, sum(x.out_features for x in linears), bias=bias[0] is not None)
+    """One linear layer whose output is the outputs of ``linears`` side by side (a bias of zeros for those that have
+    none, where the others have one)."""
+    biased = any(linear.bias is not None for linear in linears)
+    out = nn.Linear(linears[0].in_features, sum(x.out_features for x in linears), bias=biased, device="meta")
     out.weight = nn.Parameter(torch.cat([x.weight.detach() for x in linears]), requires_grad=False)
-    if out.bias is not None:
-        out.bias = nn.Parameter(torch.cat([b.detach() for b in bias]), requires_grad=False)
+    if biased:
+        bias = [x.weight.new_zeros(x.out_features) if x.bias is None else x.bias.detach() for x in linears]
+        out.bias = nn.Parameter(torch.cat(bias), requires_grad=False)
     return out
 
 
