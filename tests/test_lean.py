@@ -92,3 +92,15 @@ def test_other_models_keep_transformers_forward_pass_and_say_why(family, extra, 
     kernels.prepare(model, torch.float32)
     assert not hasattr(model, "serving_step")
     assert hasattr(model.model.layers[0].self_attn, "q_proj")
+
+
+def test_a_stacked_layer_gives_each_projection_its_own_output():
+    from serving.engine.lean import stacked
+
+    torch.manual_seed(0)
+    parts = [nn.Linear(8, 5), nn.Linear(8, 3, bias=False), nn.Linear(8, 4)]
+    x = torch.randn(2, 8)
+    with torch.no_grad():
+        together, apart = stacked(*parts)(x), torch.cat([p(x) for p in parts], dim=-1)
+        assert torch.allclose(together, apart, rtol=0, atol=1e-6)  # bits: the packed products (above) promise those
+        assert stacked(*parts[1:2]).bias is None
