@@ -7,6 +7,7 @@ temporary data directory, with the real offline model. The converted model folde
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -14,6 +15,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -477,3 +479,15 @@ def schemathesis(
 def assert_no_difference(run: subprocess.CompletedProcess) -> None:
     output = run.stdout + run.stderr
     assert run.returncode == 0 and "No issues found" in output, output[-6000:]
+
+
+@contextlib.contextmanager
+def ray_cluster(folder: Path, cpus: int = 2) -> Iterator[str]:
+    """A local Ray cluster on loopback (devservices.cluster): its address. One at a time on the machine."""
+    from devservices.cluster import local_cluster
+
+    try:
+        with local_cluster(folder, cpus) as address:
+            yield address
+    except processes.NotReady as exc:
+        raise AssertionError(str(exc)) from None

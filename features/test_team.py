@@ -6,7 +6,6 @@ from __future__ import annotations
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from .conftest import (
     Server,
     Workspace,
     launch,
+    ray_cluster,
     serving_command,
     start_server,
     summary_table,
@@ -37,7 +37,6 @@ scenarios("team.feature")
 # what only the server knows: a client that had them could bypass it
 SERVER_SECRETS = ("PGPASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 OLD_SCHEMA = "451aebb31d03"  # MLflow's first schema revision: a database nobody upgraded
-QUIET_RAY = ("--include-dashboard=false", "--disable-usage-stats")
 TEXT_LIMIT = 1_000_000  # artifacts read whole for the secret check (model weights are larger, and binary)
 
 
@@ -289,27 +288,16 @@ def sweep_on_sqlite(workspace: TeamClient, command) -> Invocation:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    """`ray start --head` on a free port with 2 CPUs and a 100 MB object store, in a folder of its own (its workers
-    start there); `ray stop` at the end (it stops every Ray process of this user on the machine)."""
-    ray = str(Path(sys.executable).with_name("ray"))
-    folder, port = tmp_path_factory.mktemp("ray"), free_port()
-    started = subprocess.run(
-        [ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--object-store-memory=100000000", *QUIET_RAY],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert started.returncode == 0, started.stdout + started.stderr
-    yield f"127.0.0.1:{port}"
-    subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
+def ray_head(tmp_path_factory):
+    """A Ray cluster for this module's sweeps (features/conftest.py, ray_cluster)."""
+    with ray_cluster(tmp_path_factory.mktemp("ray")) as address:
+        yield address
 
 
 @given(parsers.parse("a Ray cluster on loopback with {cpus:d} CPUs"), target_fixture="ray_address")
-def ray_ready(ray_cluster, cpus) -> str:
+def ray_ready(ray_head, cpus) -> str:
     assert cpus == 2, "the module's cluster has 2 CPUs"
-    return ray_cluster
+    return ray_head
 
 
 @when(parsers.parse('a client sweeps "{command}" on the cluster'), target_fixture="invocation")
