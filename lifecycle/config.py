@@ -60,6 +60,11 @@ class ServeDevice(str, Enum):
     cuda = "cuda"
 
 
+class ServeBackend(str, Enum):
+    local = "local"  # one process on this machine: python -m serving
+    ray = "ray"  # a Ray Serve application on a running Ray cluster (serving.replicas)
+
+
 class ExportDType(str, Enum):
     float32 = "float32"
     bfloat16 = "bfloat16"  # half the size; the bundle's README reports the measured cost
@@ -209,8 +214,26 @@ class TestSettings:
 
 
 @dataclass
+class Autoscaling:
+    min: int = 1
+    max: int = MISSING
+    target_ongoing: float = 16.0  # requests in flight per replica that Ray Serve aims at
+
+
+@dataclass
+class RaySettings:
+    address: Optional[str] = None  # host:port of the cluster's head; None: RAY_ADDRESS
+    app_name: str = MISSING
+    cpus_per_replica: float = MISSING
+
+
+@dataclass
 class ServeSettings:
     run: bool = MISSING
+    backend: ServeBackend = MISSING
+    replicas: int = MISSING
+    autoscaling: Optional[Autoscaling] = None  # None: serve.replicas, fixed
+    ray: RaySettings = field(default_factory=RaySettings)
     host: str = MISSING
     port: int = MISSING
     dtype: Optional[ServeDType] = None  # None: the model's own
@@ -290,10 +313,16 @@ def _abspath(path: str, _root_: Any = None) -> str:
 
 def _server_default(name: str) -> Any:
     """``${server_default:port}``: a default the standalone server owns (``python -m serving`` runs without Hydra,
-    in an exported image too), read from its settings so that it is said once."""
-    from serving.http.settings import Settings
+    in an exported image too), read from its settings (or, for its replicas on Ray, its fleet) so that it is said
+    once."""
+    import dataclasses
 
-    return Settings.model_fields[name].default
+    from serving.http.settings import Settings
+    from serving.replicas import Fleet
+
+    if name in Settings.model_fields:
+        return Settings.model_fields[name].default
+    return {f.name: f.default for f in dataclasses.fields(Fleet)}[name]
 
 
 def _export_default(name: str) -> Any:

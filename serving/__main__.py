@@ -5,13 +5,21 @@ Also reads MLFLOW_MODEL_URI, MLFLOW_TRACKING_URI and SERVING_* variables (see se
 while the model loads. If it cannot load (a missing model, a file that fails its checksum), the server stops and
 the process exits 1 with the reason: a server that cannot answer should not look alive. ``--check`` runs the same
 load and one answer without HTTP, then exits: the exported Dockerfile runs it at build time.
+
+``--backend ray --ray-address HOST:PORT [--replicas N | --max-replicas M]`` deploys the same server as a Ray Serve
+application on a running cluster instead (serving.replicas) and exits once every replica is ready; deploying again
+under the same ``--app-name`` rolls out the new version, ``--undeploy`` deletes the application.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from pydantic import ValidationError
+
+from serving.replicas import Fleet
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,7 +43,24 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="load the model, answer one short question through the batcher, exit 0 (a smoke test; no HTTP)",
     )
+    fleet = parser.add_argument_group("replicas on a Ray cluster (--backend ray)")
+    fleet.add_argument("--backend", choices=["local", "ray"], default="local", help="default local: this process")
+    fleet.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS"), help="host:port (env RAY_ADDRESS)")
+    fleet.add_argument("--app-name", default=Fleet.app_name, help=f"default {Fleet.app_name}")
+    fleet.add_argument(
+        "--replicas", type=int, default=Fleet.replicas, help="fixed replicas, or the autoscaling minimum"
+    )
+    fleet.add_argument("--max-replicas", type=int, help="autoscale between --replicas and this")
+    fleet.add_argument("--cpus-per-replica", type=float, default=Fleet.cpus_per_replica)
+    fleet.add_argument("--undeploy", action="store_true", help="delete the application, then exit")
     args = parser.parse_args(argv)
+    if args.backend == "ray":
+        fleet = fleet_of(parser, args)
+        if args.undeploy:
+            from serving.replicas import undeploy
+
+            print(f"{fleet.app_name}: {'deleted' if undeploy(fleet) else 'not deployed'}", flush=True)
+            return
 
     from serving.http.settings import Settings
 
@@ -50,6 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     except ValidationError as exc:
         parser.error(f"{exc}\nGive --model-uri or set MLFLOW_MODEL_URI.")
+    if args.backend == "ray":
+        raise SystemExit(on_ray(fleet, settings))
     if args.check:
         import asyncio
 
@@ -59,6 +86,32 @@ def main(argv: list[str] | None = None) -> None:
     error = serve(settings)
     if error:
         raise SystemExit(f"python -m serving: the model did not load: {error}")
+
+
+def fleet_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Fleet:
+    if not args.ray_address:
+        parser.error("--backend ray needs the cluster: --ray-address HOST:PORT or RAY_ADDRESS")
+    return Fleet(
+        address=args.ray_address,
+        app_name=args.app_name,
+        replicas=args.replicas,
+        min_replicas=args.replicas,
+        max_replicas=args.max_replicas,
+        cpus_per_replica=args.cpus_per_replica,
+    )
+
+
+def on_ray(fleet: Fleet, settings) -> int:
+    """``--backend ray``: deploy and say where; 1 with the reason when the cluster cannot run it."""
+    from serving.replicas import deploy
+
+    try:
+        url = deploy(settings, fleet)
+    except (ValueError, RuntimeError) as exc:
+        print(f"python -m serving --backend ray: {exc}", file=sys.stderr, flush=True)
+        return 1
+    print(f"{settings.model_uri}: application {fleet.app_name} on {fleet.address} answers at {url}", flush=True)
+    return 0
 
 
 def serve(settings) -> str | None:

@@ -39,6 +39,24 @@ def serving_commands(cfg, uri: str) -> list[str]:
 class ServeStage(Stage):
     name = "serve"
 
+    def preflight(self) -> None:
+        """serve.backend=ray: the cluster is named and its replicas can share the tracking store, before any run."""
+        if self.cfg.serve.backend.value != "ray":
+            return
+        import os
+
+        from serving.replicas import environment
+
+        if not (self.cfg.serve.ray.address or os.environ.get("RAY_ADDRESS")):
+            raise StageError(
+                "serve.backend=ray deploys onto a running Ray cluster: start one (ray start --head --port 6379) and "
+                "give serve.ray.address=<its host>:6379, or set RAY_ADDRESS"
+            )
+        try:
+            environment(self.cfg.tracking_uri)
+        except ValueError as exc:
+            raise StageError(f"serve.backend=ray: {exc}") from None
+
     def run(self, context: StageContext) -> StageResult:
         from lifecycle.integrations import runs
 
@@ -47,6 +65,8 @@ class ServeStage(Stage):
         uri = model_uri(self.cfg, champion_alias(self.cfg))
         commands = serving_commands(self.cfg, uri)
         runs.log_text("\n".join(commands) + "\n", "serving/commands.sh")
+        if self.cfg.serve.backend.value == "ray":
+            return self._deploy_replicas(uri, version)
         if self.cfg.serve.run:
             self._run_server(uri)
         return StageResult(
@@ -56,6 +76,55 @@ class ServeStage(Stage):
                 f"serve {uri} (version {version}) with either (inside this project's virtual environment):",
                 *commands,
                 *(["(with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY exported: the model is in S3)"] if s3 else []),
+            ],
+        )
+
+    def _deploy_replicas(self, uri: str, version) -> StageResult:
+        """serve.backend=ray: the server as a Ray Serve application on the running cluster (serving.replicas)."""
+        import os
+
+        from serving.http.settings import Settings
+        from serving.replicas import Fleet, deploy
+
+        serve = self.cfg.serve
+        address = serve.ray.address or os.environ["RAY_ADDRESS"]  # preflight: one of them is set
+        scaling = serve.autoscaling
+        fleet = Fleet(
+            address=address,
+            app_name=serve.ray.app_name,
+            replicas=serve.replicas,
+            cpus_per_replica=serve.ray.cpus_per_replica,
+            **(
+                {"min_replicas": scaling.min, "max_replicas": scaling.max, "target_ongoing": scaling.target_ongoing}
+                if scaling is not None
+                else {}
+            ),
+        )
+        settings = Settings.from_env(
+            model_uri=uri,
+            host=serve.host,
+            port=serve.port,
+            dtype=serve.dtype.value if serve.dtype is not None else None,
+            device=serve.device.value,
+        )
+        try:
+            url = deploy(settings, fleet, self.cfg.tracking_uri)
+        except (ValueError, RuntimeError) as exc:
+            raise StageError(f"serve.backend=ray: {exc}") from None
+        size = (
+            f"{fleet.min_replicas} to {fleet.max_replicas} replicas"
+            if scaling is not None
+            else f"{fleet.replicas} replica{'s' if fleet.replicas != 1 else ''}"
+        )
+        return StageResult(
+            stage=self.name,
+            outputs={"served_version": version, "url": url, "application": fleet.app_name},
+            lines=[
+                f"serving {uri} (version {version}) on the Ray cluster at {address}: application {fleet.app_name}, "
+                f"{size}, at {url} (docs at /docs)",
+                f"deploy again under serve.ray.app_name={fleet.app_name} to roll out a new version; "
+                f"python -m serving --backend ray --ray-address {address} --app-name {fleet.app_name} --undeploy "
+                "deletes it",
             ],
         )
 

@@ -61,14 +61,18 @@ async def error_body(request: Request, exc: HTTPException) -> JSONResponse:
     return JSONResponse(ErrorBody(detail=[item]).model_dump(), status_code=exc.status_code, headers=exc.headers)
 
 
-def create_app(settings: Settings) -> FastAPI:
-    state = ServingState(settings)
+def create_app(settings: Settings, state: ServingState | None = None) -> FastAPI:
+    """The app for ``settings``. Its model loads in the lifespan, while the app already answers (/health 503 until it
+    is loaded), unless ``state`` comes loaded (a Ray Serve replica loads first, so that a model that cannot load
+    fails the replica with the reason)."""
+    state = state or ServingState(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        loading = asyncio.create_task(state.load())
+        loading = asyncio.create_task(state.load()) if not state.ready else None
         yield
-        loading.cancel()
+        if loading:
+            loading.cancel()
         if state.engine:
             await state.engine.stop()
         if state.tracing:
