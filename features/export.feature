@@ -44,3 +44,4 @@ Feature: mode=export writes a standalone build context whose server needs neithe
     And the container runs as a non-root user
     And with small limits, the container keeps the contract of its /openapi.json and a short soak gets no 5xx
     And started with SERVING_TRACES_URL of a tracking server on the container host, its answers are traces in the model's experiment
+    And stopped with 8 answers in flight, the container lets all 8 finish and exits by itself

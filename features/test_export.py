@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import re
@@ -337,3 +338,30 @@ def wait_healthy(base: str, name: str, timeout_s: float = 180) -> None:
         time.sleep(0.5)  # polling interval while the container loads the model
     logs = podman.podman("logs", name, check=False)
     raise AssertionError(f"{name} not healthy within {timeout_s} s:\n{logs.stdout[-3000:]}{logs.stderr[-3000:]}")
+
+
+DRAINED = [{"question": q, "max_new_tokens": 48} for q in ("What is Python?", "What is MLflow?")] * 4
+
+
+@then("stopped with 8 answers in flight, the container lets all 8 finish and exits by itself")
+def container_drains(container):
+    """`podman stop` (SIGTERM to the server, PID 1) while 8 answers are generated: each comes back whole, as the
+    question is answered alone, and the container exits with the signal's status before the engine's kill."""
+    base = f"http://127.0.0.1:{container['port']}"
+    alone = [httpx.post(f"{base}/ask", json=body, timeout=120).json()["answer"] for body in DRAINED[:2]] * 4
+    before = httpx.get(f"{base}/model/info", timeout=30).json()["stats"]
+    with concurrent.futures.ThreadPoolExecutor(len(DRAINED)) as pool:
+        answers = [pool.submit(httpx.post, f"{base}/ask", json=body, timeout=300) for body in DRAINED]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # polling the server's own counters until all 8 are in the batch
+            stats = httpx.get(f"{base}/model/info", timeout=30).json()["stats"]
+            if stats["running"] == len(DRAINED) and stats["requests"] >= before["requests"] + len(DRAINED):
+                break
+            time.sleep(0.05)
+        stopped = podman.podman("stop", container["NAME"], check=False)
+        responses = [a.result() for a in answers]
+    assert stopped.returncode == 0, stopped.stderr
+    assert [r.status_code for r in responses] == [200] * len(DRAINED), [r.text for r in responses]
+    assert [r.json()["answer"] for r in responses] == alone
+    code = podman.podman("inspect", "--format", "{{.State.ExitCode}}", container["NAME"]).stdout.strip()
+    assert code in ("0", "143"), code  # SIGTERM's status, not SIGKILL's 137
