@@ -6,9 +6,11 @@ same endpoints, limits, API key, error bodies, /openapi.json and /docs, behind R
 - ``Fleet``: where and how many (the cluster address, the application's name, fixed replicas or autoscaling bounds
   with a target of ongoing requests per replica, the CPUs a replica holds);
 - ``deployment_options``: what Ray Serve is told, from the server's settings (pure): a replica is sent at most what
-  its batch and queue hold (so no replica refuses a request while another has room), a batch and a queue more wait at
-  the proxy, and beyond those the proxy answers 429 with Retry-After, never a 5xx; a stopping replica drains its requests
-  for ``drain_s``; readiness is the model loaded;
+  its batch and queue hold (so no replica refuses a request while another has room), a batch and a queue more wait
+  at the proxy, and beyond those the proxy answers 429 with Retry-After, never a 5xx; a stopping replica drains its
+  requests for ``drain_s``;
+- ``Replica``: loads the model in its constructor, so that Ray Serve routes to it only once it can answer, and a
+  model that cannot load fails the replica with the reason;
 - ``deploy``: connects to the cluster, starts Ray Serve's proxy on the settings' host and port if it is not running,
   deploys (or, under the same name, rolls out: Ray Serve replaces the replicas one at a time) and waits until the
   application runs. A ``models:/name@alias`` URI is pinned to the version the alias names now, so that every replica
