@@ -23,7 +23,7 @@ from pytest_bdd import given, parsers, scenarios, then, when
 
 from devservices.ports import free_port
 
-from .conftest import Invocation, Server, Workspace, ray_cluster, start_tracking
+from .conftest import EXPERIMENT, Invocation, Server, Workspace, ray_cluster, read_trace, start_tracking
 
 scenarios("replicas.feature")
 
@@ -140,6 +140,16 @@ def answers_everywhere(fleet: Fleet):
     assert len(scored.json()["predictions"]) == 2
     assert fleet_get(fleet, "/health").json()["ready"] is True
     assert "/v1/chat/completions" in fleet_get(fleet, "/openapi.json").json()["paths"]
+
+
+@then("an answer of the replicas is a trace in the experiment of the serve run")
+def traced(fleet: Fleet):
+    asked = fleet.ask("What is a trace?")
+    assert asked.status_code == 200, asked.text
+    trace = read_trace(fleet.workspace, asked.headers["x-trace-id"])
+    experiment = fleet.workspace.client().get_experiment_by_name(EXPERIMENT).experiment_id
+    assert trace.info.experiment_id == experiment
+    assert trace.info.state.value == "OK"
 
 
 @dataclass

@@ -11,6 +11,7 @@ MLflow's own scoring server (``mlflow models serve``) and this project's FastAPI
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from lifecycle import processes
@@ -43,11 +44,9 @@ class ServeStage(Stage):
         """serve.backend=ray: the cluster is named and its replicas can share the tracking store, before any run."""
         if self.cfg.serve.backend.value != "ray":
             return
-        import os
-
         from serving.replicas import environment
 
-        if not (self.cfg.serve.ray.address or os.environ.get("RAY_ADDRESS")):
+        if not self._ray_address():
             raise StageError(
                 "serve.backend=ray deploys onto a running Ray cluster: start one (ray start --head --port 6379) and "
                 "give serve.ray.address=<its host>:6379, or set RAY_ADDRESS"
@@ -79,59 +78,57 @@ class ServeStage(Stage):
             ],
         )
 
-    def _deploy_replicas(self, uri: str, version) -> StageResult:
-        """serve.backend=ray: the server as a Ray Serve application on the running cluster (serving.replicas)."""
-        import os
+    def _ray_address(self) -> str | None:
+        return self.cfg.serve.ray.address or os.environ.get("RAY_ADDRESS")
 
+    def _settings(self, uri: str, **extra):
+        """The server's settings for ``uri``: the environment's SERVING_* and this config's choices."""
         from serving.http.settings import Settings
-        from serving.replicas import Fleet, deploy
 
         serve = self.cfg.serve
-        address = serve.ray.address or os.environ["RAY_ADDRESS"]  # preflight: one of them is set
-        scaling = serve.autoscaling
-        fleet = Fleet(
-            address=address,
-            app_name=serve.ray.app_name,
-            replicas=serve.replicas,
-            cpus_per_replica=serve.ray.cpus_per_replica,
-            **(
-                {"min_replicas": scaling.min, "max_replicas": scaling.max, "target_ongoing": scaling.target_ongoing}
-                if scaling is not None
-                else {}
-            ),
+        dtype = serve.dtype.value if serve.dtype is not None else None
+        return Settings.from_env(
+            model_uri=uri, host=serve.host, port=serve.port, dtype=dtype, device=serve.device.value, **extra
         )
-        settings = Settings.from_env(
-            model_uri=uri,
-            host=serve.host,
-            port=serve.port,
-            dtype=serve.dtype.value if serve.dtype is not None else None,
-            device=serve.device.value,
-        )
+
+    def _deploy_replicas(self, uri: str, version) -> StageResult:
+        """serve.backend=ray: the server as a Ray Serve application on the running cluster (serving.replicas); with
+        serve.traces, every replica traces its answers into this run's experiment through the tracking server."""
+        from lifecycle.integrations import runs
+        from serving.replicas import deploy
+
+        fleet = fleet_of(self.cfg.serve, self._ray_address())
+        traced = {"traces_url": self.cfg.tracking_uri, "traces_experiment_id": runs.experiment_id()}
+        settings = self._settings(uri, **(traced if self.cfg.serve.traces else {}))
         try:
             url = deploy(settings, fleet, self.cfg.tracking_uri)
         except (ValueError, RuntimeError) as exc:
             raise StageError(f"serve.backend=ray: {exc}") from None
         size = (
             f"{fleet.min_replicas} to {fleet.max_replicas} replicas"
-            if scaling is not None
+            if fleet.max_replicas is not None
             else f"{fleet.replicas} replica{'s' if fleet.replicas != 1 else ''}"
         )
         return StageResult(
             stage=self.name,
             outputs={"served_version": version, "url": url, "application": fleet.app_name},
             lines=[
-                f"serving {uri} (version {version}) on the Ray cluster at {address}: application {fleet.app_name}, "
-                f"{size}, at {url} (docs at /docs)",
+                f"serving {uri} (version {version}) on the Ray cluster at {fleet.address}: application "
+                f"{fleet.app_name}, {size}, at {url} (docs at /docs)",
+                *(
+                    [f"every answer is traced into experiment {traced['traces_experiment_id']}"]
+                    if self.cfg.serve.traces
+                    else []
+                ),
                 f"deploy again under serve.ray.app_name={fleet.app_name} to roll out a new version; "
-                f"python -m serving --backend ray --ray-address {address} --app-name {fleet.app_name} --undeploy "
-                "deletes it",
+                f"python -m serving --backend ray --ray-address {fleet.address} --app-name {fleet.app_name} "
+                "--undeploy deletes it",
             ],
         )
 
     def _run_server(self, uri: str) -> None:
         from lifecycle.integrations import runs
         from serving.__main__ import serve as run_server
-        from serving.http.settings import Settings
 
         serve = self.cfg.serve
         tracker, traces_url = self._trace_destination() if serve.traces else (None, None)
@@ -140,16 +137,7 @@ class ServeStage(Stage):
             print(f"every answer is traced into experiment {experiment} through {traces_url}", flush=True)
         print(f"serving {uri} on http://{serve.host}:{serve.port} (docs at /docs); Ctrl-C stops it", flush=True)
         try:
-            settings = Settings.from_env(
-                model_uri=uri,
-                host=serve.host,
-                port=serve.port,
-                dtype=serve.dtype.value if serve.dtype is not None else None,
-                device=serve.device.value,
-                traces_url=traces_url,
-                traces_experiment_id=experiment,
-            )
-            error = run_server(settings)
+            error = run_server(self._settings(uri, traces_url=traces_url, traces_experiment_id=experiment))
         finally:
             if tracker is not None:
                 processes.stop(tracker)
@@ -173,3 +161,16 @@ class ServeStage(Stage):
                 "(serve.tracking_port=...) or serve without traces (serve.traces=false)"
             ) from None
         return proc, url
+
+
+def fleet_of(serve, address: str):
+    """``serve.replicas`` (or ``serve.autoscaling``) and ``serve.ray`` as serving.replicas.Fleet."""
+    from serving.replicas import Fleet
+
+    scaling = serve.autoscaling
+    bounds = (
+        {"min_replicas": scaling.min, "max_replicas": scaling.max, "target_ongoing": scaling.target_ongoing}
+        if scaling is not None
+        else {}
+    )
+    return Fleet(address, serve.ray.app_name, serve.replicas, cpus_per_replica=serve.ray.cpus_per_replica, **bounds)
