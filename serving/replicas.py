@@ -22,6 +22,7 @@ Secrets do not travel through Ray (its dashboard shows what a deployment was giv
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 import os
 import re
@@ -34,6 +35,7 @@ DEPLOYMENT = "server"
 NOT_SENT = {"api_key"}  # read from each replica's own environment
 RETRY_AFTER_S = 1  # as the single process's 429 says
 HEALTH_PERIOD_S = 5.0
+READY_TIMEOUT_S = 900.0  # for every replica of a deploy to load its model
 CONSTRUCTOR_RETRIES = 3  # a version that cannot load fails its deployment after this many tries
 HEALTH_TIMEOUT_S = 30.0
 _USERINFO = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@]*@")
@@ -142,7 +144,9 @@ def environment(tracking_uri: str) -> dict[str, str]:
             "the tracking URI carries credentials, which Ray would show in its dashboard: give it without them, and "
             "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the environment of `ray start`"
         )
-    return {"MLFLOW_TRACKING_URI": tracking_uri}
+    # the registry too: a node's own MLFLOW_REGISTRY_URI (one that `ray start` inherited) must not send the
+    # replicas' models:/ lookups elsewhere
+    return {"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_REGISTRY_URI": tracking_uri}
 
 
 class Replica:
@@ -187,10 +191,16 @@ def deploy(settings: Settings, fleet: Fleet, tracking_uri: str | None = None) ->
         serve.start(http_options={"host": settings.host, "port": settings.port})
         options["ray_actor_options"]["runtime_env"] = {"env_vars": env}
         ingress = serve.deployment(serve.ingress()(Replica)).options(**options)
+        app = ingress.bind(replica_settings(settings))
+        pool = concurrent.futures.ThreadPoolExecutor(1)  # serve.run alone may wait for ever
+        running = pool.submit(serve.run, app, name=fleet.app_name, route_prefix="/")
         try:
-            serve.run(ingress.bind(replica_settings(settings)), name=fleet.app_name, route_prefix="/")
-        except RuntimeError as exc:
-            raise RuntimeError(f"{exc} {why_not_running(serve, fleet.app_name)}".strip()) from None
+            running.result(timeout=READY_TIMEOUT_S)
+        except (RuntimeError, concurrent.futures.TimeoutError) as exc:
+            why = f"{exc} {why_not_running(serve, fleet.app_name)}".strip()
+            raise RuntimeError(why or f"not running after {READY_TIMEOUT_S:g} s") from None
+        finally:
+            pool.shutdown(wait=False)
     finally:
         ray.shutdown()
     return f"http://{settings.host}:{settings.port}"

@@ -70,7 +70,8 @@ def test_a_tracking_store_the_replicas_cannot_share_is_refused(uri, says):
 
 
 def test_the_replicas_resolve_models_through_the_tracking_server():
-    assert environment("http://mlflow:5050") == {"MLFLOW_TRACKING_URI": "http://mlflow:5050"}
+    given = environment("http://mlflow:5050")
+    assert given == {"MLFLOW_TRACKING_URI": "http://mlflow:5050", "MLFLOW_REGISTRY_URI": "http://mlflow:5050"}
     assert environment("") == {}  # a model folder needs none
 
 
