@@ -107,11 +107,17 @@ def replicas(fleet: Fleet) -> dict[str, int]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@then(parsers.parse("{count:d} replicas of version {version} are running"))
-def running(fleet: Fleet, count, version):
+def until_running(fleet: Fleet, count: int) -> dict[str, int]:
+    """The replicas by state, once ``count`` of them run (or RECOVERY_S has passed)."""
     deadline = time.monotonic() + RECOVERY_S
     while (states := replicas(fleet)) != {"RUNNING": count} and time.monotonic() < deadline:
-        time.sleep(2)
+        time.sleep(2)  # polling Ray Serve's status
+    return states
+
+
+@then(parsers.parse("{count:d} replicas of version {version} are running"))
+def running(fleet: Fleet, count, version):
+    states = until_running(fleet, count)
     assert states == {"RUNNING": count}, states
     served = {fleet_get(fleet, "/model/info").json()["version"] for _ in range(12)}
     assert served == {version}, served
@@ -277,9 +283,7 @@ def kill_one(fleet: Fleet, clients) -> list[Outcome]:
         pids = [int(p) for p in found.stdout.split()]
         assert len(pids) == 2, found
         os.kill(pids[0], signal.SIGKILL)
-        deadline = time.monotonic() + RECOVERY_S
-        while replicas(fleet) != {"RUNNING": 2} and time.monotonic() < deadline:
-            time.sleep(2)
+        until_running(fleet, 2)
         settle(outcomes, 2 * clients)  # and the application answers again
     return outcomes
 

@@ -23,9 +23,11 @@ Secrets do not travel through Ray (its dashboard shows what a deployment was giv
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import math
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,9 +92,9 @@ def deployment_options(settings: Settings, fleet: Fleet, cluster_cpus: float) ->
         "name": DEPLOYMENT,
         **scale,
         "max_ongoing_requests": held,  # a replica is never sent more than it holds (none says 429 while one has room)
-        # what waits at each proxy for a replica beyond that (a batch more than the queue: Ray Serve's own count of
-        # a replica's requests lags their answers), then 429
-        "max_queued_requests": settings.max_queue + settings.batch_size_for("cpu"),
+        # what waits at each proxy for a replica beyond that, then 429: as much again (a batch more than the queue,
+        # as Ray Serve's own count of a replica's requests lags their answers)
+        "max_queued_requests": held,
         "backpressure_config": {"status_code": 429, "retry_after_s": RETRY_AFTER_S},
         "max_surge_percent": math.ceil(100 / steady) if spare else 0,  # one replica more during a rollout
         "max_constructor_retry_count": CONSTRUCTOR_RETRIES,
@@ -174,19 +176,28 @@ class Replica:
             raise RuntimeError(f"model not loaded: {self.state.error}")
 
 
+@contextlib.contextmanager
+def connected(address: str) -> Iterator[tuple[Any, Any]]:
+    """(ray, ray.serve), connected to the cluster at ``address`` for the block."""
+    import ray
+    from ray import serve
+
+    ray.init(address=address, log_to_driver=False, logging_level="warning")
+    try:
+        yield ray, serve
+    finally:
+        ray.shutdown()
+
+
 def deploy(settings: Settings, fleet: Fleet, tracking_uri: str | None = None) -> str:
     """Deploy (or roll out) the application on the cluster at ``fleet.address``; returns its URL once every replica
     is ready. ``tracking_uri`` (default: MLFLOW_TRACKING_URI) resolves ``models:/`` URIs, here and in the replicas.
     ValueError for what the cluster cannot run; RuntimeError with Ray Serve's reason when the application does not
     start (an application already running under that name keeps serving with what it still has)."""
-    import ray
-    from ray import serve
-
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", "") if tracking_uri is None else tracking_uri
     env = environment(tracking_uri)
     settings = settings.model_copy(update={"model_uri": pinned(settings.model_uri, tracking_uri)})
-    ray.init(address=fleet.address, log_to_driver=False, logging_level="warning")
-    try:
+    with connected(fleet.address) as (ray, serve):
         options = deployment_options(settings, fleet, ray.cluster_resources().get("CPU", 0))
         serve.start(http_options={"host": settings.host, "port": settings.port})
         options["ray_actor_options"]["runtime_env"] = {"env_vars": env}
@@ -201,25 +212,17 @@ def deploy(settings: Settings, fleet: Fleet, tracking_uri: str | None = None) ->
             raise RuntimeError(why or f"not running after {READY_TIMEOUT_S:g} s") from None
         finally:
             pool.shutdown(wait=False)
-    finally:
-        ray.shutdown()
     return f"http://{settings.host}:{settings.port}"
 
 
 def undeploy(fleet: Fleet) -> bool:
     """Delete the application ``fleet.app_name`` from the cluster (its replicas drain first); False if it was not
     there."""
-    import ray
-    from ray import serve
-
-    ray.init(address=fleet.address, log_to_driver=False, logging_level="warning")
-    try:
+    with connected(fleet.address) as (_, serve):
         if fleet.app_name not in serve.status().applications:
             return False
         serve.delete(fleet.app_name)
         return True
-    finally:
-        ray.shutdown()
 
 
 def why_not_running(serve, app_name: str) -> str:
