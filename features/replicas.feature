@@ -12,6 +12,7 @@ Feature: Replicas on a Ray cluster
     Then 2 replicas of version 1 are running
     And the application answers the openai client, /ask and /invocations
     And an answer of the replicas is a trace in the experiment of the serve run
+    And /metrics holds the series of both replicas, and their tokens add up to what the openai client was answered
 
   Scenario: More requests than the replicas and their queues hold are answered 429 with Retry-After, never a 5xx
     When 64 clients ask at once

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,6 +23,7 @@ import pytest
 from pytest_bdd import given, parsers, scenarios, then, when
 
 from devservices.ports import free_port
+from serving.replicas import PUBLISH_S
 
 from .conftest import EXPERIMENT, Invocation, Server, Workspace, ray_cluster, read_trace, start_tracking
 
@@ -156,6 +158,45 @@ def traced(fleet: Fleet):
     experiment = fleet.workspace.client().get_experiment_by_name(EXPERIMENT).experiment_id
     assert trace.info.experiment_id == experiment
     assert trace.info.state.value == "OK"
+
+
+def tokens_by_replica(fleet: Fleet) -> dict[str, int]:
+    """serving_tokens_generated_total of each replica, from one GET /metrics through the proxy."""
+    sample = re.compile(r'^serving_tokens_generated_total\{replica="([^"]+)"\} (\d+)$', re.MULTILINE)
+    return {replica: int(count) for replica, count in sample.findall(fleet_get(fleet, "/metrics").text)}
+
+
+def settled_tokens(fleet: Fleet, since: dict[str, int] | None = None, total: int = 0) -> dict[str, int]:
+    """The replicas' token counts once /metrics says the same twice, a publishing period apart (and, with ``since``,
+    has grown by at least ``total``), or after 10 periods: each replica publishes every PUBLISH_S."""
+    deadline, seen = time.monotonic() + 10 * PUBLISH_S, tokens_by_replica(fleet)
+    while time.monotonic() < deadline:
+        time.sleep(PUBLISH_S + 0.5)  # polling the replicas' next publishing
+        now = tokens_by_replica(fleet)
+        grown = since is None or sum(now.values()) - sum(since.values()) >= total
+        if now == seen and grown:
+            break
+        seen = now
+    return seen
+
+
+@then("/metrics holds the series of both replicas, and their tokens add up to what the openai client was answered")
+def fleet_metrics(fleet: Fleet):
+    from openai import OpenAI
+
+    before = settled_tokens(fleet)
+    assert len(before) == 2, before
+    client = OpenAI(base_url=f"{fleet.base}/v1", api_key="unused", timeout=120, max_retries=0)
+    answered = 0
+    for question in ("What is MLflow?", "What is Ray?", "What is Hydra?", "What is a replica?"):
+        messages = [{"role": "user", "content": question}]
+        chat = client.chat.completions.create(model=f"{MODEL}:1", messages=messages, max_tokens=TOKENS)
+        answered += chat.usage.completion_tokens
+    after = settled_tokens(fleet, before, answered)
+    assert set(after) == set(before), (before, after)
+    assert sum(after.values()) - sum(before.values()) == answered, (before, after, answered)
+    text = fleet_get(fleet, "/metrics").text
+    assert text.count("# TYPE serving_tokens_generated_total counter") == 1  # one family, a sample per replica
 
 
 @dataclass

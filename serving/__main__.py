@@ -59,7 +59,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.undeploy:
             from serving.replicas import undeploy
 
-            print(f"{fleet.app_name}: {'deleted' if undeploy(fleet) else 'not deployed'}", flush=True)
+            try:
+                print(f"{fleet.app_name}: {'deleted' if undeploy(fleet) else 'not deployed'}", flush=True)
+            except RuntimeError as exc:
+                raise SystemExit(f"python -m serving --undeploy: {exc}") from None
             return
 
     from serving.http.settings import Settings

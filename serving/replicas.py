@@ -10,7 +10,10 @@ same endpoints, limits, API key, error bodies, /openapi.json and /docs, behind R
   at the proxy, and beyond those the proxy answers 429 with Retry-After, never a 5xx; a stopping replica drains its
   requests for ``drain_s``;
 - ``Replica``: loads the model in its constructor, so that Ray Serve routes to it only once it can answer, and a
-  model that cannot load fails the replica with the reason;
+  model that cannot load fails the replica with the reason; it publishes its ``/metrics`` series every ``PUBLISH_S``
+  to the application's ``Board`` (a detached actor), so that ``/metrics``, from whichever replica answers it, holds
+  every replica's series labelled ``replica`` (one scrape target for the fleet; a replica's own are live, the
+  others' at most ``PUBLISH_S`` old; a replica silent for ``STALE_S``, killed, leaves it);
 - ``deploy``: connects to the cluster, starts Ray Serve's proxy on the settings' host and port if it is not running,
   deploys (or, under the same name, rolls out: Ray Serve replaces the replicas one at a time) and waits until the
   application runs. A ``models:/name@alias`` URI is pinned to the version the alias names now, so that every replica
@@ -22,16 +25,23 @@ Secrets do not travel through Ray (its dashboard shows what a deployment was giv
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import math
 import os
 import re
+import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from serving.http.metrics import Families, merged
 from serving.http.settings import Settings
+
+log = logging.getLogger(__name__)
 
 DEPLOYMENT = "server"
 NOT_SENT = {"api_key"}  # read from each replica's own environment
@@ -40,6 +50,10 @@ HEALTH_PERIOD_S = 5.0
 READY_TIMEOUT_S = 900.0  # for every replica of a deploy to load its model
 CONSTRUCTOR_RETRIES = 3  # a version that cannot load fails its deployment after this many tries
 HEALTH_TIMEOUT_S = 30.0
+PUBLISH_S = 2.0  # how often a replica sends its /metrics series to the application's board
+STALE_S = 10.0  # a replica not heard from for that long (killed) leaves the fleet's /metrics
+BOARD_NAMESPACE = "lifecycle"
+CONNECT_TIMEOUT_S = 5.0
 _USERINFO = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@]*@")
 
 
@@ -151,12 +165,37 @@ def environment(tracking_uri: str) -> dict[str, str]:
     return {"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_REGISTRY_URI": tracking_uri}
 
 
+class Board:
+    """The fleet's ``/metrics``: each replica's latest series, by replica (one detached actor per application,
+    named by ``board_name``; a replica that stops drops its own, one killed leaves after ``STALE_S``)."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, tuple[float, Families]] = {}
+
+    def put(self, replica: str, families: Families) -> None:
+        self.latest[replica] = (time.monotonic(), families)
+
+    def drop(self, replica: str) -> None:
+        self.latest.pop(replica, None)
+
+    def families(self) -> dict[str, Families]:
+        now = time.monotonic()
+        self.latest = {replica: heard for replica, heard in self.latest.items() if now - heard[0] <= STALE_S}
+        return {replica: families for replica, (_, families) in self.latest.items()}
+
+
+def board_name(app_name: str) -> str:
+    return f"{app_name}-metrics"
+
+
 class Replica:
     """One replica: the single process's app, built in the replica from the settings it was given and the
     secrets of its own environment, once its model has loaded (a model that cannot load fails the replica, and Ray
     Serve's error names the reason)."""
 
     async def __init__(self, settings: dict[str, Any]) -> None:
+        from ray import serve
+
         from serving.http.state import ServingState
 
         given = {k: v for k, v in settings.items() if v is not None}
@@ -165,6 +204,11 @@ class Replica:
         await self.state.load()
         if self.state.error:
             raise RuntimeError(f"{self.settings.model_uri} did not load: {self.state.error}")
+        context = serve.get_replica_context()
+        self.name, self.app_name = context.replica_id.unique_id, context.app_name
+        self.board = self._board()
+        self.state.fleet = self.fleet
+        self.publishing = asyncio.create_task(self._publish())
 
     def __serve_build_asgi_app__(self):
         from serving.http.app import create_app
@@ -175,6 +219,58 @@ class Replica:
         if not self.state.ready:
             raise RuntimeError(f"model not loaded: {self.state.error}")
 
+    def _board(self):
+        import ray
+
+        remote = ray.remote(num_cpus=0)(Board).options(
+            name=board_name(self.app_name), namespace=BOARD_NAMESPACE, lifetime="detached", get_if_exists=True
+        )
+        return remote.remote()
+
+    def _label(self) -> str:
+        return f'replica="{self.name}"'
+
+    async def _publish(self) -> None:
+        while True:
+            try:
+                await self.board.put.remote(self.name, self.state.families(self._label()))
+            except Exception as exc:  # the board is gone (its node died): a new one
+                log.warning("replica %s could not publish its metrics (%s); starting a new board", self.name, exc)
+                self.board = self._board()
+            await asyncio.sleep(PUBLISH_S)
+
+    async def fleet(self) -> Families:
+        """Every replica's series, this one's live."""
+        try:
+            others = await asyncio.wait_for(self.board.families.remote(), HEALTH_PERIOD_S)
+        except Exception as exc:  # the board does not answer: this replica's own, rather than nothing
+            log.warning("the fleet's metrics board did not answer (%s): /metrics has replica %s alone", exc, self.name)
+            others = {}
+        every = {**others, self.name: self.state.families(self._label())}
+        return merged(*(every[name] for name in sorted(every)))
+
+    def __del__(self) -> None:
+        """Ray Serve stops the replica: its series leave the fleet's /metrics."""
+        with contextlib.suppress(Exception):  # also reached at garbage collection, where Ray may be gone
+            self.publishing.cancel()
+            self.board.drop.remote(self.name)
+
+
+def reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """RuntimeError, saying what to do, when nothing listens at the cluster's ``host:port`` (``ray.init`` would
+    wait a minute and more); ``auto`` and ``local`` are left to Ray."""
+    where = address.removeprefix("ray://")
+    host, _, port = where.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise RuntimeError(
+            f"no Ray cluster answers at {address} ({exc}): start one (`ray start --head`, docs/team.md) or give the "
+            "address of a running one (serve.ray.address, --ray-address or RAY_ADDRESS)"
+        ) from None
+
 
 @contextlib.contextmanager
 def connected(address: str) -> Iterator[tuple[Any, Any]]:
@@ -182,6 +278,7 @@ def connected(address: str) -> Iterator[tuple[Any, Any]]:
     import ray
     from ray import serve
 
+    reachable(address)
     ray.init(address=address, log_to_driver=False, logging_level="warning")
     try:
         yield ray, serve
@@ -216,12 +313,14 @@ def deploy(settings: Settings, fleet: Fleet, tracking_uri: str | None = None) ->
 
 
 def undeploy(fleet: Fleet) -> bool:
-    """Delete the application ``fleet.app_name`` from the cluster (its replicas drain first); False if it was not
-    there."""
-    with connected(fleet.address) as (_, serve):
+    """Delete the application ``fleet.app_name`` from the cluster (its replicas drain first) and its metrics board;
+    False if it was not there."""
+    with connected(fleet.address) as (ray, serve):
         if fleet.app_name not in serve.status().applications:
             return False
         serve.delete(fleet.app_name)
+        with contextlib.suppress(ValueError):  # no board: no replica ever loaded
+            ray.kill(ray.get_actor(board_name(fleet.app_name), namespace=BOARD_NAMESPACE))
         return True
 
 

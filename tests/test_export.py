@@ -131,7 +131,9 @@ def test_run_sh_passes_settings_by_name_and_publishes_on_loopback_by_default(ren
 
 def test_run_sh_and_build_sh_take_their_options_from_the_environment(rendered):
     run = run_script(rendered, "run.sh", HOST="0.0.0.0", PORT="9000", NAME="qa", RUN_FLAGS="--ulimit nofile=10:10")
-    assert run.stdout.splitlines()[0].startswith("run --detach --name qa --publish 0.0.0.0:9000:8000 --ulimit")
+    command = run.stdout.splitlines()[0]
+    assert command.startswith("run --detach --name qa --publish 0.0.0.0:9000:8000 ")
+    assert " --ulimit nofile=10:10 " in command and command.endswith(" team-qa-model:3")
     build = run_script(rendered, "build.sh", BASE_IMAGE="localhost/py:3.11", IMAGE="qa:1")
     assert build.stdout.splitlines()[0] == "build --tag qa:1 --build-arg BASE_IMAGE=localhost/py:3.11 ."
 

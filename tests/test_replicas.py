@@ -78,3 +78,53 @@ def test_the_replicas_resolve_models_through_the_tracking_server():
 @pytest.mark.parametrize("uri", ["models:/m/3", "runs:/abc/model", "/srv/models/smollm2"])
 def test_only_an_alias_is_pinned(uri):
     assert pinned(uri, "http://unused:1") == uri
+
+
+def test_the_fleets_metrics_hold_one_family_a_name_with_a_sample_per_replica():
+    from types import SimpleNamespace
+
+    from serving.http.metrics import Metrics, exposition, merged
+
+    stats = SimpleNamespace(batch_sizes={4: 2}, running=1, steps=2, rejected=0, abandoned=0, tokens=7, tokens_per_s=3.5)
+    metrics = Metrics()
+    metrics.record("/ask", 200, 0.2)
+    fleet = exposition(
+        merged(metrics.families(stats, 1, None, 'replica="a"'), metrics.families(None, 0, None, 'replica="b"'))
+    )
+    lines = fleet.splitlines()
+    types = [line for line in lines if line.startswith("# TYPE")]
+    assert len(types) == len(set(types))  # each family once
+    tokens = lines.index("# TYPE serving_tokens_generated_total counter")
+    assert lines[tokens + 1 : tokens + 3] == [
+        'serving_tokens_generated_total{replica="a"} 7',
+        'serving_tokens_generated_total{replica="b"} 0',
+    ]
+    assert 'serving_request_duration_seconds_count{replica="a",path="/ask"} 1' in lines
+    assert 'serving_batch_size_bucket{replica="b",le="+Inf"} 0' in lines
+
+
+def test_the_board_forgets_a_replica_that_stopped_or_went_silent(monkeypatch):
+    import serving.replicas as replicas
+
+    clock = [100.0]
+    monkeypatch.setattr(replicas.time, "monotonic", lambda: clock[0])
+    board = replicas.Board()
+    board.put("a", [("x", "counter", ['x{replica="a"} 1'])])
+    board.put("b", [("x", "counter", ['x{replica="b"} 2'])])
+    board.put("c", [])
+    board.drop("c")  # stopped by Ray Serve
+    clock[0] += replicas.STALE_S - 1
+    board.put("b", [("x", "counter", ['x{replica="b"} 3'])])
+    assert set(board.families()) == {"a", "b"}
+    clock[0] += 2  # a killed: not heard from for longer than STALE_S
+    assert board.families() == {"b": [("x", "counter", ['x{replica="b"} 3'])]}
+
+
+def test_a_cluster_address_where_nothing_listens_is_refused_at_once_saying_what_to_do():
+    from devservices.ports import free_port
+    from serving.replicas import reachable
+
+    for address in (f"127.0.0.1:{free_port()}", f"ray://127.0.0.1:{free_port()}"):
+        with pytest.raises(RuntimeError, match=r"no Ray cluster answers at .*ray start --head"):
+            reachable(address, timeout_s=2)
+    reachable("auto")  # left to Ray

@@ -4,7 +4,8 @@ Series: serving_requests_total{path,status}, serving_request_duration_seconds (h
 serving_queue_depth, serving_running_requests, serving_decode_steps_total, serving_batch_size (histogram of the rows in
 each decoding step), serving_rejected_total, serving_abandoned_total, serving_tokens_generated_total,
 serving_generation_tokens_per_second; with traces on, serving_trace_spans_total{outcome=exported|failed|dropped} and
-serving_trace_queue_spans.
+serving_trace_queue_spans. In a fleet of replicas (``serving.replicas``) every sample carries a ``replica`` label and
+one ``/metrics`` holds every replica's series (``merged``).
 """
 
 from __future__ import annotations
@@ -49,17 +50,23 @@ class Metrics:
         self.requests[(path, status)] += 1
         self.latency[path].observe(seconds)
 
-    def render(self, stats, queue_depth: int, traces: dict[str, int] | None = None) -> str:
-        lines = ["# TYPE serving_requests_total counter"]
-        for (path, status), count in sorted(self.requests.items()):
-            lines.append(f'serving_requests_total{{path="{path}",status="{status}"}} {count}')
-        lines.append("# TYPE serving_request_duration_seconds histogram")
-        for path, histogram in sorted(self.latency.items()):
-            lines += histogram.lines("serving_request_duration_seconds", f'path="{path}"')
+    def families(self, stats, queue_depth: int, traces: dict[str, int] | None = None, label: str = "") -> Families:
+        """Every series, grouped by family; ``label`` (``replica="..."``) is added to each sample."""
+        out: Families = []
+        requests = [
+            (f'path="{path}",status="{status}"', count) for (path, status), count in sorted(self.requests.items())
+        ]
+        out.append(family("serving_requests_total", "counter", requests, label))
+        latency = [
+            line
+            for path, histogram in sorted(self.latency.items())
+            for line in histogram.lines("serving_request_duration_seconds", joined(label, f'path="{path}"'))
+        ]
+        out.append(("serving_request_duration_seconds", "histogram", latency))
         batch_sizes = Histogram(BATCH_BUCKETS)
         for size, count in (stats.batch_sizes if stats else {}).items():
             batch_sizes.observe(size, count)
-        lines += ["# TYPE serving_batch_size histogram", *batch_sizes.lines("serving_batch_size")]
+        out.append(("serving_batch_size", "histogram", batch_sizes.lines("serving_batch_size", label)))
         for name, kind, value in (
             ("serving_queue_depth", "gauge", queue_depth),
             ("serving_running_requests", "gauge", stats.running if stats else 0),
@@ -69,13 +76,45 @@ class Metrics:
             ("serving_tokens_generated_total", "counter", stats.tokens if stats else 0),
             ("serving_generation_tokens_per_second", "gauge", round(stats.tokens_per_s, 3) if stats else 0.0),
         ):
-            lines += [f"# TYPE {name} {kind}", f"{name} {value}"]
+            out.append(family(name, kind, [("", value)], label))
         if traces is not None:  # spans of the answers' traces (serving.http.tracing): exported, failed, dropped; queued
-            lines.append("# TYPE serving_trace_spans_total counter")
-            outcomes = ("exported", "failed", "dropped")
-            lines += [f'serving_trace_spans_total{{outcome="{k}"}} {traces[k]}' for k in outcomes]
-            lines += ["# TYPE serving_trace_queue_spans gauge", f"serving_trace_queue_spans {traces['queued']}"]
-        return "\n".join(lines) + "\n"
+            spans = [(f'outcome="{k}"', traces[k]) for k in ("exported", "failed", "dropped")]
+            out.append(family("serving_trace_spans_total", "counter", spans, label))
+            out.append(family("serving_trace_queue_spans", "gauge", [("", traces["queued"])], label))
+        return out
+
+
+Families = list[tuple[str, str, list[str]]]  # (name, type, sample lines)
+
+
+def joined(*labels: str) -> str:
+    return ",".join(label for label in labels if label)
+
+
+def family(name: str, kind: str, samples: list[tuple[str, object]], label: str = "") -> tuple[str, str, list[str]]:
+    """(name, kind, lines) from (labels, value) pairs, ``label`` first in each."""
+    lines = []
+    for labels, value in samples:
+        both = joined(label, labels)
+        lines.append(f"{name}{{{both}}} {value}" if both else f"{name} {value}")
+    return name, kind, lines
+
+
+def merged(*sources: Families) -> Families:
+    """One family per name, holding the samples of every source (each source labelled apart, as a fleet's
+    replicas are), in the order the names first appear: the text format wants a family's lines together."""
+    order: dict[str, tuple[str, list[str]]] = {}
+    for source in sources:
+        for name, kind, lines in source:
+            order.setdefault(name, (kind, []))[1].extend(lines)
+    return [(name, kind, lines) for name, (kind, lines) in order.items()]
+
+
+def exposition(families: Families) -> str:
+    lines = []
+    for name, kind, samples in families:
+        lines += [f"# TYPE {name} {kind}", *samples]
+    return "\n".join(lines) + "\n"
 
 
 class MetricsMiddleware:

@@ -9,12 +9,13 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Request
 
 from serving.engine import Engine, EngineOptions
-from serving.http.metrics import Metrics
+from serving.http.metrics import Families, Metrics
 from serving.http.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class ServingState:
         self.tracing = None  # serving.http.tracing.Tracing, once loaded, when settings.traces_url is set
         self.loaded_at = 0
         self.on_failure = lambda: None  # called once loading failed (python -m serving stops the server then)
+        self.fleet: Callable[[], Awaitable[Families]] | None = None  # every replica's series (serving.replicas)
 
     @property
     def spec(self):
@@ -42,6 +44,12 @@ class ServingState:
     @property
     def ready(self) -> bool:
         return self.engine is not None
+
+    def families(self, label: str = "") -> Families:
+        """This process's series for ``/metrics``, each with ``label`` (a replica's, in a fleet) when given."""
+        engine, tracing = self.engine, self.tracing
+        stats, depth = (engine.stats, engine.queue_depth) if engine else (None, 0)
+        return self.metrics.families(stats, depth, tracing.counts() if tracing else None, label)
 
     def token_limit(self) -> tuple[int | None, int | None, int]:
         """(the prompt tokens a request may bring, the model's context, the max_new_tokens cap); the first two are

@@ -1,7 +1,8 @@
 """What operators and orchestrators ask: ``/health`` (200 once the model is loaded, 503 before or if loading
 failed, with why; open without the API key), ``/ping`` (the same readiness as ``mlflow models serve`` answers it, for
 SageMaker and MLflow's clients; open too), ``/version`` (the server's), ``/model/info`` (what is served and how:
-dtype, device, what makes a step fast, batching, counters) and ``/metrics`` (Prometheus text)."""
+dtype, device, what makes a step fast, batching, counters) and ``/metrics`` (Prometheus text: this process's
+series, or in a fleet of replicas every replica's, labelled ``replica``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from core import __version__
+from serving.http.metrics import exposition
 from serving.http.schemas import Health, ModelInfo, errors, json_errors
 from serving.http.state import Ready, State, authorized
 
@@ -43,10 +45,7 @@ async def version() -> str:
     "/metrics", response_class=PlainTextResponse, dependencies=[Depends(authorized)], responses=json_errors(401, 422)
 )
 async def metrics(state: State) -> str:
-    engine, tracing = state.engine, state.tracing
-    return state.metrics.render(
-        engine.stats if engine else None, engine.queue_depth if engine else 0, tracing.counts() if tracing else None
-    )
+    return exposition(await state.fleet() if state.fleet else state.families())
 
 
 @router.get(
