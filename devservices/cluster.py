@@ -9,6 +9,7 @@ the machine (/tmp/ray), so the clusters started here take a lock: one at a time,
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -24,10 +25,13 @@ STOP_GRACE_S = 5  # the raylet drains for up to 30 s on SIGTERM: nothing here ne
 
 
 @contextlib.contextmanager
-def local_cluster(folder: Path, cpus: int = 2, wait_s: float = 1800) -> Iterator[str]:
+def local_cluster(
+    folder: Path, cpus: int = 2, wait_s: float = 1800, env: dict[str, str] | None = None
+) -> Iterator[str]:
     """A head node with ``cpus`` CPUs and a 100 MB object store, started in ``folder`` (its workers start there, its
-    log is ``folder/ray.log``); yields its address, ``127.0.0.1:<port>``. ``processes.NotReady`` with the log's
-    end when it does not start; a Timeout when another cluster holds the lock for more than ``wait_s``."""
+    log is ``folder/ray.log``) with ``env`` added to this process's environment (what a node's replicas read, such
+    as SERVING_API_KEY); yields its address, ``127.0.0.1:<port>``. ``processes.NotReady`` with the log's end when it
+    does not start; a Timeout when another cluster holds the lock for more than ``wait_s``."""
     from filelock import FileLock
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -41,7 +45,7 @@ def local_cluster(folder: Path, cpus: int = 2, wait_s: float = 1800) -> Iterator
         return log.exists() and "Ray runtime started" in log.read_text(errors="replace")
 
     with FileLock(LOCK, timeout=wait_s):
-        proc = processes.start(argv, None, started, log, READY_S, cwd=folder)
+        proc = processes.start(argv, {**os.environ, **(env or {})}, started, log, READY_S, cwd=folder)
         try:
             yield f"127.0.0.1:{port}"
         finally:

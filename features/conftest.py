@@ -482,12 +482,13 @@ def assert_no_difference(run: subprocess.CompletedProcess) -> None:
 
 
 @contextlib.contextmanager
-def ray_cluster(folder: Path, cpus: int = 2) -> Iterator[str]:
-    """A local Ray cluster on loopback (devservices.cluster): its address. One at a time on the machine."""
+def ray_cluster(folder: Path, cpus: int = 2, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A local Ray cluster on loopback (devservices.cluster), ``env`` in its environment: its address. One at a
+    time on the machine."""
     from devservices.cluster import local_cluster
 
     try:
-        with local_cluster(folder, cpus) as address:
+        with local_cluster(folder, cpus, env=env) as address:
             yield address
     except processes.NotReady as exc:
         raise AssertionError(str(exc)) from None

@@ -10,7 +10,7 @@ Feature: Replicas on a Ray cluster
 
   Scenario: Two replicas answer the openai client, /ask and /invocations, and say which version they serve
     Then 2 replicas of version 1 are running
-    And the application answers the openai client, /ask and /invocations
+    And the application answers the openai client, /ask and /invocations with the key set where the cluster started, 401 without it
     And an answer of the replicas is a trace in the experiment of the serve run
     And /metrics holds the series of both replicas, and their tokens add up to what the openai client was answered
 

@@ -36,6 +36,9 @@ APP = "lifecycle"
 LIMITS = {"SERVING_MAX_BATCH_SIZE": "8", "SERVING_MAX_QUEUE": "8", "TOKENIZERS_PARALLELISM": "false"}
 RECOVERY_S = 240  # for Ray Serve to notice the killed replica and start another (its model loads in about 20 s)
 TOKENS = 12
+# the key is in the environment of `ray start` alone, not of the deploying process: each replica reads its own node's
+KEY = "replicas-feature-key"
+KEYED = {"Authorization": f"Bearer {KEY}"}
 
 
 @dataclass
@@ -56,7 +59,7 @@ class Fleet:
 
     def ask(self, question: str, client: httpx.Client | None = None) -> httpx.Response:
         body = {"question": question, "max_new_tokens": TOKENS, "temperature": 0.0}
-        return (client or httpx).post(f"{self.base}/ask", json=body, timeout=300)
+        return (client or httpx).post(f"{self.base}/ask", json=body, headers=KEYED, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +77,7 @@ def fleet_factory(registered_workspace, tmp_path_factory):
             workspace = Workspace(data, registered_workspace.model_cache)
             tracking = start_tracking(workspace, folder / "mlflow-server.log")
             stack.callback(tracking.stop)
-            address = stack.enter_context(ray_cluster(folder))
+            address = stack.enter_context(ray_cluster(folder, env={"SERVING_API_KEY": KEY}))
             port = free_port()
             command = (
                 f"python main.py mode=serve serve.backend=ray serve.ray.address={address} serve.port={port} "
@@ -126,16 +129,19 @@ def running(fleet: Fleet, count, version):
 
 
 def fleet_get(fleet: Fleet, path: str) -> httpx.Response:
-    response = httpx.get(fleet.base + path, timeout=60)
+    response = httpx.get(fleet.base + path, headers=KEYED, timeout=60)
     assert response.status_code == 200, response.text
     return response
 
 
-@then("the application answers the openai client, /ask and /invocations")
+@then(
+    "the application answers the openai client, /ask and /invocations with the key set where the cluster started, "
+    "401 without it"
+)
 def answers_everywhere(fleet: Fleet):
     from openai import OpenAI
 
-    client = OpenAI(base_url=f"{fleet.base}/v1", api_key="unused", timeout=120, max_retries=0)
+    client = OpenAI(base_url=f"{fleet.base}/v1", api_key=KEY, timeout=120, max_retries=0)
     chat = client.chat.completions.create(
         model=f"{MODEL}:1", messages=[{"role": "user", "content": "What is MLflow?"}], max_tokens=TOKENS
     )
@@ -143,11 +149,14 @@ def answers_everywhere(fleet: Fleet):
     asked = fleet.ask("What is MLflow?")
     assert asked.status_code == 200 and asked.json()["answer"].strip(), asked.text
     assert asked.json()["model_version"] == "1"
-    scored = httpx.post(f"{fleet.base}/invocations", json={"inputs": ["What is MLflow?", "What is Ray?"]}, timeout=300)
+    inputs = {"inputs": ["What is MLflow?", "What is Ray?"]}
+    scored = httpx.post(f"{fleet.base}/invocations", json=inputs, headers=KEYED, timeout=300)
     assert scored.status_code == 200, scored.text
     assert len(scored.json()["predictions"]) == 2
     assert fleet_get(fleet, "/health").json()["ready"] is True
     assert "/v1/chat/completions" in fleet_get(fleet, "/openapi.json").json()["paths"]
+    keyless = httpx.post(f"{fleet.base}/ask", json={"question": "What is MLflow?"}, timeout=60)
+    assert keyless.status_code == 401 and "API key" in keyless.json()["detail"][0]["msg"], keyless.text
 
 
 @then("an answer of the replicas is a trace in the experiment of the serve run")
@@ -186,7 +195,7 @@ def fleet_metrics(fleet: Fleet):
 
     before = settled_tokens(fleet)
     assert len(before) == 2, before
-    client = OpenAI(base_url=f"{fleet.base}/v1", api_key="unused", timeout=120, max_retries=0)
+    client = OpenAI(base_url=f"{fleet.base}/v1", api_key=KEY, timeout=120, max_retries=0)
     answered = 0
     for question in ("What is MLflow?", "What is Ray?", "What is Hydra?", "What is a replica?"):
         messages = [{"role": "user", "content": question}]
