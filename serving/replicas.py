@@ -52,6 +52,7 @@ CONSTRUCTOR_RETRIES = 3  # a version that cannot load fails its deployment after
 HEALTH_TIMEOUT_S = 30.0
 PUBLISH_S = 2.0  # how often a replica sends its /metrics series to the application's board
 STALE_S = 10.0  # a replica not heard from for that long (killed) leaves the fleet's /metrics
+BOARD_TIMEOUT_S = 2 * PUBLISH_S  # a /metrics that waits longer for the board answers with its replica's own series
 BOARD_NAMESPACE = "lifecycle"
 CONNECT_TIMEOUT_S = 5.0
 _USERINFO = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@]*@")
@@ -242,7 +243,7 @@ class Replica:
     async def fleet(self) -> Families:
         """Every replica's series, this one's live."""
         try:
-            others = await asyncio.wait_for(self.board.families.remote(), HEALTH_PERIOD_S)
+            others = await asyncio.wait_for(self.board.families.remote(), BOARD_TIMEOUT_S)
         except Exception as exc:  # the board does not answer: this replica's own, rather than nothing
             log.warning("the fleet's metrics board did not answer (%s): /metrics has replica %s alone", exc, self.name)
             others = {}
