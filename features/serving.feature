@@ -208,6 +208,7 @@ Feature: The HTTP server answers questions about the registered model
     When I start "python main.py mode=serve serve.run=true" on a free port
     Then it becomes ready and answers "/ask"
     And the answer is a trace in the serve run's experiment, through the tracking server started beside it
+    And SIGTERM to its process alone ends it with status 0, stops the tracking server beside it and finishes its runs
 
   Scenario: Asking for a GPU where there is none stops at start and says what to use instead
     Given this machine has no CUDA GPU

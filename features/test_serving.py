@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import re
 import signal
 import sys
 import threading
@@ -10,6 +11,8 @@ import time
 import httpx
 import pytest
 from pytest_bdd import given, parsers, scenarios, then, when
+
+from lifecycle import processes
 
 from .conftest import Server, free_port, read_trace, start_server
 
@@ -364,6 +367,22 @@ def main_traces(workspace, response):
     (run,) = workspace.stage_runs("serve")[:1]
     assert trace.info.experiment_id == run.info.experiment_id
     assert ASK["question"] in json.dumps(trace.data.spans[0].inputs)
+
+
+@then("SIGTERM to its process alone ends it with status 0, stops the tracking server beside it and finishes its runs")
+def main_stops(workspace, server: Server):
+    log = server.log.read_text()
+    tracker = re.search(r"every answer is traced into experiment \S+ through (http://\S+)", log)
+    assert tracker and processes.answers(f"{tracker[1]}/health"), log[-3000:]
+    server.proc.send_signal(signal.SIGTERM)  # to the process, not its group: the tracker is in a session of its own
+    assert server.proc.wait(timeout=120) == 0, server.log.read_text()[-3000:]
+    deadline = time.monotonic() + 30
+    while processes.answers(f"{tracker[1]}/health") and time.monotonic() < deadline:
+        time.sleep(0.2)  # polling: the tracker's worker closes its socket just after its parent has gone
+    assert not processes.answers(f"{tracker[1]}/health"), f"the tracking server at {tracker[1]} outlived mode=serve"
+    (run,) = workspace.stage_runs("serve")[:1]
+    parent = workspace.client().get_run(run.data.tags["mlflow.parentRunId"])
+    assert (run.info.status, parent.info.status) == ("FINISHED", "FINISHED")
 
 
 def wait_for_stats(server, predicate, timeout_s: float = 60) -> dict:

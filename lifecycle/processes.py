@@ -5,21 +5,29 @@ and the benchmarks' servers.
 - ``start``: the command in its own session (so that stopping it stops its children), its output in a log; ready
   once ``ready`` says so (a URL that answers 2xx, or any check), ``NotReady`` with the log's last lines otherwise;
 - ``stop``: SIGTERM to the whole group, SIGKILL after a grace period;
-- ``answers``: whether a URL answers with a status below a bound (an S3 gateway's 403 means it is up).
+- ``answers``: whether a URL answers with a status below a bound (an S3 gateway's 403 means it is up);
+- ``unwinding_on_sigterm``: SIGTERM as ``SystemExit`` for a block, so that what the process started (in sessions of
+  their own, which a signal to its group does not reach) is stopped by its ``finally``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 POLL_S = 0.2  # how often readiness is asked while the process starts
+
+
+class Terminated(SystemExit):
+    """SIGTERM, inside ``unwinding_on_sigterm``."""
 
 
 class NotReady(RuntimeError):
@@ -82,3 +90,24 @@ def stop(proc: subprocess.Popen, grace_s: float = 20) -> None:
         proc.wait()
     except ProcessLookupError:  # it ended between the poll and the signal
         proc.wait()
+
+
+@contextlib.contextmanager
+def unwinding_on_sigterm() -> Iterator[None]:
+    """SIGTERM raises ``Terminated`` (a ``SystemExit``, status 143) inside the block, so ``finally`` blocks run, as
+    they do for Ctrl-C's KeyboardInterrupt. A server that drains on SIGTERM (uvicorn) raises the signal again once it
+    has stopped; with Python's default handler the process would end right there, and a process it started in a
+    session of its own would outlive it. Outside the main thread (where no signal handler runs) the block is left
+    as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def unwind(signum, frame) -> None:
+        raise Terminated(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, unwind)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

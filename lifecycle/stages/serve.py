@@ -131,16 +131,19 @@ class ServeStage(Stage):
         from serving.__main__ import serve as run_server
 
         serve = self.cfg.serve
-        tracker, traces_url = self._trace_destination() if serve.traces else (None, None)
-        experiment = runs.experiment_id() if traces_url else None
-        if traces_url:
-            print(f"every answer is traced into experiment {experiment} through {traces_url}", flush=True)
-        print(f"serving {uri} on http://{serve.host}:{serve.port} (docs at /docs); Ctrl-C stops it", flush=True)
-        try:
-            error = run_server(self._settings(uri, traces_url=traces_url, traces_experiment_id=experiment))
-        finally:
-            if tracker is not None:
-                processes.stop(tracker)
+        with processes.unwinding_on_sigterm():  # SIGTERM (an orchestrator's stop) stops the tracker too, as Ctrl-C
+            tracker, traces_url = self._trace_destination() if serve.traces else (None, None)
+            experiment = runs.experiment_id() if traces_url else None
+            if traces_url:
+                print(f"every answer is traced into experiment {experiment} through {traces_url}", flush=True)
+            print(f"serving {uri} on http://{serve.host}:{serve.port} (docs at /docs); Ctrl-C stops it", flush=True)
+            try:
+                error = run_server(self._settings(uri, traces_url=traces_url, traces_experiment_id=experiment))
+            except (KeyboardInterrupt, processes.Terminated):  # stopped by its operator once drained: the usual end
+                error = None
+            finally:
+                if tracker is not None:
+                    processes.stop(tracker)
         if error:
             raise StageError(f"the server for {uri} stopped: the model did not load: {error}")
 

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lifecycle import console
+from lifecycle import console, processes
 from lifecycle.stage import Stage, StageContext, StageResult
 from lifecycle.stores import as_prefix, s3_environment
 
@@ -104,9 +104,10 @@ class ServerConfigStage(Stage):
             storage.check(cfg.storage)  # the server would only fail at the first upload
         Path(cfg.paths.root).mkdir(parents=True, exist_ok=True)
         print(f"tracking server on http://{cfg.serve.host}:{cfg.serve.tracking_port}; Ctrl-C stops it", flush=True)
-        server = subprocess.Popen(runnable_args(cfg), env=server_environment(cfg))
-        try:
-            server.wait()
-        except KeyboardInterrupt:
-            server.terminate()
-            server.wait(timeout=30)
+        with processes.unwinding_on_sigterm():  # a SIGTERM to this process alone stops the server too, as Ctrl-C
+            server = subprocess.Popen(runnable_args(cfg), env=server_environment(cfg))
+            try:
+                server.wait()
+            except (KeyboardInterrupt, processes.Terminated):
+                server.terminate()
+                server.wait(timeout=30)
