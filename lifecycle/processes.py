@@ -54,7 +54,8 @@ def start(
     cwd: Path | None = None,
 ) -> subprocess.Popen:
     """``command`` running, once ``ready`` (a URL answering 2xx, or a check) holds; ``NotReady`` otherwise, the
-    process stopped. ``env`` None: this process's environment; ``log`` None: the output is discarded."""
+    process stopped (as it is when the wait is interrupted). ``env`` None: this process's environment; ``log`` None:
+    the output is discarded."""
     check = ready if callable(ready) else (lambda: answers(ready))
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -68,13 +69,17 @@ def start(
             start_new_session=True,
         )
     deadline = time.monotonic() + timeout_s
-    while not check():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop(proc)
-            why = f"exited {proc.returncode}" if proc.returncode is not None else f"not ready after {timeout_s:g} s"
-            tail = log.read_text(errors="replace")[-3000:] if log else ""
-            raise NotReady(f"{Path(command[0]).name} {why}" + (f" (log {log}):\n{tail}" if log else ""))
-        time.sleep(POLL_S)
+    try:
+        while not check():
+            exited = proc.poll() is not None
+            if exited or time.monotonic() > deadline:
+                why = f"exited {proc.returncode}" if exited else f"not ready after {timeout_s:g} s"
+                tail = log.read_text(errors="replace")[-3000:] if log else ""
+                raise NotReady(f"{Path(command[0]).name} {why}" + (f" (log {log}):\n{tail}" if log else ""))
+            time.sleep(POLL_S)
+    except BaseException:  # NotReady, or the caller interrupted (Ctrl-C, SIGTERM) while it waited: none outlives it
+        stop(proc)
+        raise
     return proc
 
 

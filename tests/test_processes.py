@@ -54,3 +54,24 @@ finally:
     holder.send_signal(signal.SIGTERM)
     assert holder.wait(timeout=60) == 128 + signal.SIGTERM
     assert not processes.answers(f"http://127.0.0.1:{port}/")
+
+
+def test_a_server_not_ready_in_time_or_interrupted_while_it_starts_is_stopped(tmp_path):
+    """Whether the wait times out (NotReady says so, not an exit status of its own making) or the caller is
+    interrupted while it waits (Ctrl-C, SIGTERM), the process started does not outlive the call."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+
+    def interrupted() -> bool:  # the caller interrupted once the server is up, before it heard so
+        if processes.answers(url):
+            raise KeyboardInterrupt
+        return False
+
+    command = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)]
+    with pytest.raises(KeyboardInterrupt):
+        processes.start(command, {}, interrupted, tmp_path / "a.log", timeout_s=60)
+    assert not processes.answers(url)
+    never = lambda: False  # noqa: E731 - a server that never says it is ready
+    with pytest.raises(processes.NotReady, match=r"python[\d.]* not ready after 1 s"):
+        processes.start(command, {}, never, tmp_path / "b.log", timeout_s=1)
+    assert not processes.answers(url)
