@@ -57,6 +57,12 @@ class Fleet:
     def deploy(self) -> Invocation:
         return self.workspace.run(self.command, env=LIMITS, timeout=600)
 
+    def openai(self):
+        """The openai client, keyed, on the application's /v1."""
+        from openai import OpenAI
+
+        return OpenAI(base_url=f"{self.base}/v1", api_key=KEY, timeout=120, max_retries=0)
+
     def ask(self, question: str, client: httpx.Client | None = None) -> httpx.Response:
         body = {"question": question, "max_new_tokens": TOKENS, "temperature": 0.0}
         return (client or httpx).post(f"{self.base}/ask", json=body, headers=KEYED, timeout=300)
@@ -139,9 +145,7 @@ def fleet_get(fleet: Fleet, path: str) -> httpx.Response:
     "401 without it"
 )
 def answers_everywhere(fleet: Fleet):
-    from openai import OpenAI
-
-    client = OpenAI(base_url=f"{fleet.base}/v1", api_key=KEY, timeout=120, max_retries=0)
+    client = fleet.openai()
     chat = client.chat.completions.create(
         model=f"{MODEL}:1", messages=[{"role": "user", "content": "What is MLflow?"}], max_tokens=TOKENS
     )
@@ -191,11 +195,9 @@ def settled_tokens(fleet: Fleet, since: dict[str, int] | None = None, total: int
 
 @then("/metrics holds the series of both replicas, and their tokens add up to what the openai client was answered")
 def fleet_metrics(fleet: Fleet):
-    from openai import OpenAI
-
     before = settled_tokens(fleet)
     assert len(before) == 2, before
-    client = OpenAI(base_url=f"{fleet.base}/v1", api_key=KEY, timeout=120, max_retries=0)
+    client = fleet.openai()
     answered = 0
     for question in ("What is MLflow?", "What is Ray?", "What is Hydra?", "What is a replica?"):
         messages = [{"role": "user", "content": question}]

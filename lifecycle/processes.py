@@ -30,6 +30,9 @@ class Terminated(SystemExit):
     """SIGTERM, inside ``unwinding_on_sigterm``."""
 
 
+OPERATOR_STOP = (KeyboardInterrupt, Terminated)  # Ctrl-C, or SIGTERM inside ``unwinding_on_sigterm``
+
+
 class NotReady(RuntimeError):
     """The process exited, or did not answer, before it was ready; the message ends with its log's last lines."""
 

@@ -207,6 +207,7 @@ class Replica:
             raise RuntimeError(f"{self.settings.model_uri} did not load: {self.state.error}")
         context = serve.get_replica_context()
         self.name, self.app_name = context.replica_id.unique_id, context.app_name
+        self.label = f'replica="{self.name}"'  # on each of this replica's samples in the fleet's /metrics
         self.board = self._board()
         self.state.fleet = self.fleet
         self.publishing = asyncio.create_task(self._publish())
@@ -228,13 +229,10 @@ class Replica:
         )
         return remote.remote()
 
-    def _label(self) -> str:
-        return f'replica="{self.name}"'
-
     async def _publish(self) -> None:
         while True:
             try:
-                await self.board.put.remote(self.name, self.state.families(self._label()))
+                await self.board.put.remote(self.name, self.state.families(self.label))
             except Exception as exc:  # the board is gone (its node died): a new one
                 log.warning("replica %s could not publish its metrics (%s); starting a new board", self.name, exc)
                 self.board = self._board()
@@ -247,7 +245,7 @@ class Replica:
         except Exception as exc:  # the board does not answer: this replica's own, rather than nothing
             log.warning("the fleet's metrics board did not answer (%s): /metrics has replica %s alone", exc, self.name)
             others = {}
-        every = {**others, self.name: self.state.families(self._label())}
+        every = {**others, self.name: self.state.families(self.label)}
         return merged(*(every[name] for name in sorted(every)))
 
     def __del__(self) -> None:

@@ -139,7 +139,7 @@ class ServeStage(Stage):
             print(f"serving {uri} on http://{serve.host}:{serve.port} (docs at /docs); Ctrl-C stops it", flush=True)
             try:
                 error = run_server(self._settings(uri, traces_url=traces_url, traces_experiment_id=experiment))
-            except (KeyboardInterrupt, processes.Terminated):  # stopped by its operator once drained: the usual end
+            except processes.OPERATOR_STOP:  # stopped by its operator once drained: the usual end
                 error = None
             finally:
                 if tracker is not None:

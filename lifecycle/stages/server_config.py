@@ -108,6 +108,6 @@ class ServerConfigStage(Stage):
             server = subprocess.Popen(runnable_args(cfg), env=server_environment(cfg))
             try:
                 server.wait()
-            except (KeyboardInterrupt, processes.Terminated):
+            except processes.OPERATOR_STOP:
                 server.terminate()
                 server.wait(timeout=30)
