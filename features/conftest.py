@@ -347,6 +347,9 @@ def start_tracking(
 
 REGISTERED_MODEL_URI = "models:/langchain-e2e-model@champion"
 SERVING_READY_TIMEOUT_S = 180
+# 8 answers to have in flight when a server is stopped: a few seconds in one batch, two questions (each answered
+# alone first, to compare)
+DRAINED = [{"question": q, "max_new_tokens": 48} for q in ("What is Python?", "What is MLflow?")] * 4
 
 
 def serving_command(model_uri: str = REGISTERED_MODEL_URI):

@@ -188,6 +188,12 @@ Feature: The HTTP server answers questions about the registered model
     And all 8 answers come back whole, as each question is answered alone
     And the server process ends by itself within its drain time
 
+  Scenario: An answer still running when the drain time is over answers 503 with Retry-After, never a bare 500
+    Given a server for the registered model with "SERVING_DRAIN_S=0.5"
+    When 8 long answers are in flight and the server gets SIGTERM
+    Then each answer gets 503 of type stopping with Retry-After, saying to send it again
+    And the server process ends by itself within its drain time
+
   Scenario: A request that outlives its timeout answers 504 and the server keeps serving
     Given a server for the registered model with "SERVING_REQUEST_TIMEOUT_S=0.3"
     When I POST to "/ask"

@@ -14,7 +14,7 @@ from pytest_bdd import given, parsers, scenarios, then, when
 
 from lifecycle import processes
 
-from .conftest import Server, free_port, read_trace, start_server
+from .conftest import DRAINED, Server, free_port, read_trace, start_server
 
 scenarios("serving.feature")
 
@@ -503,16 +503,29 @@ def no_gpu():
         pytest.skip("this machine has a CUDA GPU: asking for one is not an error here")
 
 
-DRAINED = [{"question": q, "max_new_tokens": 48} for q in ("What is Python?", "What is MLflow?")] * 4
+# an answer that takes seconds even in a batch of 8 on a fast machine: all 192 tokens (checked alone first)
+LONG = {"question": "Write a long story about a robot who learns to paint.", "max_new_tokens": 192}
 
 
 @when("8 answers are in flight and the server gets SIGTERM", target_fixture="drained")
 def sigterm_in_flight(server):
     alone = [server.post("/ask", json=body).json()["answer"] for body in DRAINED[:2]]
+    return {"alone": alone * 4, **sigterm_while_answering(server, DRAINED)}
+
+
+@when("8 long answers are in flight and the server gets SIGTERM", target_fixture="drained")
+def sigterm_long_in_flight(server):
+    alone = server.post("/ask", json=LONG).json()
+    assert alone["tokens"] == LONG["max_new_tokens"], f"not a long answer: {alone}"
+    return sigterm_while_answering(server, [LONG] * 8)
+
+
+def sigterm_while_answering(server, bodies: list[dict]) -> dict:
+    """SIGTERM once every body is in the running batch; how the answers ended and when the socket closed."""
     before = stats_of(server)
-    pool = concurrent.futures.ThreadPoolExecutor(len(DRAINED))
-    answers = [pool.submit(server.post, "/ask", json=body) for body in DRAINED]
-    wait_for_stats(server, lambda s: s["running"] == len(DRAINED) and s["requests"] >= before["requests"] + 8)
+    pool = concurrent.futures.ThreadPoolExecutor(len(bodies))
+    answers = [pool.submit(server.post, "/ask", json=body) for body in bodies]
+    wait_for_stats(server, lambda s: s["running"] == len(bodies) and s["requests"] >= before["requests"] + len(bodies))
     server.proc.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
     refused = None
@@ -526,7 +539,6 @@ def sigterm_in_flight(server):
     in_flight_then = sum(not a.done() for a in answers)
     pool.shutdown(wait=True)
     return {
-        "alone": alone * 4,
         "responses": [a.result() for a in answers],
         "refused_after_s": refused,
         "in_flight_when_refused": in_flight_then,
@@ -545,6 +557,16 @@ def drained_whole(drained):
     responses = drained["responses"]
     assert [r.status_code for r in responses] == [200] * len(DRAINED), [r.text for r in responses]
     assert [r.json()["answer"] for r in responses] == drained["alone"]
+
+
+@then("each answer gets 503 of type stopping with Retry-After, saying to send it again")
+def cut_at_drain_end(drained):
+    responses = drained["responses"]
+    assert [r.status_code for r in responses] == [503] * len(responses), [r.text for r in responses]
+    for r in responses:
+        (error,) = r.json()["detail"]
+        assert error["type"] == "stopping" and "SERVING_DRAIN_S" in error["msg"] and "send it again" in error["msg"]
+        assert int(r.headers["retry-after"]) > 0
 
 
 @then("the server process ends by itself within its drain time")

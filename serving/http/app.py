@@ -11,6 +11,8 @@ HTTP contract (Swagger at /docs), one router per area (``serving.http.routes``):
 Requests are batched continuously (serving.engine, serving.engine.decoding): each joins the running batch at the next
 decoding step and leaves it when done, its caller times out, or its client disconnects.
 Bad input answers 4xx with what is allowed; a full queue 429 with Retry-After; a request past its timeout 504.
+After SIGTERM the answers in flight have ``drain_s`` to finish; one still running then answers 503 ``stopping`` with
+Retry-After (``DrainCutoff``), never a bare 500, so that a client or load balancer sends it again elsewhere.
 /openapi.json is the exact contract (serving.http.schemas: strict bodies, the server's limits in them, every answer an
 operation can give, one error shape); /docs shows it with Swagger UI served from this server (serving.http.docs).
 With ``api_key`` set, every endpoint but /health needs ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
@@ -61,6 +63,40 @@ async def error_body(request: Request, exc: HTTPException) -> JSONResponse:
     return JSONResponse(ErrorBody(detail=[item]).model_dump(), status_code=exc.status_code, headers=exc.headers)
 
 
+STOPPING = "stopping"
+
+
+class DrainCutoff:
+    """The outermost ASGI layer. When the drain time after SIGTERM is over, uvicorn cancels the requests still
+    running, and its own answer to them is a plain-text 500; a request cancelled before its response started answers
+    503 ``stopping`` with Retry-After instead. (A stream already started just ends: its status was sent.)"""
+
+    def __init__(self, app, drain_s: float) -> None:
+        self.app, self.drain_s = app, drain_s
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def sending(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except asyncio.CancelledError:
+            if started:
+                raise
+            msg = (
+                f"the server stopped before this answer was finished: the {self.drain_s:g} s it gives answers in "
+                "flight after SIGTERM (SERVING_DRAIN_S) ran out; send it again"
+            )
+            body = ErrorBody(detail=[ErrorItem(loc=["request"], msg=msg, type=STOPPING)]).model_dump()
+            await JSONResponse(body, status_code=503, headers={"Retry-After": "5"})(scope, receive, send)
+
+
 def create_app(settings: Settings, state: ServingState | None = None) -> FastAPI:
     """The app for ``settings``. Its model loads in the lifespan, while the app already answers (/health 503 until it
     is loaded), unless ``state`` comes loaded (a Ray Serve replica loads first, so that a model that cannot load
@@ -104,4 +140,5 @@ def create_app(settings: Settings, state: ServingState | None = None) -> FastAPI
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
+    app.add_middleware(DrainCutoff, drain_s=settings.drain_s)
     return app

@@ -109,7 +109,8 @@ ERROR_DESCRIPTIONS = {
     429: "the queue is full: retry after Retry-After seconds",
     500: "type generation_failed: this answer's decoding failed (its scores went non-finite); other requests are not "
     "affected, and a retry may succeed",
-    503: "the model is not loaded yet (or failed to load): retry after Retry-After seconds",
+    503: "the model is not loaded yet (or failed to load), or type stopping: the server stopped before this answer "
+    "was finished; retry after Retry-After seconds",
     504: "no answer within the server's request timeout",
     404: "type trace_not_found: the tracking server has no trace with this id",
 }
