@@ -143,13 +143,19 @@ class Engine:
         }
 
 
+def share_prefixes(batch, prompter: Prompter) -> None:
+    """Compute once, in an empty ``batch``, the KV cache of the prompt prefixes the prompter's questions and chats
+    share (system message, chat markup): their prompts then prefill only the rest."""
+    for prefix in prompter.shared_prefixes():
+        if len(prefix) >= MIN_SHARED_PREFIX:
+            batch.share_prefix(prefix)
+
+
 def _warm_up(batch, prompter: Prompter) -> None:
     """Cache the shared prompt prefixes, then two tokens through the real path before the engine is handed out:
     proves the model can be batched this way. With CUDA graphs, one short batch per row bucket captures their
     graphs now, so the first requests do not pay for it."""
-    for prefix in prompter.shared_prefixes():
-        if len(prefix) >= MIN_SHARED_PREFIX:
-            batch.share_prefix(prefix)
+    share_prefixes(batch, prompter)
     hello = prompter.render("Hello")
     for rows in batch.graphs.row_buckets() if batch.graphs and batch.graphs.capture else [1]:
         batch.run([prompter.sequence(hello, {**WARM_UP, "max_new_tokens": 2}) for _ in range(rows)])
