@@ -3,13 +3,16 @@ engine's own Python API, in one run on one machine.
 
     python benchmarks/engines.py [--model-folder mlflow_data/models/smollm2] [--sequences 1 16 64]
                                  [--new-tokens 64] [--dtypes float32 bfloat16] [--prompts distinct|repeated]
-                                 [--openvino-python BIN --openvino-model DIR]
+                                 [--rounds 3] [--openvino-python BIN --openvino-model DIR]
 
 The prompts are the model's evaluation questions in its chat template, as many as the row asks for: numbered, so
 that no two are alike beyond the chat markup they all share (``--prompts distinct``, the default), or the same
 questions over again (``repeated``: OpenVINO's prefix caching then reuses a whole earlier prompt, where this
 engine shares the chat markup only). Greedy, every sequence generating exactly ``--new-tokens`` tokens (no end
-token), its prefill included. Each engine runs each row twice and the second run is timed. Measured, in each dtype:
+token), its prefill included. Every engine of a dtype is loaded once and kept; each row is a warm-up of each, then
+``--rounds`` rounds in which each engine in turn answers a fresh batch (A B C, A B C, ...), so that a machine whose
+speed drifts over minutes slows every engine alike; the row is the median of the rounds, with their spread.
+Measured, in each dtype:
 
 - this engine (``serving.engine.decoding.DecodeBatch`` over the model as the server prepares it: the lean forward
   pass of ``serving.engine.lean``, packed linear layers, the KV cache of the chat markup every prompt shares
@@ -17,7 +20,8 @@ token), its prefill included. Each engine runs each row twice and the second run
 - the same engine with transformers' own forward pass (``kernels.prepare(lean=False)``): what the lean pass gains;
 - OpenVINO GenAI's ``LLMPipeline`` with its continuous-batching scheduler and prefix caching, 2 threads, inference
   precision f32 or bf16, on the model exported with fp16 weights (``scripts/openvino.sh``, its own venv: its
-  converter requires an older transformers), run in that venv's Python. Without it the rows say so.
+  converter requires an older transformers), run in that venv's Python, one batch of prompts a line on its
+  standard input. Without it the rows say so.
 
 The last lines compare this engine with OpenVINO GenAI, the target of issue 23 (at least its tokens/s).
 """
@@ -27,9 +31,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,68 +45,92 @@ EVAL = ROOT / "conf" / "eval" / "default.yaml"  # the evaluation questions: the 
 OPENVINO = """
 import json, sys, time
 import openvino_genai as ov
-model, precision, new_tokens = sys.argv[1], sys.argv[2], int(sys.argv[3])
-runs = json.loads(sys.stdin.read())  # per row: the warm-up's prompts, the timed run's
+model, precision, new_tokens, rows = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 scheduler = ov.SchedulerConfig()
-scheduler.cache_size, scheduler.enable_prefix_caching = 2, True
-scheduler.max_num_seqs = max(len(timed) for _, timed in runs)
+scheduler.cache_size, scheduler.enable_prefix_caching, scheduler.max_num_seqs = 2, True, rows
 pipe = ov.LLMPipeline(model, "CPU", scheduler_config=scheduler, INFERENCE_PRECISION_HINT=precision,
                       INFERENCE_NUM_THREADS=2)
 config = ov.GenerationConfig()
 config.max_new_tokens = config.min_new_tokens = new_tokens
 config.do_sample = False
 config.apply_chat_template = False  # the prompts come rendered already, as this engine gets them
-for warm_up, timed in runs:
-    pipe.generate(warm_up, config)
+print("ready", flush=True)
+for line in sys.stdin:  # one batch of prompts a line; its tokens/s back
+    prompts = json.loads(line)
     started = time.perf_counter()
-    pipe.generate(timed, config)
-    rate = len(timed) * new_tokens / (time.perf_counter() - started)
-    print(json.dumps({"sequences": len(timed), "tokens_per_s": rate}), flush=True)
+    pipe.generate(prompts, config)
+    print(json.dumps(len(prompts) * new_tokens / (time.perf_counter() - started)), flush=True)
 """
 
 
-def ours(folder: Path, dtype: str, runs: list[list[list[int]]], new_tokens: int, lean: bool) -> dict:
-    """Tokens/s of each row: ``runs`` holds, per row, the token ids of the warm-up's prompts and the timed run's."""
-    import torch
+@dataclass
+class Batch:
+    """One run's prompts: as text (OpenVINO renders nothing itself here) and as token ids (this engine)."""
 
-    from core.model_folder import load_model
-    from serving.engine import Sequence, kernels
-    from serving.engine.decoding import DecodeBatch
-    from serving.engine.engine import share_prefixes
-    from serving.engine.prompting import Prompter
-
-    loaded = load_model(folder, "chat_template", kernels.load_dtype(torch.device("cpu"), dtype))
-    kernels.prepare(loaded.model, getattr(torch, dtype), lean=lean)
-    batch = DecodeBatch(loaded.model, loaded.tokenizer.pad_token_id, eos_token_ids=set())
-    longest = max(len(ids) for run in runs for prompts in run for ids in prompts)
-    share_prefixes(batch, Prompter(loaded, None, "{{question}}", longest))  # as the server does
-    rates = {}
-    for run in runs:
-        n = len(run[-1])
-        batch.reserve(n, longest + new_tokens + 1)
-        for prompts in run:  # the warm-up, then the timed run
-            sequences = [Sequence(prompt_ids=ids, max_new_tokens=new_tokens) for ids in prompts]
-            started = time.perf_counter()
-            batch.run(sequences)
-            elapsed = time.perf_counter() - started
-            assert all(len(s.tokens) == new_tokens for s in sequences)
-        rates[n] = n * new_tokens / elapsed
-        print(f"  {'this engine' if lean else 'transformers forward'} {dtype} {n:>3}: {rates[n]:.1f}", flush=True)
-    return rates
+    texts: list[str]
+    ids: list[list[int]]
 
 
-def openvino(python: str, model: str, dtype: str, runs: list[list[list[str]]], new_tokens: int) -> dict:
-    precision = {"float32": "f32", "bfloat16": "bf16"}[dtype]
-    result = subprocess.run(
-        [python, "-c", OPENVINO, model, precision, str(new_tokens)],
-        input=json.dumps(runs), capture_output=True, text=True, timeout=1800,
-    )  # fmt: skip
-    if result.returncode != 0:
-        raise RuntimeError(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "no output")
-    rates = {row["sequences"]: row["tokens_per_s"] for row in map(json.loads, result.stdout.split("\n")[:-1])}
-    for n, rate in rates.items():
-        print(f"  OpenVINO GenAI {dtype} {n:>3}: {rate:.1f}", flush=True)
-    return rates
+class Ours:
+    """This engine over the model as the server prepares it (``lean=False``: transformers' forward pass instead of
+    the lean one), loaded once; ``run`` answers a batch and returns its tokens/s."""
+
+    def __init__(self, folder: Path, dtype: str, lean: bool, rows: int, columns: int, new_tokens: int) -> None:
+        import torch
+
+        from core.model_folder import load_model
+        from serving.engine import kernels
+        from serving.engine.decoding import DecodeBatch
+        from serving.engine.engine import share_prefixes
+        from serving.engine.prompting import Prompter
+
+        loaded = load_model(folder, "chat_template", kernels.load_dtype(torch.device("cpu"), dtype))
+        kernels.prepare(loaded.model, getattr(torch, dtype), lean=lean)
+        self.batch = DecodeBatch(loaded.model, loaded.tokenizer.pad_token_id, eos_token_ids=set())
+        share_prefixes(self.batch, Prompter(loaded, None, "{{question}}", columns))  # as the server does
+        self.batch.reserve(rows, columns + new_tokens + 1)
+        self.new_tokens = new_tokens
+
+    def run(self, batch: Batch) -> float:
+        from serving.engine import Sequence
+
+        sequences = [Sequence(prompt_ids=ids, max_new_tokens=self.new_tokens) for ids in batch.ids]
+        started = time.perf_counter()
+        self.batch.run(sequences)
+        elapsed = time.perf_counter() - started
+        assert all(len(s.tokens) == self.new_tokens for s in sequences)
+        return len(sequences) * self.new_tokens / elapsed
+
+    def close(self) -> None:
+        del self.batch
+
+
+class OpenVINO:
+    """OpenVINO GenAI's ``LLMPipeline`` in its own venv's Python, loaded once and kept, fed one batch a line."""
+
+    def __init__(self, python: str, model: str, dtype: str, rows: int, new_tokens: int) -> None:
+        precision = {"float32": "f32", "bfloat16": "bf16"}[dtype]
+        self.process = subprocess.Popen(
+            [python, "-c", OPENVINO, model, precision, str(new_tokens), str(rows)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self._answer()  # "ready"
+
+    def _answer(self) -> str:
+        line = self.process.stdout.readline()
+        if not line:
+            error = self.process.stderr.read().strip().splitlines()
+            raise RuntimeError(error[-1] if error else f"OpenVINO's process exited {self.process.wait()}")
+        return line
+
+    def run(self, batch: Batch) -> float:
+        self.process.stdin.write(json.dumps(batch.texts) + "\n")
+        self.process.stdin.flush()
+        return float(self._answer())
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
 
 
 def main() -> None:
@@ -113,6 +143,7 @@ def main() -> None:
         "--prompts", choices=["distinct", "repeated"], default="distinct",
         help="distinct: every sequence its own prompt (the questions numbered); repeated: the questions over again",
     )  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=3, help="timed runs of each engine a row, interleaved")
     parser.add_argument("--openvino-python", help="the Python of scripts/openvino.sh's venv")
     parser.add_argument("--openvino-model", help="the model exported by scripts/openvino.sh")
     args = parser.parse_args()
@@ -140,33 +171,55 @@ def main() -> None:
             for q in asked
         ]
 
-    texts = [[prompt_texts(n), prompt_texts(n)] for n in args.sequences]  # per row: warm-up, timed
     encode = tokenizer.encode  # the rendered template holds its special tokens already
-    runs = [[[encode(t, add_special_tokens=False) for t in prompts] for prompts in run] for run in texts]
-    lengths = [len(ids) for run in runs for prompts in run for ids in prompts]
+
+    def fresh(n: int) -> Batch:
+        texts = prompt_texts(n)
+        return Batch(texts, [encode(t, add_special_tokens=False) for t in texts])
+
+    longest = max(len(ids) for ids in fresh(len(questions)).ids) + 4  # room for the numbers of later prompts
     torch.set_num_threads(2)
     print(
-        f"{args.model_folder.name}: {len(questions)} questions, {args.prompts} prompts ({min(lengths)}-{max(lengths)} "
-        f"tokens), {args.new_tokens} new tokens each, greedy; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads; bfloat16 instructions: {'yes' if native_bfloat16() else 'no (emulated)'}",
+        f"{args.model_folder.name}: {len(questions)} questions, {args.prompts} prompts, {args.new_tokens} new tokens "
+        f"each, greedy; torch {torch.__version__}, {torch.get_num_threads()} threads; bfloat16 instructions: "
+        f"{'yes' if native_bfloat16() else 'no (emulated)'}; {args.rounds} interleaved rounds a row, median",
         flush=True,
     )
+    rows = max(args.sequences)
     table: dict[tuple[str, str], dict] = {}
+    spread: dict[tuple[str, str, int], str] = {}  # the rounds' lowest and highest tokens/s
     for dtype in args.dtypes:
-        table["this engine", dtype] = ours(args.model_folder, dtype, runs, args.new_tokens, True)
-        table["transformers forward", dtype] = ours(args.model_folder, dtype, runs, args.new_tokens, False)
+        engines = {
+            "this engine": Ours(args.model_folder, dtype, True, rows, longest, args.new_tokens),
+            "transformers forward": Ours(args.model_folder, dtype, False, rows, longest, args.new_tokens),
+        }
         if args.openvino_python and args.openvino_model:
             try:
-                table["OpenVINO GenAI", dtype] = openvino(
-                    args.openvino_python, args.openvino_model, dtype, texts, args.new_tokens
+                engines["OpenVINO GenAI"] = OpenVINO(
+                    args.openvino_python, args.openvino_model, dtype, rows, args.new_tokens
                 )
-            except Exception as exc:  # report and go on
+            except Exception as exc:  # report and go on without it
                 table["OpenVINO GenAI", dtype] = {"failed": f"{type(exc).__name__}: {exc}"}
-    print("\nsequences | engine                              | tokens/s")
+        for n in args.sequences:
+            samples: dict[str, list[float]] = {name: [] for name in engines}
+            for engine in engines.values():
+                engine.run(fresh(n))  # warm-up
+            for _ in range(args.rounds):  # A B C, A B C, ...: each engine sees the machine's drift alike
+                for name, engine in engines.items():
+                    samples[name].append(engine.run(fresh(n)))
+            for name, rates in samples.items():
+                table.setdefault((name, dtype), {})[n] = statistics.median(rates)
+                spread[name, dtype, n] = f"{min(rates):.1f}-{max(rates):.1f}"
+                print(f"  {name} {dtype} {n:>3}: {', '.join(f'{r:.1f}' for r in rates)}", flush=True)
+        for engine in engines.values():
+            engine.close()
+    print("\nsequences | engine                              | tokens/s | min-max of the rounds")
     for n in args.sequences:
         for (name, dtype), rates in table.items():
-            shown = f"{rates[n]:8.1f}" if n in rates else rates.get("failed", "not run (scripts/openvino.sh)")
-            print(f"{n:>9} | {name + ', ' + dtype:<35} | {shown}")
+            if n in rates:
+                print(f"{n:>9} | {name + ', ' + dtype:<35} | {rates[n]:8.1f} | {spread[name, dtype, n]}")
+            else:
+                print(f"{n:>9} | {name + ', ' + dtype:<35} | {rates.get('failed', 'not run (scripts/openvino.sh)')}")
     for dtype in args.dtypes:
         for n in args.sequences:
             mine, theirs = table["this engine", dtype].get(n), table.get(("OpenVINO GenAI", dtype), {}).get(n)
