@@ -39,6 +39,9 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.serving import read_bandwidth  # noqa: E402 - after the project root is importable
+
 KERNEL = ROOT / "benchmarks" / "kernels" / "gemv_bf16.c"
 FLAGS = ["-O3", "-mavx512f", "-mavx512bf16", "-fopenmp", "-shared", "-fPIC"]
 
@@ -85,12 +88,6 @@ def build_kernel(folder: Path) -> ctypes.CDLL:
     kernel = ctypes.CDLL(str(library))
     kernel.gemv_bf16.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 3
     return kernel
-
-
-def read_bandwidth(repeats: int = 5) -> float:
-    data = torch.ones(2**28)  # 1 GiB of float32
-    data.sum()  # first touch: the pages exist before the timing
-    return data.numel() * data.element_size() / min(timeit.repeat(data.sum, number=1, repeat=repeats)) / 1e9
 
 
 def best_ms(run, repeats: int) -> float:

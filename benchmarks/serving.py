@@ -357,15 +357,22 @@ def run(server: Server, env: dict, args, questions, count) -> None:
             stop(tracker)
 
 
-def memory_ceiling(folder: Path, repeats: int = 5) -> dict:
-    """The read bandwidth of this process's torch threads (GB/s, best of ``repeats`` sums over 1 GiB of float32) and
-    the tokens/s one user could get if a decoding step only read the model's weights once, in float32 and bfloat16."""
+def read_bandwidth(repeats: int = 5) -> float:
+    """The read bandwidth of this process's torch threads, GB/s: the best of ``repeats`` sums over 1 GiB of
+    float32."""
     import torch
 
     data = torch.ones(2**28)  # 1 GiB of float32
     data.sum()  # first touch: the pages exist before the timing
-    best = min(timeit.repeat(data.sum, number=1, repeat=repeats))
-    bandwidth = data.numel() * data.element_size() / best / 1e9
+    return data.numel() * data.element_size() / min(timeit.repeat(data.sum, number=1, repeat=repeats)) / 1e9
+
+
+def memory_ceiling(folder: Path, repeats: int = 5) -> dict:
+    """The read bandwidth of this process's torch threads (``read_bandwidth``) and the tokens/s one user could get
+    if a decoding step only read the model's weights once, in float32 and bfloat16."""
+    import torch
+
+    bandwidth = read_bandwidth(repeats)
     weights = sum(f.stat().st_size for f in folder.glob("*.safetensors"))  # float32 on disk
     return {
         "cpu": torch.backends.cpu.get_cpu_capability(),  # AVX2, AVX512, ...: what the kernels can use
