@@ -7,16 +7,17 @@ engine's own Python API, in one run on one machine.
 
 The prompts are the model's evaluation questions in its chat template, as many as the row asks for: numbered, so
 that no two are alike beyond the chat markup they all share (``--prompts distinct``, the default), or the same
-questions over again (``repeated``: OpenVINO's prefix caching then reuses a whole earlier prompt, where this
-engine shares the chat markup only). Greedy, every sequence generating exactly ``--new-tokens`` tokens (no end
-token), its prefill included. Every engine of a dtype is loaded once and kept; each row is a warm-up of each, then
-``--rounds`` rounds in which each engine in turn answers a fresh batch (A B C, A B C, ...), so that a machine whose
-speed drifts over minutes slows every engine alike; the row is the median of the rounds, with their spread.
+questions over again (``repeated``: OpenVINO's prefix caching then reuses a whole earlier prompt, and so does
+this engine's cache of recent prompts, ``serving.engine.prompts``, at the server's default size). Greedy, every
+sequence generating exactly ``--new-tokens`` tokens (no end token), its prefill included. Every engine of a
+dtype is loaded once and kept; each row is a warm-up of each, then ``--rounds`` rounds in which each engine in turn
+answers a fresh batch (A B C, A B C, ...), so that a machine whose speed drifts over minutes slows every engine
+alike; the row is the median of the rounds, with their spread.
 Measured, in each dtype:
 
 - this engine (``serving.engine.decoding.DecodeBatch`` over the model as the server prepares it: the lean forward
   pass of ``serving.engine.lean``, packed linear layers, the KV cache of the chat markup every prompt shares
-  computed once, ``serving.engine.engine.share_prefixes``);
+  computed once, ``serving.engine.engine.share_prefixes``, and the server's cache of recent prompts);
 - the same engine with transformers' own forward pass (``kernels.prepare(lean=False)``): what the lean pass gains;
 - OpenVINO GenAI's ``LLMPipeline`` with its continuous-batching scheduler and prefix caching, 2 threads, inference
   precision f32 or bf16, on the model exported with fp16 weights (``scripts/openvino.sh``, its own venv: its
@@ -86,7 +87,12 @@ class Ours:
 
         loaded = load_model(folder, "chat_template", kernels.load_dtype(torch.device("cpu"), dtype))
         kernels.prepare(loaded.model, getattr(torch, dtype), lean=lean)
-        self.batch = DecodeBatch(loaded.model, loaded.tokenizer.pad_token_id, eos_token_ids=set())
+        from serving.http.settings import Settings
+
+        cache_mb = Settings.model_fields["prompt_cache_mb"].default  # the server's cache of recent prompts
+        self.batch = DecodeBatch(
+            loaded.model, loaded.tokenizer.pad_token_id, eos_token_ids=set(), prompt_cache_bytes=int(cache_mb * 2**20)
+        )
         share_prefixes(self.batch, Prompter(loaded, None, "{{question}}", columns))  # as the server does
         self.batch.reserve(rows, columns + new_tokens + 1)
         self.new_tokens = new_tokens

@@ -59,6 +59,12 @@ Feature: The HTTP server answers questions about the registered model
     When the OpenAI client asks "What is the capital of France?"
     Then the completion mentions "Paris" and reports its token usage
 
+  Scenario: A question asked again, and a chat sent again with one more turn, read their earlier prompt from the cache
+    Given a server for the registered model
+    When the OpenAI client asks "What is the capital of France?" twice, then goes on with "And of Italy?"
+    Then the second answer is the first one, all of its prompt but the last token read from the prompt cache
+    And the next turn read at least the whole first prompt from the cache, and /metrics counts every cached token
+
   Scenario: The official OpenAI client's response_format gets JSON that follows its schema
     Given a server for the registered model
     When the OpenAI client asks "Is Paris the capital of France?" with a JSON schema of result (yes or no) and rationale

@@ -250,6 +250,47 @@ def openai_asks(server, question):
     )
 
 
+def cached_prompt_tokens(server) -> int:
+    found = re.search(r"^serving_prompt_tokens_cached_total (\d+)$", server.get("/metrics").text, re.MULTILINE)
+    return int(found.group(1))
+
+
+@when(
+    parsers.parse('the OpenAI client asks "{question}" twice, then goes on with "{follow_up}"'),
+    target_fixture="conversation",
+)
+def openai_asks_twice_and_goes_on(server, question, follow_up):
+    client, before = openai_client(server), cached_prompt_tokens(server)
+
+    def ask(messages):
+        return client.chat.completions.create(
+            model="langchain-e2e-model", messages=messages, max_tokens=24, temperature=0
+        )
+
+    asked = [{"role": "user", "content": question}]
+    first, again = ask(asked), ask(asked)
+    answer = {"role": "assistant", "content": first.choices[0].message.content}
+    turn = ask([*asked, answer, {"role": "user", "content": follow_up}])
+    return {"first": first, "again": again, "turn": turn, "counted": cached_prompt_tokens(server) - before}
+
+
+@then("the second answer is the first one, all of its prompt but the last token read from the prompt cache")
+def asked_again(conversation):
+    first, again = conversation["first"], conversation["again"]
+    assert again.choices[0].message.content == first.choices[0].message.content, (first, again)
+    assert again.usage.prompt_tokens == first.usage.prompt_tokens
+    assert again.usage.prompt_tokens_details.cached_tokens == again.usage.prompt_tokens - 1, again.usage
+
+
+@then("the next turn read at least the whole first prompt from the cache, and /metrics counts every cached token")
+def next_turn(conversation):
+    first, turn = conversation["first"], conversation["turn"]
+    assert turn.choices[0].message.content.strip(), turn
+    assert first.usage.prompt_tokens <= turn.usage.prompt_tokens_details.cached_tokens < turn.usage.prompt_tokens
+    cached = [conversation[k].usage.prompt_tokens_details.cached_tokens for k in ("first", "again", "turn")]
+    assert conversation["counted"] == sum(cached), (conversation["counted"], cached)
+
+
 VERDICT_SCHEMA = {
     "type": "object",
     "properties": {"result": {"type": "string", "enum": ["yes", "no"]}, "rationale": {"type": "string"}},

@@ -85,9 +85,11 @@ def real(smollm2, served):
 def new_batch(request, served):
     """Batches over the served copy: eager steps, or the bucketed steps CUDA graphs replay (run eagerly here)."""
 
-    def make(loaded=None) -> DecodeBatch:
+    def make(prompt_cache_bytes: int = 0) -> DecodeBatch:
         tokenizer = served.tokenizer
-        return DecodeBatch(served.model, tokenizer.pad_token_id, {tokenizer.eos_token_id}, request.param == "bucketed")
+        bucketed = request.param == "bucketed"
+        eos = {tokenizer.eos_token_id}
+        return DecodeBatch(served.model, tokenizer.pad_token_id, eos, bucketed, prompt_cache_bytes)
 
     return make
 
@@ -115,11 +117,56 @@ def test_shared_prefixes_change_no_answer(real, new_batch):
     batch = new_batch()
     for prefix in prompter.shared_prefixes():
         batch.share_prefix(prefix)
-    assert len(batch.prefixes) == 2
+    pinned = [len(ids) for ids, _ in batch.prompts.pinned]
+    assert len(pinned) == 2
     prefixed = [greedy(ids, 16) for ids in mixed]
-    assert {batch.prefix_of(seq) for seq in prefixed} == {0, 1}  # each kind found its own prefix
     run_to_end(batch, {0: prefixed[:3], 1: prefixed[3:]})
+    assert {s.cached_tokens for s in prefixed} == set(pinned)  # each kind read its own prefix
     assert [s.tokens for s in prefixed] == [s.tokens for s in plain]
+
+
+def test_prompts_asked_again_or_continued_read_the_prompt_cache_and_change_no_answer(real, new_batch):
+    """With a prompt cache: a prompt asked again computes only its last token, a longer prompt that starts with an
+    earlier one (a chat sent again with one more turn) computes only what is new, and a new prompt computes what
+    follows the shared prefix. All of them, admitted together into a running batch, get the answer
+    ``generate()`` gives each alone."""
+    loaded, prompter, prompts = real
+    eos = loaded.tokenizer.eos_token_id
+    batch = new_batch(prompt_cache_bytes=64 * 2**20)
+    for prefix in prompter.shared_prefixes():
+        batch.share_prefix(prefix)
+    first = [greedy(ids, 8) for ids in prompts[:2]]
+    run_to_end(batch, {0: first})
+    assert batch.prompts.describe()["prompts"] == 2
+    answer = first[0].tokens
+    continued = prompts[0] + answer + prompter.encode(prompter.render(QUESTIONS[3]))[1:]
+    again, longer, new, running = (
+        greedy(prompts[1], 12),
+        greedy(continued, 12),
+        greedy(prompts[4], 12),
+        greedy(prompts[2], 12),
+    )
+    run_to_end(batch, {0: [running], 2: [again, longer, new]})
+    assert again.cached_tokens == len(prompts[1]) - 1
+    assert longer.cached_tokens == len(prompts[0])
+    assert 0 < new.cached_tokens < len(prompts[4]) - 1  # the shared prefix only
+    for seq in (again, longer, new, running):
+        assert seq.tokens == alone(loaded.model, seq.prompt_ids, 12, eos)
+
+
+def test_the_prompt_cache_keeps_the_most_recent_prompts_within_its_budget(real, new_batch):
+    loaded, _, prompts = real
+    config = loaded.model.config
+    per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * 4  # float32 k and v
+    budget = per_token * (len(prompts[3]) + len(prompts[4]))  # room for the last two prompts exactly
+    batch = new_batch(prompt_cache_bytes=budget)
+    for ids in prompts:
+        run_to_end(batch, {0: [greedy(ids, 2)]})
+        assert 0 < batch.prompts.recent_bytes <= budget
+    assert list(batch.prompts.recent) == [tuple(prompts[3]), tuple(prompts[4])]
+    none = new_batch(prompt_cache_bytes=0)
+    run_to_end(none, {0: [greedy(prompts[0], 2)], 2: [greedy(prompts[0], 2)]})
+    assert none.prompts.describe()["prompts"] == 0 and none.prompts.hits == 0
 
 
 def test_a_dropped_row_frees_its_place_and_the_others_go_on(real, new_batch):

@@ -81,11 +81,12 @@ def test_only_an_alias_is_pinned(uri):
 
 
 def test_the_fleets_metrics_hold_one_family_a_name_with_a_sample_per_replica():
-    from types import SimpleNamespace
+    from collections import Counter
 
+    from serving.engine.scheduler import Stats
     from serving.http.metrics import Metrics, exposition, merged
 
-    stats = SimpleNamespace(batch_sizes={4: 2}, running=1, steps=2, rejected=0, abandoned=0, tokens=7, tokens_per_s=3.5)
+    stats = Stats(batch_sizes=Counter({4: 2}), running=1, steps=2, tokens=7, generate_s=2.0)
     metrics = Metrics()
     metrics.record("/ask", 200, 0.2)
     fleet = exposition(

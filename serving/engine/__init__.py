@@ -7,6 +7,7 @@ token ids as they come, ``decode``, ``describe`` for /model/info), its options, 
 
 - ``scheduler``: ``Batcher``, the bounded queue and the one generation thread; ``Sequence``, a request's row;
 - ``decoding``: ``DecodeBatch``, the continuous batch (admit, drop, step, shared prefixes);
+- ``prompts``: ``PromptCache``, the KV caches of shared prefixes and recent prompts, reused by prompts that start alike;
 - ``sampling``: each row's next token (penalty, greedy or sampled, non-finite rows failed alone);
 - ``structured``: response_format enforced per row while decoding (llguidance);
 - ``kvcache``, ``kernels``, ``graphs``: the KV cache, what makes a step fast per device, CUDA graphs;

@@ -5,7 +5,7 @@ each has seen (for the repetition penalty), each one's next position and next-to
 by step:
 
     batch.share_prefix(ids)      # at start: the KV cache of a prompt prefix many requests share (system message)
-    batch.admit(new_sequences)   # prefill the newcomers into free rows of the running batch
+    batch.admit(new_sequences)   # prefill the newcomers into free rows of the running batch, in one forward pass
     batch.drop(gone)             # sequences whose caller gave up leave before the next forward pass
     finished = batch.step()      # pick every row's next token, retire finished rows, one forward pass for the rest
 
@@ -17,10 +17,12 @@ row whose logits go non-finite, or whose grammar or streaming callback breaks, e
 penalty applies to a row's own prompt and output only, never to padding, so an answer does not depend on what it
 was batched with.
 
-Every row ends at the same cache column. A newcomer's prompt is laid out so that it ends there too: [shared prefix]
-[padding][own tokens], or [padding][own tokens]. Positions count each row's own tokens, so padding changes nothing
-for a row; the attention mask hides every hole. Columns no row uses any more are skipped when reading and reclaimed
-when the buffer is full.
+Every row ends at the same cache column. A newcomer's prompt is laid out so that it ends there too: [cached
+prefix][padding][new tokens], or [padding][new tokens]. The cached prefix is the longest start the prompt shares with
+a pinned prefix or an earlier prompt (``serving.engine.prompts.PromptCache``), its keys and values copied in rather
+than computed; newcomers with different cached prefixes, or none, are prefilled together. Positions count each row's
+own tokens, so padding changes nothing for a row; the attention mask hides every hole. Columns no row uses any more
+are skipped when reading and reclaimed when the buffer is full.
 
 The decoding step runs eagerly (CPU: packed linear layers, see ``serving.engine.kernels``) or, on CUDA, replays a graph
 captured once per (rows, columns) bucket (``serving.engine.graphs``). Models whose layers all use plain full attention
@@ -36,6 +38,7 @@ import torch
 import serving.engine.sampling as sampling
 from serving.engine.graphs import StepGraphs
 from serving.engine.kvcache import KVCache, Window, additive_mask
+from serving.engine.prompts import Hit, PromptCache
 from serving.engine.scheduler import Sequence
 
 
@@ -76,7 +79,14 @@ def cache_keyword(model) -> str:
 class DecodeBatch:
     HEADROOM = 64  # columns reserved beyond what the batch needs now, whenever it must grow
 
-    def __init__(self, model, pad_token_id: int, eos_token_ids: set[int], graphs: bool | None = None) -> None:
+    def __init__(
+        self,
+        model,
+        pad_token_id: int,
+        eos_token_ids: set[int],
+        graphs: bool | None = None,
+        prompt_cache_bytes: int = 0,
+    ) -> None:
         check_supported(model.config)
         self.model = model
         self.device = model.device
@@ -94,17 +104,20 @@ class DecodeBatch:
         self.penalty = torch.ones(rows, device=self.device)  # each row's repetition penalty
         self.seen = torch.zeros((rows, self.vocab_size), dtype=torch.bool, device=self.device)  # prompt + output
         self.logits = torch.zeros((rows, self.vocab_size), device=self.device)  # each row's next-token logits
-        self.prefixes: list[tuple[list[int], list]] = []  # prompt prefixes many requests share, with their KV cache
+        self.prompts = PromptCache(prompt_cache_bytes)  # shared prefixes and recent prompts, with their KV cache
         if graphs is None:
             graphs = self.device.type == "cuda"
         capture = self.device.type == "cuda"
         self.graphs = StepGraphs(self.forward, self.cache, pad_token_id, capture) if graphs else None
 
     @classmethod
-    def for_model(cls, loaded) -> DecodeBatch:
+    def for_model(cls, loaded, prompt_cache_bytes: int = 0) -> DecodeBatch:
         """An empty batch for a loaded model (``core.model_folder.LoadedModel``): its padding and
-        end-of-answer tokens from its tokenizer and generation config."""
-        return cls(loaded.model, loaded.tokenizer.pad_token_id, eos_token_ids(loaded))
+        end-of-answer tokens from its tokenizer and generation config; recent prompts kept up to
+        ``prompt_cache_bytes``."""
+        return cls(
+            loaded.model, loaded.tokenizer.pad_token_id, eos_token_ids(loaded), prompt_cache_bytes=prompt_cache_bytes
+        )
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -177,8 +190,8 @@ class DecodeBatch:
     # ---- prompts ----
 
     def describe(self) -> dict:
-        """What makes a step fast here (``kernels.describe`` and the CUDA graphs captured), the parameter count and the
-        shared prefixes' lengths."""
+        """What makes a step fast here (``kernels.describe`` and the CUDA graphs captured), the parameter count, the
+        shared prefixes' lengths and the cache of recent prompts."""
         import serving.engine.kernels as kernels
 
         graphs = self.graphs.captured if self.graphs and self.graphs.capture else []
@@ -186,13 +199,14 @@ class DecodeBatch:
         return {
             "acceleration": kernels.describe(self.model) + captured,
             "parameters": kernels.parameters(self.model),
-            "shared_prefix_tokens": [len(ids) for ids, _ in self.prefixes],
+            "shared_prefix_tokens": [len(ids) for ids, _ in self.prompts.pinned],
+            "prompt_cache": self.prompts.describe(),
         }
 
     @torch.inference_mode()
     def share_prefix(self, ids: list[int]) -> None:
-        """Compute the KV cache of ``ids`` once; prompts that start with them prefill only the rest. Several
-        prefixes may be shared (the model's question template, its chat template): a prompt uses the longest."""
+        """Compute the KV cache of ``ids`` once and keep it for good; prompts that start with them prefill only
+        the rest. Several prefixes may be shared (the model's question template, its chat template)."""
         if self.rows:
             raise RuntimeError("share_prefix() needs an empty batch")
         n = len(ids)
@@ -203,37 +217,24 @@ class DecodeBatch:
         tokens = torch.tensor([ids], device=self.device)
         positions = torch.arange(n, device=self.device)[None]
         self.forward(tokens, positions, self._prefill_mask(0, 1, 0, n, n), Window(1, 0, 0, n))
-        self.prefixes.append((list(ids), self.cache.row_keys(0, 0, n)))
-        self.prefixes.sort(key=lambda prefix: -len(prefix[0]))  # the longest match first
-
-    def prefix_of(self, seq: Sequence) -> int | None:
-        """The index of the longest shared prefix ``seq``'s prompt starts with (and goes beyond), if any."""
-        ids = seq.prompt_ids
-        return next(
-            (
-                i
-                for i, (prefix, _) in enumerate(self.prefixes)
-                if len(ids) > len(prefix) and ids[: len(prefix)] == prefix
-            ),
-            None,
-        )
+        self.prompts.pin(ids, self.cache.row_keys(0, (0, n)))
 
     @torch.inference_mode()
     def admit(self, sequences: list[Sequence]) -> None:
-        """Prefill ``sequences`` into free rows of the running batch: one forward pass for each shared prefix they
-        start with, one for the others."""
-        groups: dict[int | None, list[Sequence]] = {}
-        for seq in sequences:
-            groups.setdefault(self.prefix_of(seq), []).append(seq)
-        for prefix, group in groups.items():
-            self._prefill(group, None if prefix is None else self.prefixes[prefix][1])
+        """Prefill ``sequences`` into free rows of the running batch, in one forward pass: each reads the keys and
+        values of its longest cached start and computes the rest. Their prompts are then kept for later ones."""
+        if not sequences:
+            return
+        hits = [self.prompts.longest(seq.prompt_ids) for seq in sequences]
+        for seq, hit in zip(sequences, hits, strict=True):
+            seq.cached_tokens = hit.tokens if hit else 0
+        self._prefill(sequences, hits)
 
-    def _prefill(self, sequences: list[Sequence], prefix_kv: list | None) -> None:
-        prefixed = prefix_kv is not None
-        skip = prefix_kv[0][0].shape[2] if prefixed else 0
-        own = [s.prompt_ids[skip:] for s in sequences]
+    def _prefill(self, sequences: list[Sequence], hits: list[Hit | None]) -> None:
+        skips = [hit.tokens if hit else 0 for hit in hits]
+        own = [s.prompt_ids[skip:] for s, skip in zip(sequences, skips, strict=True)]
         width = max(map(len, own))
-        span = skip + width
+        span = max(skips) + width
         first_row, rows = len(self.rows), len(self.rows) + len(sequences)
         if not self.rows:
             self.end = 0
@@ -243,16 +244,17 @@ class DecodeBatch:
         end, begin = self.end, self.end - span
         mask = self.cache.mask
         mask[first_row:rows] = self.cache.hole
-        mask[first_row:rows, begin : begin + skip] = 0
-        if prefixed:
-            self.cache.store_prefix(first_row, rows, begin, prefix_kv)
+        for row, hit in enumerate(hits, start=first_row):
+            if hit:
+                mask[row, begin : begin + hit.tokens] = 0
+                self.cache.store_prefix(row, row + 1, begin, hit.kv)
         padded = [[self.pad_token_id] * (width - len(tokens)) + tokens for tokens in own]
         ids = torch.tensor(padded, dtype=torch.long, device=self.device)
         lengths = torch.tensor([len(tokens) for tokens in own], device=self.device)[:, None]
         columns = torch.arange(width, device=self.device)
         mask[first_row:rows, end - width : end] = additive_mask(columns >= width - lengths, mask.dtype)
         real = self.cache.real(slice(first_row, rows), slice(begin, end))
-        positions = (real.cumsum(-1) - 1).clamp(min=0)[:, skip:]
+        positions = (real.cumsum(-1) - 1).clamp(min=0)[:, span - width :]
         attend = self._prefill_mask(first_row, rows, begin, end, width)
         logits = self.forward(ids, positions, attend, Window(rows, end - width, begin, end, first_row))
         self.logits[first_row:rows] = logits
@@ -262,8 +264,21 @@ class DecodeBatch:
         for i, seq in enumerate(sequences):
             if seq.repetition_penalty != 1.0:  # only a penalized row needs to know what it has seen
                 self.seen[first_row + i, torch.tensor(seq.prompt_ids, device=self.device)] = True
-        self.first.extend(begin if prefixed else end - len(tokens) for tokens in own)
+        self.first.extend(begin if skip else end - len(tokens) for skip, tokens in zip(skips, own, strict=True))
         self.rows.extend(sequences)
+        self._keep_prompts(first_row, sequences, skips, begin)
+
+    def _keep_prompts(self, first_row: int, sequences: list[Sequence], skips: list[int], begin: int) -> None:
+        """Copy each newcomer's prompt keys and values (its cached start, then its own tokens) into the prompt
+        cache, unless the cache keeps none or already holds the whole prompt."""
+        if not self.prompts.budget_bytes:
+            return
+        for row, (seq, skip) in enumerate(zip(sequences, skips, strict=True), start=first_row):
+            if self.prompts.covers(seq.prompt_ids):
+                continue
+            computed = len(seq.prompt_ids) - skip  # its own tokens end at the batch's last column
+            spans = (begin, begin + skip), (self.end - computed, self.end)
+            self.prompts.keep(seq.prompt_ids, self.cache.row_keys(row, *spans))
 
     def _prefill_mask(self, first_row: int, rows: int, begin: int, end: int, width: int) -> torch.Tensor:
         """[rows, 1, width, end - begin]: a prompt position sees the real tokens up to itself (and always itself,

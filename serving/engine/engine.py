@@ -26,8 +26,8 @@ WARM_UP = {"temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.0}
 class EngineOptions:
     """How to load and batch: the model URI (``models:/``, ``runs:/`` or a folder), the batching limits
     (``batch_size_for``: the row count for a device type, known once the model is placed; the server's settings
-    hold their defaults), a dtype and device that override the model's own (None keeps them), and a prompt-token
-    limit that can only lower the model's."""
+    hold their defaults), a dtype and device that override the model's own (None keeps them), a prompt-token
+    limit that can only lower the model's, and the memory for recent prompts' KV caches."""
 
     model_uri: str
     batch_size_for: Callable[[str], int]
@@ -36,6 +36,7 @@ class EngineOptions:
     dtype: str | None = None
     device: str | None = None
     max_input_tokens: int | None = None
+    prompt_cache_mb: float = 0.0  # recent prompts' KV caches kept for reuse (serving.engine.prompts)
 
 
 class Engine:
@@ -59,7 +60,7 @@ class Engine:
             if spec.dtype != "float32" and spec.eval_questions:  # the folder is readable inside `with` only
                 reference = load(replace(spec, dtype="float32"), options.device)
         prompter = Prompter.for_spec(loaded, spec)
-        batch = DecodeBatch.for_model(loaded)
+        batch = DecodeBatch.for_model(loaded, int(options.prompt_cache_mb * 2**20))
         rows = options.batch_size_for(batch.device.type)
         batch.reserve(rows, RESERVED_COLUMNS)
         _warm_up(batch, prompter)

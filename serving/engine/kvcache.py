@@ -138,9 +138,12 @@ class KVCache(Cache):
             self.keys[i][first_row:rows, :, column : column + length] = keys
             self.values[i][first_row:rows, :, column : column + length] = values
 
-    def row_keys(self, row: int, start: int, end: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Keys and values of one row's columns [start, end), per layer (copies)."""
-        return [
-            (k[row : row + 1, :, start:end].clone(), v[row : row + 1, :, start:end].clone())
-            for k, v in zip(self.keys, self.values, strict=True)
-        ]
+    def row_keys(self, row: int, *spans: tuple[int, int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Keys and values of one row's columns in ``spans`` ([start, end) each, joined in order), per layer
+        (copies): a prompt's cached start, then its own tokens after the padding."""
+
+        def columns(buffer: torch.Tensor) -> torch.Tensor:
+            parts = [buffer[row : row + 1, :, start:end] for start, end in spans if end > start]
+            return torch.cat(parts, dim=2) if len(parts) > 1 else parts[0].clone()
+
+        return [(columns(k), columns(v)) for k, v in zip(self.keys, self.values, strict=True)]

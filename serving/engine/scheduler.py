@@ -45,6 +45,7 @@ class Sequence:
     error: str | None = None  # why this row, and only this row, failed (finish_reason "error")
     on_token: Callable[[int], None] | None = None  # called from the generation thread for each new token
     constraint: Any = None  # serving.engine.structured.JsonConstraint: the tokens this row may take next (None: any)
+    cached_tokens: int = 0  # leading prompt tokens whose keys and values came from the prompt cache, not computed
     # wall-clock times (ns) the engine records, for the request's trace: queued, given a row, first token, ended
     queued_ns: int | None = None
     admitted_ns: int | None = None
@@ -116,6 +117,8 @@ class Stats:
     steps: int = 0  # decoding steps (one forward pass each)
     prefills: int = 0
     tokens: int = 0
+    prompt_tokens: int = 0  # prompt tokens of the requests admitted
+    prompt_tokens_cached: int = 0  # of which read from the prompt cache, not computed
     prefill_s: float = 0.0  # model time spent reading prompts
     generate_s: float = 0.0  # model time in all: prefills and decoding steps
     batch_sizes: Counter = field(default_factory=Counter)  # decoding steps by the number of rows in them
@@ -135,6 +138,8 @@ class Stats:
             "steps": self.steps,
             "prefills": self.prefills,
             "tokens_generated": self.tokens,
+            "prompt_tokens": self.prompt_tokens,
+            "prompt_tokens_cached": self.prompt_tokens_cached,
             "prefill_s": round(self.prefill_s, 3),
             "generate_s": round(self.generate_s, 3),
             "tokens_per_s": self.tokens_per_s,
@@ -301,6 +306,8 @@ class Batcher:
         for job in alive:
             job.seq.admitted_ns = admitted
         self.stats.prefills += 1
+        self.stats.prompt_tokens += sum(len(job.seq.prompt_ids) for job in alive)
+        self.stats.prompt_tokens_cached += sum(job.seq.cached_tokens for job in alive)
         self.stats.prefill_s += elapsed
         self.stats.generate_s += elapsed
         self._set_running(self._running + alive)

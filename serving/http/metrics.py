@@ -3,6 +3,7 @@
 Series: serving_requests_total{path,status}, serving_request_duration_seconds (histogram per path),
 serving_queue_depth, serving_running_requests, serving_decode_steps_total, serving_batch_size (histogram of the rows in
 each decoding step), serving_rejected_total, serving_abandoned_total, serving_tokens_generated_total,
+serving_prompt_tokens_total and serving_prompt_tokens_cached_total (those read from the prompt cache),
 serving_generation_tokens_per_second; with traces on, serving_trace_spans_total{outcome=exported|failed|dropped} and
 serving_trace_queue_spans. In a fleet of replicas (``serving.replicas``) every sample carries a ``replica`` label and
 one ``/metrics`` holds every replica's series (``merged``).
@@ -74,6 +75,8 @@ class Metrics:
             ("serving_rejected_total", "counter", stats.rejected if stats else 0),
             ("serving_abandoned_total", "counter", stats.abandoned if stats else 0),
             ("serving_tokens_generated_total", "counter", stats.tokens if stats else 0),
+            ("serving_prompt_tokens_total", "counter", stats.prompt_tokens if stats else 0),
+            ("serving_prompt_tokens_cached_total", "counter", stats.prompt_tokens_cached if stats else 0),
             ("serving_generation_tokens_per_second", "gauge", round(stats.tokens_per_s, 3) if stats else 0.0),
         ):
             out.append(family(name, kind, [("", value)], label))

@@ -261,10 +261,17 @@ class Choice(BaseModel):
     finish_reason: str | None
 
 
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = Field(
+        description="prompt tokens whose keys and values came from the server's prompt cache (not computed again)"
+    )
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails
 
 
 class ChatCompletion(BaseModel):

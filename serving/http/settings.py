@@ -36,6 +36,12 @@ class Settings(BaseModel):
     max_input_tokens: int | None = Field(
         None, ge=1, description="prompt tokens a request may bring; default: the model's own limit (may only lower it)"
     )
+    prompt_cache_mb: float = Field(
+        256.0,
+        ge=0,
+        description="memory for the KV caches of recent prompts, so that a prompt starting like an earlier one (a "
+        "question asked again, a chat sent again with one more turn) computes only what is new; 0: keep none",
+    )
     max_new_tokens_cap: int = Field(MAX_NEW_TOKENS_CAP, ge=1, le=MAX_NEW_TOKENS_CAP, description="may only lower it")
     max_batch_questions: int = Field(32, ge=1, description="questions in one /ask/batch or /invocations call")
     max_chat_messages: int = Field(16, ge=1, description="messages in one /v1/chat/completions call")

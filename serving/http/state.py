@@ -60,7 +60,14 @@ class ServingState:
     def options(self) -> EngineOptions:
         s = self.settings
         return EngineOptions(
-            s.model_uri, s.batch_size_for, s.max_wait_ms, s.max_queue, s.dtype, s.device, s.max_input_tokens
+            s.model_uri,
+            s.batch_size_for,
+            s.max_wait_ms,
+            s.max_queue,
+            s.dtype,
+            s.device,
+            s.max_input_tokens,
+            s.prompt_cache_mb,
         )
 
     async def load(self) -> None:

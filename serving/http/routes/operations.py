@@ -70,7 +70,8 @@ async def model_info(st: Ready) -> ModelInfo:
         limits=dict(zip(("max_input_tokens", "context_window", "max_new_tokens_cap"), st.token_limit(), strict=True)),
         batching={
             "mode": "continuous (requests join and leave the batch at every decoding step)",
-            **{k: engine[k] for k in ("shared_prefix_tokens", "max_batch_size", "max_wait_ms", "max_queue")},
+            **{k: engine[k] for k in ("shared_prefix_tokens", "prompt_cache", "max_batch_size", "max_wait_ms")},
+            "max_queue": engine["max_queue"],
             "queue_depth": engine["queue_depth"],
         },
         stats=engine["stats"],

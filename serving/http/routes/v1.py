@@ -34,6 +34,7 @@ from serving.http.schemas import (
     Choice,
     ModelCard,
     ModelList,
+    PromptTokensDetails,
     RequestModels,
     Usage,
     errors,
@@ -92,6 +93,7 @@ def build(models: RequestModels) -> APIRouter:
                     prompt_tokens=prompt_tokens,
                     completion_tokens=completion_tokens,
                     total_tokens=prompt_tokens + completion_tokens,
+                    prompt_tokens_details=PromptTokensDetails(cached_tokens=out.cached_tokens),
                 ),
             )
 

@@ -1,0 +1,123 @@
+"""The KV caches of earlier prompts, kept so that a prompt starting the same way prefills only what is new.
+
+Two kinds of entry, looked up alike:
+
+- **pinned**: the prefixes every prompt shares (the model's system message and chat markup), computed once at
+  start-up and never evicted;
+- **recent**: the prompts of earlier requests, kept after their prefill within a byte budget, the least recently
+  used evicted first (what vLLM calls automatic prefix caching). A question asked again, or a chat that sends its
+  conversation again with one more turn, reads its earlier prompt's keys and values from here.
+
+``longest`` finds the entry sharing the most leading tokens with a prompt, and uses that many of its columns: the
+keys and values of a position depend only on the tokens up to it, so the first k columns of any prompt that starts
+with those k tokens are theirs. At least the prompt's last token is always computed again, since its logits start
+the answer. An entry holds one row's keys and values per layer, [1, kv heads, tokens, head dim], in the KV cache's
+dtype and device.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+
+KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values of one row
+
+
+def nbytes(kv: KV) -> int:
+    return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in kv)
+
+
+def common_length(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    low, high = 0, n  # a[:low] == b[:low], a[:high] != b[:high]
+    while high - low > 1:
+        middle = (low + high) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+@dataclass
+class Hit:
+    tokens: int  # leading prompt tokens whose keys and values come from the cache
+    kv: KV  # their keys and values (views of the entry's first ``tokens`` columns)
+
+
+class PromptCache:
+    """Pinned prefixes and recent prompts, with their KV caches. ``budget_bytes`` bounds the recent ones (0: none
+    are kept); ``min_tokens`` is the shortest match worth reusing."""
+
+    def __init__(self, budget_bytes: int, min_tokens: int = 4) -> None:
+        self.budget_bytes = budget_bytes
+        self.min_tokens = min_tokens
+        self.pinned: list[tuple[tuple[int, ...], KV]] = []
+        self.recent: OrderedDict[tuple[int, ...], KV] = OrderedDict()  # least recently used first
+        self.recent_bytes = 0
+        self.hits = 0  # prompts that reused an entry
+        self.reused_tokens = 0  # prompt tokens not computed again thanks to an entry
+
+    def pin(self, ids: list[int], kv: KV) -> None:
+        self.pinned.append((tuple(ids), kv))
+
+    def longest(self, ids: list[int]) -> Hit | None:
+        """The entry sharing the most leading tokens with ``ids`` (all of them but the last at most), or None when
+        no entry shares ``min_tokens``. A recent entry used becomes the most recently used."""
+        prompt = tuple(ids)
+        if len(prompt) < 2:
+            return None
+        best, best_key, best_kv = 0, None, None
+        for key, kv in [*self.pinned, *self.recent.items()]:
+            if key[0] != prompt[0] or len(key) <= best:
+                continue
+            shared = min(common_length(key, prompt), len(prompt) - 1)
+            if shared > best:
+                best, best_key, best_kv = shared, key, kv
+        if best < self.min_tokens:
+            return None
+        if best_key in self.recent:
+            self.recent.move_to_end(best_key)
+        self.hits += 1
+        self.reused_tokens += best
+        return Hit(best, [(k[:, :, :best], v[:, :, :best]) for k, v in best_kv])
+
+    def covers(self, ids: list[int]) -> bool:
+        """Whether an entry already holds every token of ``ids``."""
+        prompt = tuple(ids)
+        return any(len(key) >= len(prompt) and key[: len(prompt)] == prompt for key, _ in self.entries())
+
+    def keep(self, ids: list[int], kv: KV) -> None:
+        """Keep ``ids``'s keys and values as the most recent entry, evicting the least recently used past the
+        budget; an entry this one extends is dropped (this one answers everything it did)."""
+        size = nbytes(kv)
+        if size > self.budget_bytes or self.covers(ids):
+            return
+        prompt = tuple(ids)
+        for key in [key for key in self.recent if len(key) < len(prompt) and prompt[: len(key)] == key]:
+            self._evict(key)
+        self.recent[prompt] = kv
+        self.recent_bytes += size
+        while self.recent_bytes > self.budget_bytes:
+            self._evict(next(iter(self.recent)))
+
+    def _evict(self, key: tuple[int, ...]) -> None:
+        self.recent_bytes -= nbytes(self.recent.pop(key))
+
+    def entries(self):
+        yield from self.pinned
+        yield from self.recent.items()
+
+    def describe(self) -> dict:
+        return {
+            "budget_mb": round(self.budget_bytes / 2**20, 1),
+            "prompts": len(self.recent),
+            "mb": round(self.recent_bytes / 2**20, 1),
+            "hits": self.hits,
+            "reused_tokens": self.reused_tokens,
+        }

@@ -1,0 +1,68 @@
+"""The prompt cache's bookkeeping (serving.engine.prompts): which entry a prompt reads, how much of it, what is kept
+and what is evicted. That the keys and values it hands out give the answers a full prefill gives is checked on the
+real model in tests/test_decoding.py."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from serving.engine.prompts import PromptCache, common_length, nbytes
+
+LAYERS, HEADS, DIM = 2, 1, 4
+
+
+def kv(ids: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Keys and values whose columns carry their token, so a test can see which columns it was handed."""
+    column = torch.tensor(ids, dtype=torch.float32)[None, None, :, None].expand(1, HEADS, len(ids), DIM)
+    return [(column.clone(), -column.clone()) for _ in range(LAYERS)]
+
+
+def per_token() -> int:
+    return nbytes(kv([1]))
+
+
+def test_common_length_is_the_shared_start_for_any_pair():
+    rng = random.Random(7)
+    for _ in range(500):
+        a = [rng.randrange(3) for _ in range(rng.randrange(1, 30))]
+        b = a[: rng.randrange(len(a) + 1)] + [rng.randrange(3) for _ in range(rng.randrange(10))]
+        expected = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+        assert common_length(tuple(a), tuple(b)) == expected
+
+
+def test_the_longest_shared_start_is_read_and_never_the_last_token():
+    cache = PromptCache(budget_bytes=100 * per_token())
+    cache.pin([1, 2, 3, 4], kv([1, 2, 3, 4]))
+    cache.keep([1, 2, 3, 4, 5, 6, 7], kv([1, 2, 3, 4, 5, 6, 7]))
+    hit = cache.longest([1, 2, 3, 4, 5, 6, 9])
+    assert hit.tokens == 6 and hit.kv[0][0][0, 0, :, 0].tolist() == [1, 2, 3, 4, 5, 6]
+    assert cache.longest([1, 2, 3, 4, 5, 6, 7]).tokens == 6  # asked again: its last token is computed again
+    assert cache.longest([1, 2, 3, 4, 8]).tokens == 4  # the pinned prefix serves as well as the recent prompt
+    assert cache.longest([1, 2, 3, 9, 9]) is None  # 3 tokens: shorter than min_tokens
+    assert cache.longest([5, 1, 2, 3, 4]) is None
+    assert cache.hits == 3 and cache.reused_tokens == 16
+
+
+def test_a_longer_prompt_replaces_the_one_it_extends_and_a_covered_one_is_not_kept():
+    cache = PromptCache(budget_bytes=100 * per_token())
+    cache.keep([1, 2, 3, 4, 5], kv([1, 2, 3, 4, 5]))
+    cache.keep([1, 2, 3, 4, 5, 6, 7, 8], kv([1, 2, 3, 4, 5, 6, 7, 8]))
+    assert list(cache.recent) == [(1, 2, 3, 4, 5, 6, 7, 8)]
+    cache.keep([1, 2, 3], kv([1, 2, 3]))
+    assert list(cache.recent) == [(1, 2, 3, 4, 5, 6, 7, 8)] and cache.recent_bytes == 8 * per_token()
+
+
+def test_the_least_recently_used_prompts_leave_first_and_the_budget_holds():
+    cache = PromptCache(budget_bytes=12 * per_token())
+    for first in (10, 20, 30):
+        cache.keep([first, 1, 2, 3, 4], kv([first, 1, 2, 3, 4]))
+    assert list(cache.recent) == [(20, 1, 2, 3, 4), (30, 1, 2, 3, 4)]
+    cache.longest([20, 1, 2, 3, 4, 5])  # used: now the most recent
+    cache.keep([40, 1, 2, 3, 4], kv([40, 1, 2, 3, 4]))
+    assert list(cache.recent) == [(20, 1, 2, 3, 4), (40, 1, 2, 3, 4)]
+    assert cache.recent_bytes <= cache.budget_bytes
+    cache.keep(list(range(100, 113)), kv(list(range(100, 113))))  # larger than the whole budget: not kept
+    assert len(cache.recent) == 2
+    assert cache.describe()["prompts"] == 2
