@@ -15,7 +15,9 @@ the cores, each timed from start to ready:
 - `llama-server` (llama.cpp) on F32, BF16 and Q8_0 GGUFs of the same weights, where `scripts/llama-server.sh` has
   built it (`--llama-server BIN --gguf-dir DIR`, what the script prints): what a CPU user who wants speed picks;
 - this server, float32, with a trace of every answer exported to a lean `mlflow server` on the same database
-  (started for that row): what tracing costs against the same server without it.
+  (started for that row): what tracing costs against the same server without it;
+- this server, bfloat16, without its cache of recent prompts (`SERVING_PROMPT_CACHE_MB=0`): what the cache buys
+  when, as here, the clients' questions repeat (llama-server reuses a slot's earlier prompt the same way).
 
 Each is loaded with N concurrent clients sending the evaluation questions through `/v1/chat/completions`, greedy,
 `max_tokens` = the model's max_new_tokens (64), 4 requests per client (2 at 64 clients). Generated tokens are
@@ -73,6 +75,7 @@ class Server:
     skip_reason: str = ""
     traced: bool = False  # SERVING_TRACES_URL: every answer exported to the benchmark's tracking server
     open_loop: bool = True  # also loaded at the open loop's request rates (streaming)
+    env: dict = field(default_factory=dict)  # set for this server only
     results: dict = field(default_factory=dict)
 
 
@@ -257,6 +260,14 @@ def servers(args, folder: Path) -> list[Server]:
         ),
         Server("transformers serve, float32", [*hf, "--dtype", "float32", "--port", "{port}", str(folder)], "/health"),
         Server("this server, bfloat16", [*ours, "--dtype", "bfloat16"], "/health", ours=True),
+        Server(
+            "this server, bfloat16, no cache",
+            [*ours, "--dtype", "bfloat16"],
+            "/health",
+            ours=True,
+            open_loop=False,
+            env={"SERVING_PROMPT_CACHE_MB": "0"},  # the shared chat markup only, as before the cache of prompts
+        ),
         Server("this server, int8", [*ours, "--dtype", "int8"], "/health", ours=True),
         Server(
             "transformers serve, bfloat16", [*hf, "--dtype", "bfloat16", "--port", "{port}", str(folder)], "/health"
@@ -310,6 +321,7 @@ def trace_counts(base: str) -> dict[str, int]:
 def run(server: Server, env: dict, args, questions, count) -> None:
     port = free_port()
     command = [part.replace("{port}", str(port)) for part in server.command]
+    env = {**env, **server.env}
     tracker = None
     if server.traced:
         tracker, url = tracking_server(Path(args.data_dir), env)
@@ -386,22 +398,23 @@ def memory_ceiling(folder: Path, repeats: int = 5) -> dict:
 
 
 def report(listed: list[Server], args, ceiling: dict) -> None:
+    width = max(30, *(len(s.name) for s in listed))
     print(f"\n{MODEL_URI}: /v1/chat/completions (mlflow: /invocations), greedy, max_tokens={args.max_new_tokens}\n")
-    print(f"{'clients':>7} | {'server':<30} | {'tokens/s':>8} | {'p50 s':>6} | {'p95 s':>6} | {'tok/answer':>10}")
+    print(f"{'clients':>7} | {'server':<{width}} | {'tokens/s':>8} | {'p50 s':>6} | {'p95 s':>6} | {'tok/answer':>10}")
     for clients in args.clients:
         for s in listed:
             r = s.results.get(clients)
             if r is None or "error" in r:
-                print(f"{clients:>7} | {s.name:<30} | {r['error'] if r else s.skip_reason}")
+                print(f"{clients:>7} | {s.name:<{width}} | {r['error'] if r else s.skip_reason}")
                 continue
             row = f"{r['tokens_per_s']:>8.1f} | {r['p50']:>6.2f} | {r['p95']:>6.2f} | {r['tokens_per_answer']:>10.1f}"
-            print(f"{clients:>7} | {s.name:<30} | {row}")
+            print(f"{clients:>7} | {s.name:<{width}} | {row}")
     print(
         f"\nopen loop: {args.open_requests} streamed requests per rate, Poisson arrivals (seed {SEED}); goodput: "
         f"requests/s with TTFT <= {GOODPUT['ttft']} s and TPOT <= {GOODPUT['tpot']} s"
     )
     print(
-        f"{'req/s':>5} | {'server':<30} | {'tokens/s':>8} | {'TTFT p50/p99 s':>14} | {'TPOT p50/p99 ms':>15} | "
+        f"{'req/s':>5} | {'server':<{width}} | {'tokens/s':>8} | {'TTFT p50/p99 s':>14} | {'TPOT p50/p99 ms':>15} | "
         f"{'ITL p50/p99 ms':>14} | {'goodput':>7} | failed"
     )
     for rate in args.rates:
@@ -413,7 +426,7 @@ def report(listed: list[Server], args, ceiling: dict) -> None:
             tpot = f"{r['tpot_p50'] * 1e3:.0f}/{r['tpot_p99'] * 1e3:.0f}"
             itl = f"{r['itl_p50'] * 1e3:.0f}/{r['itl_p99'] * 1e3:.0f}"
             print(
-                f"{rate:>5} | {s.name:<30} | {r['tokens_per_s']:>8.1f} | {ttft:>14} | {tpot:>15} | {itl:>14} | "
+                f"{rate:>5} | {s.name:<{width}} | {r['tokens_per_s']:>8.1f} | {ttft:>14} | {tpot:>15} | {itl:>14} | "
                 f"{r['goodput']:>7.2f} | {r['failed']}"
             )
     print()
@@ -473,6 +486,17 @@ def verdicts(by_name: dict[str, Server], args, ceiling: dict) -> None:
         at16, at64 = figure(f"this server, {dtype}", 16), figure(f"this server, {dtype}", 64)
         if at16 and at64:
             _verdict(f"64 clients {dtype}, tokens/s vs 16 clients", at64["tokens_per_s"] / at16["tokens_per_s"], 1.3)
+    for clients in args.clients:  # not a target: what the cache of recent prompts buys when questions repeat
+        cached, uncached = (
+            figure("this server, bfloat16", clients),
+            figure("this server, bfloat16, no cache", clients),
+        )
+        if cached and uncached:
+            speed, p50 = cached["tokens_per_s"] / uncached["tokens_per_s"], cached["p50"] / uncached["p50"]
+            print(
+                f"prompt cache, {clients} clients bfloat16: tokens/s {speed:.2f}x, p50 {p50:.2f}x "
+                "of the same server without it"
+            )
     plain, traced = figure("this server, float32", 16), figure("this server, float32, traced", 16)
     if plain and traced:
         _verdict("16 clients, tokens/s traced vs untraced", traced["tokens_per_s"] / plain["tokens_per_s"], 0.95)
