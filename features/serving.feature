@@ -64,6 +64,7 @@ Feature: The HTTP server answers questions about the registered model
     When the OpenAI client asks "What is the capital of France?" twice, then goes on with "And of Italy?"
     Then the second answer is the first one, all of its prompt but the last token read from the prompt cache
     And the next turn read at least the whole first prompt from the cache, and /metrics counts every cached token
+    And the question asked with a new cache_salt reads the shared prefix only, then all but its last token
 
   Scenario: The official OpenAI client's response_format gets JSON that follows its schema
     Given a server for the registered model

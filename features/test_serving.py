@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 
 import httpx
 import pytest
@@ -289,6 +290,24 @@ def next_turn(conversation):
     assert first.usage.prompt_tokens <= turn.usage.prompt_tokens_details.cached_tokens < turn.usage.prompt_tokens
     cached = [conversation[k].usage.prompt_tokens_details.cached_tokens for k in ("first", "again", "turn")]
     assert conversation["counted"] == sum(cached), (conversation["counted"], cached)
+
+
+@then("the question asked with a new cache_salt reads the shared prefix only, then all but its last token")
+def salted(server, conversation):
+    first = conversation["first"]
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    salt = {"cache_salt": uuid.uuid4().hex}  # new to this server
+
+    def ask():
+        return openai_client(server).chat.completions.create(
+            model="langchain-e2e-model", messages=question, max_tokens=24, temperature=0, extra_body=salt
+        )
+
+    alone, again = ask(), ask()
+    shared = alone.usage.prompt_tokens_details.cached_tokens
+    assert 0 < shared < first.usage.prompt_tokens - 1, alone.usage  # the chat markup every prompt starts with
+    assert again.usage.prompt_tokens_details.cached_tokens == first.usage.prompt_tokens - 1, again.usage
+    assert alone.choices[0].message.content == again.choices[0].message.content == first.choices[0].message.content
 
 
 VERDICT_SCHEMA = {

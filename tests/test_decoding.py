@@ -163,7 +163,7 @@ def test_the_prompt_cache_keeps_the_most_recent_prompts_within_its_budget(real, 
     for ids in prompts:
         run_to_end(batch, {0: [greedy(ids, 2)]})
         assert 0 < batch.prompts.recent_bytes <= budget
-    assert list(batch.prompts.recent) == [tuple(prompts[3]), tuple(prompts[4])]
+    assert [tokens for _, tokens in batch.prompts.recent] == [tuple(prompts[3]), tuple(prompts[4])]
     none = new_batch(prompt_cache_bytes=0)
     run_to_end(none, {0: [greedy(prompts[0], 2)], 2: [greedy(prompts[0], 2)]})
     assert none.prompts.describe()["prompts"] == 0 and none.prompts.hits == 0

@@ -225,7 +225,7 @@ class DecodeBatch:
         values of its longest cached start and computes the rest. Their prompts are then kept for later ones."""
         if not sequences:
             return
-        hits = [self.prompts.longest(seq.prompt_ids) for seq in sequences]
+        hits = [self.prompts.longest(seq.prompt_ids, seq.cache_salt) for seq in sequences]
         for seq, hit in zip(sequences, hits, strict=True):
             seq.cached_tokens = hit.tokens if hit else 0
         self._prefill(sequences, hits)
@@ -274,11 +274,11 @@ class DecodeBatch:
         if not self.prompts.budget_bytes:
             return
         for row, (seq, skip) in enumerate(zip(sequences, skips, strict=True), start=first_row):
-            if self.prompts.covers(seq.prompt_ids):
+            if self.prompts.covers(seq.prompt_ids, seq.cache_salt):
                 continue
             computed = len(seq.prompt_ids) - skip  # its own tokens end at the batch's last column
             spans = (begin, begin + skip), (self.end - computed, self.end)
-            self.prompts.keep(seq.prompt_ids, self.cache.row_keys(row, *spans))
+            self.prompts.keep(seq.prompt_ids, self.cache.row_keys(row, *spans), seq.cache_salt)
 
     def _prefill_mask(self, first_row: int, rows: int, begin: int, end: int, width: int) -> torch.Tensor:
         """[rows, 1, width, end - begin]: a prompt position sees the real tokens up to itself (and always itself,

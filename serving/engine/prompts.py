@@ -13,6 +13,10 @@ keys and values of a position depend only on the tokens up to it, so the first k
 with those k tokens are theirs. At least the prompt's last token is always computed again, since its logits start
 the answer. An entry holds one row's keys and values per layer, [1, kv heads, tokens, head dim], in the KV cache's
 dtype and device.
+
+A prompt that starts like a recent one is answered sooner, which tells a caller, by timing, what others have asked
+(vLLM's CVE-2025-46570). A request may therefore bring a salt (``cache_salt``, as in vLLM's API): it then reads and
+leaves only recent prompts of the same salt, beside the pinned prefixes every prompt starts with anyway.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values of one row
+Key = tuple[str | None, tuple[int, ...]]  # a recent prompt: its salt (None: none given) and its tokens
 
 
 def nbytes(kv: KV) -> int:
@@ -58,7 +63,7 @@ class PromptCache:
         self.budget_bytes = budget_bytes
         self.min_tokens = min_tokens
         self.pinned: list[tuple[tuple[int, ...], KV]] = []
-        self.recent: OrderedDict[tuple[int, ...], KV] = OrderedDict()  # least recently used first
+        self.recent: OrderedDict[Key, KV] = OrderedDict()  # least recently used first
         self.recent_bytes = 0
         self.hits = 0  # prompts that reused an entry
         self.reused_tokens = 0  # prompt tokens not computed again thanks to an entry
@@ -66,52 +71,55 @@ class PromptCache:
     def pin(self, ids: list[int], kv: KV) -> None:
         self.pinned.append((tuple(ids), kv))
 
-    def longest(self, ids: list[int]) -> Hit | None:
+    def _readable(self, salt: str | None):
+        """(key, tokens, kv) of every entry a prompt of ``salt`` may read: the pinned ones and its salt's."""
+        yield from ((None, tokens, kv) for tokens, kv in self.pinned)
+        yield from ((key, key[1], kv) for key, kv in self.recent.items() if key[0] == salt)
+
+    def longest(self, ids: list[int], salt: str | None = None) -> Hit | None:
         """The entry sharing the most leading tokens with ``ids`` (all of them but the last at most), or None when
         no entry shares ``min_tokens``. A recent entry used becomes the most recently used."""
         prompt = tuple(ids)
         if len(prompt) < 2:
             return None
         best, best_key, best_kv = 0, None, None
-        for key, kv in [*self.pinned, *self.recent.items()]:
-            if key[0] != prompt[0] or len(key) <= best:
+        for key, tokens, kv in self._readable(salt):
+            if tokens[0] != prompt[0] or len(tokens) <= best:
                 continue
-            shared = min(common_length(key, prompt), len(prompt) - 1)
+            shared = min(common_length(tokens, prompt), len(prompt) - 1)
             if shared > best:
                 best, best_key, best_kv = shared, key, kv
         if best < self.min_tokens:
             return None
-        if best_key in self.recent:
+        if best_key is not None:
             self.recent.move_to_end(best_key)
         self.hits += 1
         self.reused_tokens += best
         return Hit(best, [(k[:, :, :best], v[:, :, :best]) for k, v in best_kv])
 
-    def covers(self, ids: list[int]) -> bool:
-        """Whether an entry already holds every token of ``ids``."""
+    def covers(self, ids: list[int], salt: str | None = None) -> bool:
+        """Whether an entry a prompt of ``salt`` may read already holds every token of ``ids``."""
         prompt = tuple(ids)
-        return any(len(key) >= len(prompt) and key[: len(prompt)] == prompt for key, _ in self.entries())
+        return any(len(t) >= len(prompt) and t[: len(prompt)] == prompt for _, t, _ in self._readable(salt))
 
-    def keep(self, ids: list[int], kv: KV) -> None:
-        """Keep ``ids``'s keys and values as the most recent entry, evicting the least recently used past the
-        budget; an entry this one extends is dropped (this one answers everything it did)."""
+    def keep(self, ids: list[int], kv: KV, salt: str | None = None) -> None:
+        """Keep ``ids``'s keys and values (under ``salt``) as the most recent entry, evicting the least recently
+        used past the budget; an entry of the same salt this one extends is dropped (this one answers everything it
+        did)."""
         size = nbytes(kv)
-        if size > self.budget_bytes or self.covers(ids):
+        if size > self.budget_bytes or self.covers(ids, salt):
             return
         prompt = tuple(ids)
-        for key in [key for key in self.recent if len(key) < len(prompt) and prompt[: len(key)] == key]:
+        extended = [k for k in self.recent if k[0] == salt and len(k[1]) < len(prompt) and prompt[: len(k[1])] == k[1]]
+        for key in extended:
             self._evict(key)
-        self.recent[prompt] = kv
+        self.recent[(salt, prompt)] = kv
         self.recent_bytes += size
         while self.recent_bytes > self.budget_bytes:
             self._evict(next(iter(self.recent)))
 
-    def _evict(self, key: tuple[int, ...]) -> None:
+    def _evict(self, key: Key) -> None:
         self.recent_bytes -= nbytes(self.recent.pop(key))
-
-    def entries(self):
-        yield from self.pinned
-        yield from self.recent.items()
 
     def describe(self) -> dict:
         return {

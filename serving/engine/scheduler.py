@@ -46,6 +46,7 @@ class Sequence:
     on_token: Callable[[int], None] | None = None  # called from the generation thread for each new token
     constraint: Any = None  # serving.engine.structured.JsonConstraint: the tokens this row may take next (None: any)
     cached_tokens: int = 0  # leading prompt tokens whose keys and values came from the prompt cache, not computed
+    cache_salt: str | None = None  # reads and leaves only cached prompts of the same salt (serving.engine.prompts)
     # wall-clock times (ns) the engine records, for the request's trace: queued, given a row, first token, ended
     queued_ns: int | None = None
     admitted_ns: int | None = None

@@ -362,6 +362,14 @@ def request_models(settings: Settings) -> RequestModels:
         top_p: TopP
         stream: bool = False
         response_format: ResponseFormat | None = None
+        cache_salt: str | None = Field(
+            None,
+            min_length=1,
+            max_length=256,
+            description="as in vLLM: this request reuses, and leaves for later, only cached prompts of requests with "
+            "the same salt, so that no one can tell from response times what others asked. Use a secret, random "
+            "value per user or tenant (for example 43 characters of base64, 256 bits)",
+        )
 
     class Params(BaseModel):
         model_config = STRICT

@@ -73,6 +73,7 @@ def build(models: RequestModels) -> APIRouter:
         trace.settings(settings)
         prompt = st.engine.render_messages(messages)
         seq = constrained(st, sequence_for(st, prompt, settings, ("body", "messages")), schema)
+        seq.cache_salt = body.cache_salt  # never traced or logged: it is the caller's secret
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": st.model_id}
         if not body.stream:
             out = await unless_disconnected(request, generate(st, seq))
