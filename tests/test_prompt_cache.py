@@ -82,3 +82,10 @@ def test_the_least_recently_used_prompts_leave_first_and_the_budget_holds():
     cache.keep(list(range(100, 113)), kv(list(range(100, 113))))  # larger than the whole budget: not kept
     assert len(cache.recent) == 2
     assert cache.describe()["prompts"] == 2
+
+
+def test_the_number_of_prompts_is_bounded_too():
+    cache = PromptCache(budget_bytes=100 * per_token(), max_prompts=3)
+    for first in range(10):
+        cache.keep([first, 1, 2, 3], kv([first, 1, 2, 3]))
+    assert [tokens[0] for _, tokens in cache.recent] == [7, 8, 9]

@@ -57,11 +57,14 @@ class Hit:
 
 class PromptCache:
     """Pinned prefixes and recent prompts, with their KV caches. ``budget_bytes`` bounds the recent ones (0: none
-    are kept); ``min_tokens`` is the shortest match worth reusing."""
+    are kept), and so does ``max_prompts``: a lookup compares the prompt with every entry (0.3 ms for 100 entries of
+    60 tokens, 3 ms for 1,000, measured), and a burst of 64 newcomers looks up 64 times. ``min_tokens`` is the
+    shortest match worth reusing."""
 
-    def __init__(self, budget_bytes: int, min_tokens: int = 4) -> None:
+    def __init__(self, budget_bytes: int, min_tokens: int = 4, max_prompts: int = 256) -> None:
         self.budget_bytes = budget_bytes
         self.min_tokens = min_tokens
+        self.max_prompts = max_prompts
         self.pinned: list[tuple[tuple[int, ...], KV]] = []
         self.recent: OrderedDict[Key, KV] = OrderedDict()  # least recently used first
         self.recent_bytes = 0
@@ -115,7 +118,7 @@ class PromptCache:
             self._evict(key)
         self.recent[(salt, prompt)] = kv
         self.recent_bytes += size
-        while self.recent_bytes > self.budget_bytes:
+        while self.recent_bytes > self.budget_bytes or len(self.recent) > self.max_prompts:
             self._evict(next(iter(self.recent)))
 
     def _evict(self, key: Key) -> None:
@@ -124,6 +127,7 @@ class PromptCache:
     def describe(self) -> dict:
         return {
             "budget_mb": round(self.budget_bytes / 2**20, 1),
+            "max_prompts": self.max_prompts,
             "prompts": len(self.recent),
             "mb": round(self.recent_bytes / 2**20, 1),
             "hits": self.hits,
