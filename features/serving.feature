@@ -76,6 +76,7 @@ Feature: The HTTP server answers questions about the registered model
     Given a server for the registered model
     When the OpenAI client streams "What is Python?"
     Then several chunks arrived that together mention "Python" and the last one says why it stopped
+    And asked for usage in the stream, a last chunk holds the usage the same question gets unstreamed
 
   Scenario: /v1/models lists the served model
     Given a server for the registered model

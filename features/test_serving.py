@@ -378,6 +378,24 @@ def streamed_chunks(chunks, text):
     assert chunks[-1].choices[0].finish_reason in {"stop", "length"}
 
 
+@then("asked for usage in the stream, a last chunk holds the usage the same question gets unstreamed")
+def streamed_usage(server):
+    client, messages = openai_client(server), [{"role": "user", "content": "What is Python?"}]
+    ask = {"model": "langchain-e2e-model", "messages": messages, "max_tokens": 16, "temperature": 0}
+    chunks = list(client.chat.completions.create(**ask, stream=True, stream_options={"include_usage": True}))
+    whole = client.chat.completions.create(**ask)
+    last = chunks[-1]
+    assert last.choices == [] and last.usage is not None, last
+    assert all(c.usage is None for c in chunks[:-1])
+    assert chunks[-2].choices[0].finish_reason == whole.choices[0].finish_reason
+    assert (last.usage.prompt_tokens, last.usage.completion_tokens) == (
+        whole.usage.prompt_tokens,
+        whole.usage.completion_tokens,
+    )
+    assert last.usage.total_tokens == last.usage.prompt_tokens + last.usage.completion_tokens
+    assert 0 < last.usage.prompt_tokens_details.cached_tokens < last.usage.prompt_tokens
+
+
 @then(parsers.parse('the OpenAI client lists the model "{model_id}"'))
 def lists_model(server, model_id):
     assert [m.id for m in openai_client(server).models.list()] == [model_id]

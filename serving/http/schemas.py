@@ -273,6 +273,23 @@ class Usage(BaseModel):
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails
 
+    @classmethod
+    def of(cls, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> "Usage":
+        return cls(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+            prompt_tokens_details=PromptTokensDetails(cached_tokens=cached_tokens),
+        )
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)  # options we do not implement are accepted, as in OpenAI's
+
+    include_usage: bool = Field(
+        False, description="true: a last chunk before [DONE] holds the usage (its choices empty), as OpenAI sends it"
+    )
+
 
 class ChatCompletion(BaseModel):
     id: str
@@ -361,6 +378,7 @@ def request_models(settings: Settings) -> RequestModels:
         temperature: Temperature
         top_p: TopP
         stream: bool = False
+        stream_options: StreamOptions | None = None
         response_format: ResponseFormat | None = None
         cache_salt: str | None = Field(
             None,

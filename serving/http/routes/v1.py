@@ -34,7 +34,6 @@ from serving.http.schemas import (
     Choice,
     ModelCard,
     ModelList,
-    PromptTokensDetails,
     RequestModels,
     Usage,
     errors,
@@ -77,7 +76,6 @@ def build(models: RequestModels) -> APIRouter:
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": st.model_id}
         if not body.stream:
             out = await unless_disconnected(request, generate(st, seq))
-            prompt_tokens, completion_tokens = len(out.prompt_ids), len(out.tokens)
             content = st.engine.decode(out.tokens)
             trace.answer({"messages": messages}, out, content)
             trace.outputs(content)
@@ -90,12 +88,7 @@ def build(models: RequestModels) -> APIRouter:
                         finish_reason=out.finish_reason,
                     )
                 ],
-                usage=Usage(
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
-                    total_tokens=prompt_tokens + completion_tokens,
-                    prompt_tokens_details=PromptTokensDetails(cached_tokens=out.cached_tokens),
-                ),
+                usage=Usage.of(len(out.prompt_ids), len(out.tokens), out.cached_tokens),
             )
 
         job, pieces = stream_text(st, seq)
@@ -106,7 +99,12 @@ def build(models: RequestModels) -> APIRouter:
             return {**chunk, "choices": [{"index": 0, "delta": content, "finish_reason": None}]}
 
         def closing(_: str) -> list:
-            return [{**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": job.seq.finish_reason}]}, "[DONE]"]
+            done = job.seq
+            events = [{**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": done.finish_reason}]}]
+            if body.stream_options and body.stream_options.include_usage:
+                usage = Usage.of(len(done.prompt_ids), len(done.tokens), done.cached_tokens)
+                events.append({**chunk, "choices": [], "usage": usage.model_dump()})
+            return [*events, "[DONE]"]
 
         async def events() -> AsyncIterator[str]:
             yield sse(delta({"role": "assistant"}))
