@@ -610,7 +610,8 @@ def sigterm_while_answering(server, bodies: list[dict]) -> dict:
     while refused is None and time.monotonic() - signalled < 10:
         try:
             httpx.get(server.base + "/health", timeout=2)
-        except httpx.ConnectError:
+        except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError):
+            # refused, or reset unanswered: a connection the kernel queued as the listening socket closed
             refused = time.monotonic() - signalled
         else:
             time.sleep(0.05)  # polling for the listening socket to close
