@@ -165,8 +165,10 @@ def test_the_prompt_cache_keeps_the_most_recent_prompts_within_its_budget(real, 
         assert 0 < batch.prompts.recent_bytes <= budget
     assert [tokens for _, tokens in batch.prompts.recent] == [tuple(prompts[3]), tuple(prompts[4])]
     none = new_batch(prompt_cache_bytes=0)
-    run_to_end(none, {0: [greedy(prompts[0], 2)], 2: [greedy(prompts[0], 2)]})
-    assert none.prompts.describe()["prompts"] == 0 and none.prompts.hits == 0
+    first, again = greedy(prompts[0], 2), greedy(prompts[0], 2)
+    run_to_end(none, {0: [first], 2: [again]})
+    assert none.prompts.describe()["prompts"] == 0
+    assert first.cached_tokens == again.cached_tokens == 0
 
 
 def test_a_dropped_row_frees_its_place_and_the_others_go_on(real, new_batch):

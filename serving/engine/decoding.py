@@ -32,6 +32,7 @@ captured once per (rows, columns) bucket (``serving.engine.graphs``). Models who
 from __future__ import annotations
 
 import inspect
+from functools import partial
 
 import torch
 
@@ -271,14 +272,10 @@ class DecodeBatch:
     def _keep_prompts(self, first_row: int, sequences: list[Sequence], skips: list[int], begin: int) -> None:
         """Copy each newcomer's prompt keys and values (its cached start, then its own tokens) into the prompt
         cache, unless the cache keeps none or already holds the whole prompt."""
-        if not self.prompts.budget_bytes:
-            return
         for row, (seq, skip) in enumerate(zip(sequences, skips, strict=True), start=first_row):
-            if self.prompts.covers(seq.prompt_ids, seq.cache_salt):
-                continue
             computed = len(seq.prompt_ids) - skip  # its own tokens end at the batch's last column
             spans = (begin, begin + skip), (self.end - computed, self.end)
-            self.prompts.keep(seq.prompt_ids, self.cache.row_keys(row, *spans), seq.cache_salt)
+            self.prompts.keep(seq.prompt_ids, partial(self.cache.row_keys, row, *spans), seq.cache_salt)
 
     def _prefill_mask(self, first_row: int, rows: int, begin: int, end: int, width: int) -> torch.Tensor:
         """[rows, 1, width, end - begin]: a prompt position sees the real tokens up to itself (and always itself,

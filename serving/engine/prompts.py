@@ -22,6 +22,7 @@ leaves only recent prompts of the same salt, beside the pinned prefixes every pr
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -68,8 +69,6 @@ class PromptCache:
         self.pinned: list[tuple[tuple[int, ...], KV]] = []
         self.recent: OrderedDict[Key, KV] = OrderedDict()  # least recently used first
         self.recent_bytes = 0
-        self.hits = 0  # prompts that reused an entry
-        self.reused_tokens = 0  # prompt tokens not computed again thanks to an entry
 
     def pin(self, ids: list[int], kv: KV) -> None:
         self.pinned.append((tuple(ids), kv))
@@ -96,8 +95,6 @@ class PromptCache:
             return None
         if best_key is not None:
             self.recent.move_to_end(best_key)
-        self.hits += 1
-        self.reused_tokens += best
         return Hit(best, [(k[:, :, :best], v[:, :, :best]) for k, v in best_kv])
 
     def covers(self, ids: list[int], salt: str | None = None) -> bool:
@@ -105,12 +102,16 @@ class PromptCache:
         prompt = tuple(ids)
         return any(len(t) >= len(prompt) and t[: len(prompt)] == prompt for _, t, _ in self._readable(salt))
 
-    def keep(self, ids: list[int], kv: KV, salt: str | None = None) -> None:
+    def keep(self, ids: list[int], read: Callable[[], KV], salt: str | None = None) -> None:
         """Keep ``ids``'s keys and values (under ``salt``) as the most recent entry, evicting the least recently
         used past the budget; an entry of the same salt this one extends is dropped (this one answers everything it
-        did)."""
+        did). ``read`` returns those keys and values; it is called only when the prompt is kept, since its copy out
+        of the batch is wasted on a prompt an entry already holds whole."""
+        if not self.budget_bytes or self.covers(ids, salt):
+            return
+        kv = read()
         size = nbytes(kv)
-        if size > self.budget_bytes or self.covers(ids, salt):
+        if size > self.budget_bytes:
             return
         prompt = tuple(ids)
         extended = [k for k in self.recent if k[0] == salt and len(k[1]) < len(prompt) and prompt[: len(k[1])] == k[1]]
@@ -130,6 +131,4 @@ class PromptCache:
             "max_prompts": self.max_prompts,
             "prompts": len(self.recent),
             "mb": round(self.recent_bytes / 2**20, 1),
-            "hits": self.hits,
-            "reused_tokens": self.reused_tokens,
         }
