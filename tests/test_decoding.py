@@ -125,6 +125,10 @@ def test_shared_prefixes_change_no_answer(real, new_batch):
     assert [s.tokens for s in prefixed] == [s.tokens for s in plain]
 
 
+def kv_bytes_per_token(config) -> int:
+    return 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * 4  # float32 keys, values
+
+
 def test_prompts_asked_again_or_continued_read_the_prompt_cache_and_change_no_answer(real, new_batch):
     """With a prompt cache: a prompt asked again computes only its last token, a longer prompt that starts with an
     earlier one (a chat sent again with one more turn) computes only what is new, and a new prompt computes what
@@ -138,6 +142,9 @@ def test_prompts_asked_again_or_continued_read_the_prompt_cache_and_change_no_an
     first = [greedy(ids, 8) for ids in prompts[:2]]
     run_to_end(batch, {0: first})
     assert batch.prompts.describe()["prompts"] == 2
+    shared = [max(len(p) for p, _ in batch.prompts.pinned if tuple(ids[: len(p)]) == p) for ids in prompts[:2]]
+    own = sum(len(ids) - n for ids, n in zip(prompts[:2], shared, strict=True))
+    assert batch.prompts.recent_bytes == own * kv_bytes_per_token(loaded.model.config)  # the markup is kept once
     answer = first[0].tokens
     continued = prompts[0] + answer + prompter.encode(prompter.render(QUESTIONS[3]))[1:]
     again, longer, new, running = (
@@ -156,8 +163,7 @@ def test_prompts_asked_again_or_continued_read_the_prompt_cache_and_change_no_an
 
 def test_the_prompt_cache_keeps_the_most_recent_prompts_within_its_budget(real, new_batch):
     loaded, _, prompts = real
-    config = loaded.model.config
-    per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * 4  # float32 k and v
+    per_token = kv_bytes_per_token(loaded.model.config)
     budget = per_token * (len(prompts[3]) + len(prompts[4]))  # room for the last two prompts exactly
     batch = new_batch(prompt_cache_bytes=budget)
     for ids in prompts:

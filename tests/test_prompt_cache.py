@@ -20,7 +20,16 @@ def kv(ids: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def keep(cache: PromptCache, ids: list[int], salt: str | None = None) -> None:
-    cache.keep(ids, lambda: kv(ids), salt)
+    cache.keep(ids, lambda start: kv(ids[start:]), salt)
+
+
+def read_columns(hit) -> list[int]:
+    """The tokens whose keys and values ``hit`` hands out, in order (layer 0's keys; values are their negatives)."""
+    out = []
+    for part in hit.parts:
+        assert all(torch.equal(v, -k) for k, v in part)
+        out += part[0][0][0, 0, :, 0].int().tolist()
+    return out
 
 
 def per_token() -> int:
@@ -41,7 +50,7 @@ def test_the_longest_shared_start_is_read_and_never_the_last_token():
     cache.pin([1, 2, 3, 4], kv([1, 2, 3, 4]))
     keep(cache, [1, 2, 3, 4, 5, 6, 7])
     hit = cache.longest([1, 2, 3, 4, 5, 6, 9])
-    assert hit.tokens == 6 and hit.kv[0][0][0, 0, :, 0].tolist() == [1, 2, 3, 4, 5, 6]
+    assert hit.tokens == 6 and read_columns(hit) == [1, 2, 3, 4, 5, 6]
     assert cache.longest([1, 2, 3, 4, 5, 6, 7]).tokens == 6  # asked again: its last token is computed again
     assert cache.longest([1, 2, 3, 4, 8]).tokens == 4  # the pinned prefix serves as well as the recent prompt
     assert cache.longest([1, 2, 3, 9, 9]) is None  # 3 tokens: shorter than min_tokens
@@ -70,7 +79,7 @@ def test_a_longer_prompt_replaces_the_one_it_extends_and_a_covered_one_is_not_ke
     keep(cache, [1, 2, 3, 4, 5, 6, 7, 8])
     assert list(cache.recent) == [(None, (1, 2, 3, 4, 5, 6, 7, 8))]
     read = []
-    cache.keep([1, 2, 3], lambda: read.append(1) or kv([1, 2, 3]))
+    cache.keep([1, 2, 3], lambda start: read.append(start) or kv([1, 2, 3][start:]))
     assert not read  # covered: its keys and values are not even copied out of the batch
     assert list(cache.recent) == [(None, (1, 2, 3, 4, 5, 6, 7, 8))] and cache.recent_bytes == 8 * per_token()
 
@@ -94,3 +103,40 @@ def test_the_number_of_prompts_is_bounded_too():
     for first in range(10):
         keep(cache, [first, 1, 2, 3])
     assert [tokens[0] for _, tokens in cache.recent] == [7, 8, 9]
+
+
+def test_a_prompt_keeps_only_its_columns_after_the_pinned_prefix_and_reads_them_back_in_order():
+    cache = PromptCache(budget_bytes=100 * per_token())
+    cache.pin([1, 2, 3, 4], kv([1, 2, 3, 4]))
+    cache.pin([1, 2, 3, 4, 5, 6], kv([1, 2, 3, 4, 5, 6]))  # a longer shared prefix (another template)
+    starts = []
+    cache.keep(
+        [1, 2, 3, 4, 5, 6, 7, 8, 9], lambda start: starts.append(start) or kv([1, 2, 3, 4, 5, 6, 7, 8, 9][start:])
+    )
+    assert starts == [6] and cache.recent_bytes == 3 * per_token()  # the longest pinned prefix is not copied
+    hit = cache.longest([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+    assert hit.tokens == 9 and read_columns(hit) == [1, 2, 3, 4, 5, 6, 7, 8, 9] and len(hit.parts) == 2
+    hit = cache.longest([1, 2, 3, 4, 5, 6, 7, 0])
+    assert hit.tokens == 7 and read_columns(hit) == [1, 2, 3, 4, 5, 6, 7]
+    keep(cache, [9, 1, 2, 3, 4, 5])  # starts with no pinned prefix: kept whole
+    assert cache.recent_bytes == 9 * per_token()
+    for key in list(cache.recent):
+        cache._evict(key)
+    assert cache.recent_bytes == 0
+
+
+def test_any_kept_prompt_reads_back_the_columns_of_its_tokens():
+    """Whatever was pinned and kept, a hit hands out exactly the columns of the prompt's first ``tokens`` tokens."""
+    rng = random.Random(11)
+    for _ in range(200):
+        cache = PromptCache(budget_bytes=rng.choice([6, 20, 100]) * per_token(), min_tokens=rng.randrange(1, 4))
+        shared = [rng.randrange(1, 4) for _ in range(rng.randrange(1, 6))]
+        cache.pin(shared, kv(shared))
+        for _ in range(rng.randrange(1, 8)):
+            ids = (shared if rng.random() < 0.7 else []) + [rng.randrange(1, 4) for _ in range(rng.randrange(1, 8))]
+            keep(cache, ids)
+            assert cache.recent_bytes <= cache.budget_bytes
+        prompt = (shared if rng.random() < 0.7 else []) + [rng.randrange(1, 4) for _ in range(rng.randrange(1, 10))]
+        hit = cache.longest(prompt)
+        if hit:
+            assert hit.tokens <= len(prompt) - 1 and read_columns(hit) == prompt[: hit.tokens]

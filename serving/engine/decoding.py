@@ -39,7 +39,7 @@ import torch
 import serving.engine.sampling as sampling
 from serving.engine.graphs import StepGraphs
 from serving.engine.kvcache import KVCache, Window, additive_mask
-from serving.engine.prompts import Hit, PromptCache
+from serving.engine.prompts import Hit, PromptCache, token_count
 from serving.engine.scheduler import Sequence
 
 
@@ -248,7 +248,10 @@ class DecodeBatch:
         for row, hit in enumerate(hits, start=first_row):
             if hit:
                 mask[row, begin : begin + hit.tokens] = 0
-                self.cache.store_prefix(row, row + 1, begin, hit.kv)
+                column = begin
+                for part in hit.parts:
+                    self.cache.store_prefix(row, row + 1, column, part)
+                    column += token_count(part)
         padded = [[self.pad_token_id] * (width - len(tokens)) + tokens for tokens in own]
         ids = torch.tensor(padded, dtype=torch.long, device=self.device)
         lengths = torch.tensor([len(tokens) for tokens in own], device=self.device)[:, None]
@@ -275,7 +278,16 @@ class DecodeBatch:
         for row, (seq, skip) in enumerate(zip(sequences, skips, strict=True), start=first_row):
             computed = len(seq.prompt_ids) - skip  # its own tokens end at the batch's last column
             spans = (begin, begin + skip), (self.end - computed, self.end)
-            self.prompts.keep(seq.prompt_ids, partial(self.cache.row_keys, row, *spans), seq.cache_salt)
+            self.prompts.keep(seq.prompt_ids, partial(self._prompt_kv, row, spans), seq.cache_salt)
+
+    def _prompt_kv(self, row: int, spans: tuple[tuple[int, int], ...], start: int):
+        """A copy of ``row``'s prompt keys and values from its ``start``-th token on, its prompt lying in ``spans``
+        of the batch's columns."""
+        kept = []
+        for first, end in spans:
+            kept.append((first + min(start, end - first), end))
+            start = max(0, start - (end - first))
+        return self.cache.row_keys(row, *kept)
 
     def _prefill_mask(self, first_row: int, rows: int, begin: int, end: int, width: int) -> torch.Tensor:
         """[rows, 1, width, end - begin]: a prompt position sees the real tokens up to itself (and always itself,

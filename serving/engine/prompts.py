@@ -11,8 +11,10 @@ Two kinds of entry, looked up alike:
 ``longest`` finds the entry sharing the most leading tokens with a prompt, and uses that many of its columns: the
 keys and values of a position depend only on the tokens up to it, so the first k columns of any prompt that starts
 with those k tokens are theirs. At least the prompt's last token is always computed again, since its logits start
-the answer. An entry holds one row's keys and values per layer, [1, kv heads, tokens, head dim], in the KV cache's
-dtype and device.
+the answer. Keys and values are kept per layer as [1, kv heads, tokens, head dim], in the KV cache's dtype and
+device. A recent prompt that starts with a pinned prefix keeps only the columns after it and reads the prefix's own:
+the chat markup is half of a short chat prompt's columns (SmolLM2: 1.4 MB of float32 keys and values), and it is
+held once, not once per prompt.
 
 A prompt that starts like a recent one is answered sooner, which tells a caller, by timing, what others have asked
 (vLLM's CVE-2025-46570). A request may therefore bring a salt (``cache_salt``, as in vLLM's API): it then reads and
@@ -50,10 +52,34 @@ def common_length(a: tuple[int, ...], b: tuple[int, ...]) -> int:
     return low
 
 
+def token_count(kv: KV) -> int:
+    """How many columns (token positions) ``kv`` holds."""
+    return kv[0][0].shape[2]
+
+
+@dataclass
+class Entry:
+    """A kept prompt's keys and values: ``base``'s columns (a pinned prefix it starts with, or none), then its own."""
+
+    base: KV | None
+    own: KV
+
+    def parts(self, tokens: int) -> list[KV]:
+        """The keys and values of the first ``tokens`` columns, as views of the parts that hold them, in order."""
+        out = []
+        for part in (self.base, self.own):
+            if part is None or tokens == 0:
+                continue
+            n = min(tokens, token_count(part))
+            out.append([(k[:, :, :n], v[:, :, :n]) for k, v in part])
+            tokens -= n
+        return out
+
+
 @dataclass
 class Hit:
     tokens: int  # leading prompt tokens whose keys and values come from the cache
-    kv: KV  # their keys and values (views of the entry's first ``tokens`` columns)
+    parts: list[KV]  # their keys and values, in order: views of a pinned prefix's and of a kept prompt's columns
 
 
 class PromptCache:
@@ -67,16 +93,21 @@ class PromptCache:
         self.min_tokens = min_tokens
         self.max_prompts = max_prompts
         self.pinned: list[tuple[tuple[int, ...], KV]] = []
-        self.recent: OrderedDict[Key, KV] = OrderedDict()  # least recently used first
-        self.recent_bytes = 0
+        self.recent: OrderedDict[Key, Entry] = OrderedDict()  # least recently used first
+        self.recent_bytes = 0  # the recent prompts' own columns (their pinned prefixes are counted once, not here)
 
     def pin(self, ids: list[int], kv: KV) -> None:
         self.pinned.append((tuple(ids), kv))
 
     def _readable(self, salt: str | None):
-        """(key, tokens, kv) of every entry a prompt of ``salt`` may read: the pinned ones and its salt's."""
-        yield from ((None, tokens, kv) for tokens, kv in self.pinned)
-        yield from ((key, key[1], kv) for key, kv in self.recent.items() if key[0] == salt)
+        """(key, tokens, entry) of every entry a prompt of ``salt`` may read: the pinned ones and its salt's."""
+        yield from ((None, tokens, Entry(None, kv)) for tokens, kv in self.pinned)
+        yield from ((key, key[1], entry) for key, entry in self.recent.items() if key[0] == salt)
+
+    def _base(self, prompt: tuple[int, ...]) -> tuple[int, KV | None]:
+        """The longest pinned prefix ``prompt`` starts with, shorter than it: (its length, its keys and values)."""
+        fits = [(len(t), kv) for t, kv in self.pinned if len(t) < len(prompt) and prompt[: len(t)] == t]
+        return max(fits, key=lambda fit: fit[0], default=(0, None))
 
     def longest(self, ids: list[int], salt: str | None = None) -> Hit | None:
         """The entry sharing the most leading tokens with ``ids`` (all of them but the last at most), or None when
@@ -84,46 +115,48 @@ class PromptCache:
         prompt = tuple(ids)
         if len(prompt) < 2:
             return None
-        best, best_key, best_kv = 0, None, None
-        for key, tokens, kv in self._readable(salt):
+        best, best_key, best_entry = 0, None, None
+        for key, tokens, entry in self._readable(salt):
             if tokens[0] != prompt[0] or len(tokens) <= best:
                 continue
             shared = min(common_length(tokens, prompt), len(prompt) - 1)
             if shared > best:
-                best, best_key, best_kv = shared, key, kv
+                best, best_key, best_entry = shared, key, entry
         if best < self.min_tokens:
             return None
         if best_key is not None:
             self.recent.move_to_end(best_key)
-        return Hit(best, [(k[:, :, :best], v[:, :, :best]) for k, v in best_kv])
+        return Hit(best, best_entry.parts(best))
 
     def covers(self, ids: list[int], salt: str | None = None) -> bool:
         """Whether an entry a prompt of ``salt`` may read already holds every token of ``ids``."""
         prompt = tuple(ids)
         return any(len(t) >= len(prompt) and t[: len(prompt)] == prompt for _, t, _ in self._readable(salt))
 
-    def keep(self, ids: list[int], read: Callable[[], KV], salt: str | None = None) -> None:
+    def keep(self, ids: list[int], read: Callable[[int], KV], salt: str | None = None) -> None:
         """Keep ``ids``'s keys and values (under ``salt``) as the most recent entry, evicting the least recently
         used past the budget; an entry of the same salt this one extends is dropped (this one answers everything it
-        did). ``read`` returns those keys and values; it is called only when the prompt is kept, since its copy out
-        of the batch is wasted on a prompt an entry already holds whole."""
+        did). ``read(start)`` returns the keys and values of its columns from ``start`` on: those after the pinned
+        prefix it starts with, if any. It is called only when the prompt is kept, since its copy out of the batch
+        is wasted on a prompt an entry already holds whole."""
         if not self.budget_bytes or self.covers(ids, salt):
             return
-        kv = read()
-        size = nbytes(kv)
+        prompt = tuple(ids)
+        start, base = self._base(prompt)
+        own = read(start)
+        size = nbytes(own)
         if size > self.budget_bytes:
             return
-        prompt = tuple(ids)
         extended = [k for k in self.recent if k[0] == salt and len(k[1]) < len(prompt) and prompt[: len(k[1])] == k[1]]
         for key in extended:
             self._evict(key)
-        self.recent[(salt, prompt)] = kv
+        self.recent[(salt, prompt)] = Entry(base, own)
         self.recent_bytes += size
         while self.recent_bytes > self.budget_bytes or len(self.recent) > self.max_prompts:
             self._evict(next(iter(self.recent)))
 
     def _evict(self, key: Key) -> None:
-        self.recent_bytes -= nbytes(self.recent.pop(key))
+        self.recent_bytes -= nbytes(self.recent.pop(key).own)
 
     def describe(self) -> dict:
         return {
