@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import torch
 
 from serving.engine.prompts import PromptCache, common_length, nbytes
@@ -125,18 +126,58 @@ def test_a_prompt_keeps_only_its_columns_after_the_pinned_prefix_and_reads_them_
     assert cache.recent_bytes == 0
 
 
-def test_any_kept_prompt_reads_back_the_columns_of_its_tokens():
-    """Whatever was pinned and kept, a hit hands out exactly the columns of the prompt's first ``tokens`` tokens."""
-    rng = random.Random(11)
-    for _ in range(200):
-        cache = PromptCache(budget_bytes=rng.choice([6, 20, 100]) * per_token(), min_tokens=rng.randrange(1, 4))
-        shared = [rng.randrange(1, 4) for _ in range(rng.randrange(1, 6))]
+def shared_starts(cache: PromptCache, prompt: list[int], salt: str | None = None) -> tuple[int, int]:
+    """What comparing ``prompt`` with every pinned and every readable recent prompt finds (the cache without its
+    index): the most leading tokens it shares with a pinned one, and with a recent one (all but its last at most)."""
+
+    def best(prompts) -> int:
+        return max((min(common_length(t, tuple(prompt)), len(prompt) - 1) for t in prompts), default=0)
+
+    return best(t for t, _ in cache.pinned), best(key[1] for key in cache.recent if key[0] == salt)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_any_prompt_reads_the_longest_start_it_shares_and_exactly_its_columns(seed):
+    """Whatever was pinned, kept (under salts) and evicted: a hit reads as many tokens as comparing the prompt with
+    every pinned and readable kept prompt finds (all but its last at most), and exactly their columns."""
+    rng = random.Random(seed)
+    for _ in range(300):
+        cache = PromptCache(rng.choice([6, 20, 100, 400]) * per_token(), min_tokens=rng.randrange(1, 5))
+        shared = [rng.randrange(1, 3) for _ in range(rng.randrange(1, 8))]
         cache.pin(shared, kv(shared))
-        for _ in range(rng.randrange(1, 8)):
-            ids = (shared if rng.random() < 0.7 else []) + [rng.randrange(1, 4) for _ in range(rng.randrange(1, 8))]
-            keep(cache, ids)
+        for _ in range(rng.randrange(1, 30)):
+            ids = (shared if rng.random() < 0.7 else []) + [rng.randrange(1, 3) for _ in range(rng.randrange(1, 40))]
+            keep(cache, ids, rng.choice([None, None, "a"]))
             assert cache.recent_bytes <= cache.budget_bytes
-        prompt = (shared if rng.random() < 0.7 else []) + [rng.randrange(1, 4) for _ in range(rng.randrange(1, 10))]
-        hit = cache.longest(prompt)
-        if hit:
-            assert hit.tokens <= len(prompt) - 1 and read_columns(hit) == prompt[: hit.tokens]
+            assert cache.recent_bytes == sum(nbytes(entry.own) for entry in cache.recent.values())
+        prompt = (shared if rng.random() < 0.7 else []) + [rng.randrange(1, 3) for _ in range(rng.randrange(1, 45))]
+        salt = rng.choice([None, "a"])
+        expected = max(shared_starts(cache, prompt, salt))
+        hit = cache.longest(prompt, salt)
+        if expected < cache.min_tokens:
+            assert hit is None
+        else:
+            assert hit.tokens == expected and read_columns(hit) == prompt[:expected]
+
+
+def test_a_prompt_is_found_among_many_that_start_alike_comparing_only_one(monkeypatch):
+    """500 kept chats with the same 23-token markup (pinned) and a 12-token question opening: each asked again reads
+    all but its last token, and a lookup compares it with the pinned prefix and one kept prompt, whatever the
+    count."""
+    from serving.engine import prompts
+
+    rng = random.Random(5)
+    markup, opening = [rng.randrange(100) for _ in range(23)], [rng.randrange(100) for _ in range(12)]
+    cache = PromptCache(budget_bytes=10**6 * per_token(), max_prompts=1000)
+    cache.pin(markup, kv(markup))
+    asked = [markup + opening + [rng.randrange(100) for _ in range(rng.randrange(5, 30))] for _ in range(500)]
+    for ids in asked:
+        keep(cache, ids)
+    assert len(cache.recent) == 500
+    compared = []
+    monkeypatch.setattr(prompts, "common_length", lambda a, b: compared.append(a) or common_length(a, b))
+    for ids in rng.sample(asked, 50):
+        compared.clear()
+        hit = cache.longest(ids)
+        assert hit.tokens == len(ids) - 1 and read_columns(hit) == ids[:-1]
+        assert len(compared) <= 2

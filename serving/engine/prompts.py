@@ -8,7 +8,8 @@ Two kinds of entry, looked up alike:
   used evicted first (what vLLM calls automatic prefix caching). A question asked again, or a chat that sends its
   conversation again with one more turn, reads its earlier prompt's keys and values from here.
 
-``longest`` finds the entry sharing the most leading tokens with a prompt, and uses that many of its columns: the
+``longest`` finds the entry sharing the most leading tokens with a prompt (the recent ones through a
+``PrefixIndex``), and uses that many of its columns: the
 keys and values of a position depend only on the tokens up to it, so the first k columns of any prompt that starts
 with those k tokens are theirs. At least the prompt's last token is always computed again, since its logits start
 the answer. Keys and values are kept per layer as [1, kv heads, tokens, head dim], in the KV cache's dtype and
@@ -82,27 +83,74 @@ class Hit:
     parts: list[KV]  # their keys and values, in order: views of a pinned prefix's and of a kept prompt's columns
 
 
+class PrefixIndex:
+    """The recent prompts by the hash of each of their starts (a trie kept in dictionaries: the hash of a prompt's
+    first n tokens chains the hash of its first n - 1 with its n-th), so that a lookup walks the prompt's tokens
+    once, however many prompts are kept, and compares it with one of them. Hashes only point the way: what a hit
+    reads is always compared token for token first, so a collision can lose a hit but never hand out another
+    prompt's columns."""
+
+    def __init__(self) -> None:
+        self._through: dict[tuple[str | None, int], dict[Key, None]] = {}  # the prompts with this start
+        self._whole: dict[tuple[str | None, int], Key] = {}  # the prompt that is exactly this start
+
+    @staticmethod
+    def chain(tokens: tuple[int, ...]) -> list[int]:
+        """The hash of ``tokens``' first token, of its first two, and so on."""
+        hashes, chained = [], 0
+        for token in tokens:
+            chained = hash((chained, token))
+            hashes.append(chained)
+        return hashes
+
+    def add(self, key: Key) -> None:
+        salt, chain = key[0], self.chain(key[1])
+        for chained in chain:
+            self._through.setdefault((salt, chained), {})[key] = None
+        self._whole[(salt, chain[-1])] = key
+
+    def remove(self, key: Key) -> None:
+        salt, chain = key[0], self.chain(key[1])
+        for chained in chain:
+            keys = self._through.get((salt, chained), {})
+            keys.pop(key, None)
+            if not keys:
+                self._through.pop((salt, chained), None)
+        if self._whole.get((salt, chain[-1])) == key:
+            del self._whole[(salt, chain[-1])]
+
+    def sharing(self, prompt: tuple[int, ...], salt: str | None) -> Key | None:
+        """The kept prompt of ``salt`` added last among those sharing the longest start with ``prompt``."""
+        deepest = None
+        for chained in self.chain(prompt):
+            found = self._through.get((salt, chained))
+            if found is None:
+                break
+            deepest = found
+        return next(reversed(deepest)) if deepest else None
+
+    def prefixes(self, prompt: tuple[int, ...], salt: str | None) -> list[Key]:
+        """The kept prompts of ``salt`` that are starts of ``prompt`` (by hash: compare before use)."""
+        return [key for chained in self.chain(prompt) if (key := self._whole.get((salt, chained)))]
+
+
 class PromptCache:
     """Pinned prefixes and recent prompts, with their KV caches. ``budget_bytes`` bounds the recent ones (0: none
-    are kept), and so does ``max_prompts``: a lookup compares the prompt with every entry (0.3 ms for 100 entries of
-    60 tokens, 3 ms for 1,000, measured), and a burst of 64 newcomers looks up 64 times. ``min_tokens`` is the
-    shortest match worth reusing."""
+    are kept), and so does ``max_prompts``. Recent prompts are found through a ``PrefixIndex``: before it, a lookup
+    compared the prompt with every kept one (0.3 ms for 100 prompts of 60 tokens, 3 ms for 1,000). ``min_tokens``
+    is the shortest match worth reusing."""
 
-    def __init__(self, budget_bytes: int, min_tokens: int = 4, max_prompts: int = 256) -> None:
+    def __init__(self, budget_bytes: int, min_tokens: int = 4, max_prompts: int = 4096) -> None:
         self.budget_bytes = budget_bytes
         self.min_tokens = min_tokens
         self.max_prompts = max_prompts
         self.pinned: list[tuple[tuple[int, ...], KV]] = []
         self.recent: OrderedDict[Key, Entry] = OrderedDict()  # least recently used first
         self.recent_bytes = 0  # the recent prompts' own columns (their pinned prefixes are counted once, not here)
+        self.index = PrefixIndex()
 
     def pin(self, ids: list[int], kv: KV) -> None:
         self.pinned.append((tuple(ids), kv))
-
-    def _readable(self, salt: str | None):
-        """(key, tokens, entry) of every entry a prompt of ``salt`` may read: the pinned ones and its salt's."""
-        yield from ((None, tokens, Entry(None, kv)) for tokens, kv in self.pinned)
-        yield from ((key, key[1], entry) for key, entry in self.recent.items() if key[0] == salt)
 
     def _base(self, prompt: tuple[int, ...]) -> tuple[int, KV | None]:
         """The longest pinned prefix ``prompt`` starts with, shorter than it: (its length, its keys and values)."""
@@ -116,8 +164,10 @@ class PromptCache:
         if len(prompt) < 2:
             return None
         best, best_key, best_entry = 0, None, None
-        for key, tokens, entry in self._readable(salt):
-            if tokens[0] != prompt[0] or len(tokens) <= best:
+        pinned = [(None, tokens, Entry(None, kv)) for tokens, kv in self.pinned]
+        recent = [(key, key[1], self.recent[key]) for key in [self.index.sharing(prompt, salt)] if key]
+        for key, tokens, entry in pinned + recent:
+            if len(tokens) <= best:
                 continue
             shared = min(common_length(tokens, prompt), len(prompt) - 1)
             if shared > best:
@@ -131,7 +181,12 @@ class PromptCache:
     def covers(self, ids: list[int], salt: str | None = None) -> bool:
         """Whether an entry a prompt of ``salt`` may read already holds every token of ``ids``."""
         prompt = tuple(ids)
-        return any(len(t) >= len(prompt) and t[: len(prompt)] == prompt for _, t, _ in self._readable(salt))
+        if (salt, prompt) in self.recent:
+            return True
+        kept = [tokens for tokens, _ in self.pinned]
+        if key := self.index.sharing(prompt, salt):
+            kept.append(key[1])
+        return any(len(t) >= len(prompt) and t[: len(prompt)] == prompt for t in kept)
 
     def keep(self, ids: list[int], read: Callable[[int], KV], salt: str | None = None) -> None:
         """Keep ``ids``'s keys and values (under ``salt``) as the most recent entry, evicting the least recently
@@ -147,16 +202,20 @@ class PromptCache:
         size = nbytes(own)
         if size > self.budget_bytes:
             return
-        extended = [k for k in self.recent if k[0] == salt and len(k[1]) < len(prompt) and prompt[: len(k[1])] == k[1]]
+        extended = [
+            k for k in self.index.prefixes(prompt, salt) if len(k[1]) < len(prompt) and prompt[: len(k[1])] == k[1]
+        ]
         for key in extended:
             self._evict(key)
         self.recent[(salt, prompt)] = Entry(base, own)
+        self.index.add((salt, prompt))
         self.recent_bytes += size
         while self.recent_bytes > self.budget_bytes or len(self.recent) > self.max_prompts:
             self._evict(next(iter(self.recent)))
 
     def _evict(self, key: Key) -> None:
         self.recent_bytes -= nbytes(self.recent.pop(key).own)
+        self.index.remove(key)
 
     def describe(self) -> dict:
         return {
