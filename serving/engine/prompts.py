@@ -163,10 +163,11 @@ class PromptCache:
         prompt = tuple(ids)
         if len(prompt) < 2:
             return None
+        candidates = [(None, tokens, Entry(None, kv)) for tokens, kv in self.pinned]
+        if key := self.index.sharing(prompt, salt):
+            candidates.append((key, key[1], self.recent[key]))
         best, best_key, best_entry = 0, None, None
-        pinned = [(None, tokens, Entry(None, kv)) for tokens, kv in self.pinned]
-        recent = [(key, key[1], self.recent[key]) for key in [self.index.sharing(prompt, salt)] if key]
-        for key, tokens, entry in pinned + recent:
+        for key, tokens, entry in candidates:
             if len(tokens) <= best:
                 continue
             shared = min(common_length(tokens, prompt), len(prompt) - 1)
@@ -181,8 +182,6 @@ class PromptCache:
     def covers(self, ids: list[int], salt: str | None = None) -> bool:
         """Whether an entry a prompt of ``salt`` may read already holds every token of ``ids``."""
         prompt = tuple(ids)
-        if (salt, prompt) in self.recent:
-            return True
         kept = [tokens for tokens, _ in self.pinned]
         if key := self.index.sharing(prompt, salt):
             kept.append(key[1])
