@@ -46,7 +46,7 @@ def columns_from(tokens: int, start: int) -> list[tuple[torch.Tensor, torch.Tens
 
 def compare_each(cache: PromptCache, prompt: tuple[int, ...]) -> int:
     """The baseline: the longest start ``prompt`` shares with any pinned or kept prompt, all but its last token
-    at most, found by comparing it with each (None where under the cache's ``min_tokens``, as ``longest``)."""
+    at most, found by comparing it with each (0 under the cache's ``min_tokens``, where ``longest`` gives None)."""
     kept = [tokens for tokens, _ in cache.pinned] + [key[1] for key in cache.recent]
     best = max((min(common_length(tokens, prompt), len(prompt) - 1) for tokens in kept), default=0)
     return best if best >= cache.min_tokens else 0

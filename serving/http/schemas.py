@@ -12,12 +12,15 @@ stable code a client can act on.
 # no `from __future__ import annotations`: the request models are built in a function, from its local types
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel
 
 from core import telemetry
 from serving.http.settings import Settings
+
+if TYPE_CHECKING:
+    from serving.engine import Sequence
 
 STRICT = ConfigDict(extra="forbid", strict=True)
 # a character other than ASCII whitespace: the same test in JSON Schema's, Python's and Rust's regex engines
@@ -274,12 +277,14 @@ class Usage(BaseModel):
     prompt_tokens_details: PromptTokensDetails
 
     @classmethod
-    def of(cls, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> "Usage":
+    def of(cls, seq: "Sequence") -> "Usage":
+        """The usage of a finished request: its prompt and answer tokens, and the prompt tokens read from the cache."""
+        prompt_tokens, completion_tokens = len(seq.prompt_ids), len(seq.tokens)
         return cls(
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             total_tokens=prompt_tokens + completion_tokens,
-            prompt_tokens_details=PromptTokensDetails(cached_tokens=cached_tokens),
+            prompt_tokens_details=PromptTokensDetails(cached_tokens=seq.cached_tokens),
         )
 
 

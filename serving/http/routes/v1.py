@@ -88,7 +88,7 @@ def build(models: RequestModels) -> APIRouter:
                         finish_reason=out.finish_reason,
                     )
                 ],
-                usage=Usage.of(len(out.prompt_ids), len(out.tokens), out.cached_tokens),
+                usage=Usage.of(out),
             )
 
         job, pieces = stream_text(st, seq)
@@ -102,8 +102,7 @@ def build(models: RequestModels) -> APIRouter:
             done = job.seq
             events = [{**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": done.finish_reason}]}]
             if body.stream_options and body.stream_options.include_usage:
-                usage = Usage.of(len(done.prompt_ids), len(done.tokens), done.cached_tokens)
-                events.append({**chunk, "choices": [], "usage": usage.model_dump()})
+                events.append({**chunk, "choices": [], "usage": Usage.of(done).model_dump()})
             return [*events, "[DONE]"]
 
         async def events() -> AsyncIterator[str]:
