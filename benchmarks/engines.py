@@ -19,6 +19,8 @@ Measured, in each dtype:
   pass of ``serving.engine.lean``, packed linear layers, the KV cache of the chat markup every prompt shares
   computed once, ``serving.engine.engine.share_prefixes``, and the server's cache of recent prompts);
 - the same engine with transformers' own forward pass (``kernels.prepare(lean=False)``): what the lean pass gains;
+- in bfloat16, the same engine without its native decoding step (``kernels.prepare(native=False)``: every step in
+  PyTorch): what ``serving.engine.native`` gains;
 - OpenVINO GenAI's ``LLMPipeline`` with its continuous-batching scheduler and prefix caching, 2 threads, inference
   precision f32 or bf16, on the model exported with fp16 weights (``scripts/openvino.sh``, its own venv: its
   converter requires an older transformers), run in that venv's Python, one batch of prompts a line on its
@@ -76,7 +78,9 @@ class Ours:
     """This engine over the model as the server prepares it (``lean=False``: transformers' forward pass instead of
     the lean one), loaded once; ``run`` answers a batch and returns its tokens/s."""
 
-    def __init__(self, folder: Path, dtype: str, lean: bool, rows: int, columns: int, new_tokens: int) -> None:
+    def __init__(
+        self, folder: Path, dtype: str, lean: bool, rows: int, columns: int, new_tokens: int, native: bool = True
+    ) -> None:
         import torch
 
         from core.model_folder import load_model
@@ -86,7 +90,7 @@ class Ours:
         from serving.engine.prompting import Prompter
 
         loaded = load_model(folder, "chat_template", kernels.load_dtype(torch.device("cpu"), dtype))
-        kernels.prepare(loaded.model, getattr(torch, dtype), lean=lean)
+        kernels.prepare(loaded.model, getattr(torch, dtype), lean=lean, native=native)
         from serving.http.settings import Settings
 
         cache_mb = Settings.model_fields["prompt_cache_mb"].default  # the server's cache of recent prompts
@@ -199,6 +203,8 @@ def main() -> None:
             "this engine": Ours(args.model_folder, dtype, True, rows, longest, args.new_tokens),
             "transformers forward": Ours(args.model_folder, dtype, False, rows, longest, args.new_tokens),
         }
+        if dtype == "bfloat16":  # the same engine without its native decoding step (serving.engine.native)
+            engines["PyTorch step"] = Ours(args.model_folder, dtype, True, rows, longest, args.new_tokens, False)
         if args.openvino_python and args.openvino_model:
             try:
                 engines["OpenVINO GenAI"] = OpenVINO(
@@ -239,6 +245,8 @@ def main() -> None:
                 print(f"target: {n} sequences {dtype}, this engine vs OpenVINO GenAI: not measured (no OpenVINO)")
             lean, module = mine, table["transformers forward", dtype].get(n)
             print(f"lean forward pass vs transformers' forward, {n} sequences {dtype}: {lean / module:.2f}x")
+            if pytorch := table.get(("PyTorch step", dtype), {}).get(n):
+                print(f"native decoding step vs the PyTorch step, {n} sequences {dtype}: {mine / pytorch:.2f}x")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ build and run the HTTP server, and nothing it must not have (no MLflow, no boto3
       Dockerfile, .dockerignore   slim Python base, CPU-only torch, non-root user, HEALTHCHECK on /health, EXPOSE
       requirements.txt            the server's dependencies pinned to the tested versions (export.requirements)
       model/                      weights, tokenizer, generation and chat settings (serving.json), manifest.json
-      app/                        the server's code: the packages core/ and serving/, whole
+      app/                        the server's code: the packages core/ and serving/, whole, with the native
+                                  decoding step compiled here (serving.engine.native)
       build.sh, run.sh, test.sh   build the image; run it (port, bind address, API key, batching from the env); check it
       README.md                   for the person on the remote machine, with the bf16 cost measured when exported so
       wheels/                     with vendor_wheels: every wheel, so the image builds with no network
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from core import manifest
 from export import quality, requirements, templates
+from serving.engine import native
 from serving.engine.loader import SERVING_JSON, ServingSpec, resolved
 
 log = logging.getLogger(__name__)
@@ -107,7 +109,14 @@ def _serving_json(spec: ServingSpec, dtype: str) -> dict:
 
 def _copy_app(dest: Path) -> None:
     for package in APP_PACKAGES:
-        shutil.copytree(ROOT / package, dest / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so")
+        shutil.copytree(ROOT / package, dest / package, ignore=ignore)
+    # the native decoding step built here, beside its source: the image has no compiler (serving.engine.native)
+    try:
+        built = native.build(dest / "serving" / "engine" / "native")
+        log.info("bundled the native decoding step (%s)", built.name)
+    except native.NativeUnavailable as exc:
+        log.warning("the bundle's server will decode small bfloat16 batches in PyTorch: %s", exc)
 
 
 def _vendor_wheels(bundle: Path, wheelhouse: Path | None) -> None:

@@ -58,7 +58,7 @@ def test_the_lean_forward_pass_gives_transformers_logits_to_the_bit(family, extr
     model = tiny(family, **extra)
     assert supports(model) is None
     module_path = kernels.prepare(copy.deepcopy(model), dtype, lean=False)
-    lean = kernels.prepare(copy.deepcopy(model), dtype)
+    lean = kernels.prepare(copy.deepcopy(model), dtype, native=False)  # bfloat16's native step: tests/test_native.py
     assert not hasattr(module_path, "serving_step") and hasattr(lean, "serving_step")
     expected, got = logits_of_every_step(module_path), logits_of_every_step(lean)
     assert len(got) == len(expected) > 10

@@ -109,9 +109,10 @@ def load_dtype(device: torch.device, dtype: str) -> str:
     return "float32" if packs or dtype == "int8" else dtype
 
 
-def prepare(model: nn.Module, dtype: torch.dtype | None = None, lean: bool = True) -> nn.Module:
+def prepare(model: nn.Module, dtype: torch.dtype | None = None, lean: bool = True, native: bool = True) -> nn.Module:
     """Make ``model`` fast for batched decoding in ``dtype`` (default: its own) on its device, in place.
-    ``lean=False`` keeps transformers' own forward pass on CPU too (the baseline ``LeanStep`` is measured against)."""
+    ``lean=False`` keeps transformers' own forward pass on CPU too (the baseline ``LeanStep`` is measured against);
+    ``native=False`` keeps bfloat16's small decoding steps in PyTorch too (``serving.engine.native``'s baseline)."""
     dtype = dtype or model.dtype
     register_attention()
     model.set_attn_implementation(ATTENTION)
@@ -124,7 +125,7 @@ def prepare(model: nn.Module, dtype: torch.dtype | None = None, lean: bool = Tru
         quantize_linears(model)
     elif can_pack(model, dtype):
         if lean:
-            _lean_step(model, lambda linear: PackedLinear(linear, dtype))
+            _lean_step(model, lambda linear: PackedLinear(linear, dtype), native=native and dtype == torch.bfloat16)
         pack_linears(model, dtype)
     elif model.dtype != dtype:
         model.to(dtype)
@@ -133,13 +134,36 @@ def prepare(model: nn.Module, dtype: torch.dtype | None = None, lean: bool = Tru
     return model
 
 
-def _lean_step(model: nn.Module, fast) -> None:
+def _lean_step(model: nn.Module, fast, native: bool = False) -> None:
     """On CPU, where the model is of the Llama family: its forward pass as ``serving.engine.lean.LeanStep``
-    (``model.serving_step``), the decoder's linear layers stacked and made fast by ``fast``."""
+    (``model.serving_step``), the decoder's linear layers stacked and made fast by ``fast``. ``native``
+    (bfloat16): its small decoding steps in ``serving.engine.native``, where that can run here."""
     from serving.engine.lean import LeanStep, supports
+    from serving.engine.native import NativeStep, NativeUnavailable
+    from serving.engine.native import supports as native_supports
 
-    if supports(model) is None:
-        model.serving_step = LeanStep(model, fast)
+    if supports(model) is not None:
+        return
+    plain: list[torch.Tensor] = []  # each stacked matrix in bfloat16, in the order LeanStep makes them
+
+    def keeping(linear: nn.Linear) -> nn.Module:
+        if native:
+            plain.append(linear.weight.detach().to(torch.bfloat16).contiguous())
+        return fast(linear)
+
+    model.serving_step = step = LeanStep(model, keeping)
+    if not native:
+        return
+    why = native_supports(model, step)
+    try:
+        if why is None:
+            weights = [plain[i : i + 4] for i in range(0, len(plain), 4)]
+            lm_head = model.lm_head.weight.detach().to(torch.bfloat16)
+            model.serving_step = NativeStep(model, step, weights, lm_head)
+    except NativeUnavailable as exc:
+        why = str(exc)
+    if why is not None:
+        model.serving_fused = [f"no native decoding step: {why}"]
 
 
 def _rms_norm(hidden: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

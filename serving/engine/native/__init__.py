@@ -1,0 +1,263 @@
+"""The decoding step of the Llama family in bfloat16 as one native loop (``step.c``), for the CPU's small batches.
+
+A batch-1 step of the lean forward pass (``serving.engine.lean``) dispatches about 1,500 PyTorch operations; on a
+2-core CPU their dispatch, the Python between them and the threads that every product starts and stops are as much
+of the step as reading the weights. ``step.c`` runs the whole step, every layer and the output layer, in one OpenMP
+parallel region whose threads meet five times a layer, reading plain bfloat16 weights (8 at a time, widened to
+float32 for AVX2's multiply-adds: half the bytes of float32, on any x86-64 CPU with AVX2 and FMA).
+
+It gives the engine's bfloat16 values (``kernels.PackedLinear``): each product's input and output rounded to
+bfloat16, float32 everywhere else; only the order of the sums inside a product differs, so its answers are
+bfloat16's, judged as bfloat16's are (the agreement with float32, the promote gate), not float32's bits. float32
+keeps the PyTorch step, whose answers equal ``generate()``'s.
+
+``NativeStep`` wraps the model's ``LeanStep``: decoding steps of up to ``max_rows`` rows run here, prefills and
+larger batches in PyTorch (``oneDNN``'s packed products are faster there). The library is compiled on first use
+with the system's C compiler into a cache folder (``SERVING_NATIVE_CACHE``, default ``~/.cache/llm-lifecycle``),
+once per source and compiler; ``SERVING_NATIVE=0`` turns it off. Where it cannot be built or run (no compiler, no
+AVX2, not x86-64), the PyTorch step serves and /model/info says why.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+SOURCE = Path(__file__).with_name("step.c")
+FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
+MAX_ROWS = 8  # decoding steps of up to this many rows run natively; oneDNN's products gain from 16 rows on
+
+
+class NativeUnavailable(RuntimeError):
+    """Why the native step cannot run here (the PyTorch step serves instead)."""
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cache_folder() -> Path:
+    given = os.environ.get("SERVING_NATIVE_CACHE")
+    return Path(given) if given else Path.home() / ".cache" / "llm-lifecycle" / "native"
+
+
+def key() -> str:
+    """What names a build: the source and the flags."""
+    return hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
+
+
+def build(folder: Path) -> Path:
+    """Compile ``step.c`` into ``folder`` (once: an existing build of the same source and flags is kept); returns
+    the library's path. Raises ``NativeUnavailable`` where this machine cannot."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        raise NativeUnavailable(f"the native step is written for x86-64 (AVX2), not {platform.machine()}")
+    target = folder / f"step-{key()}.so"
+    if target.exists():
+        return target
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not compiler:
+        raise NativeUnavailable("no C compiler (cc) to build it; install gcc, or set CC")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder) as scratch:
+            built = Path(scratch) / target.name
+            command = [compiler, *FLAGS, "-o", str(built), str(SOURCE), "-lm"]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise NativeUnavailable(f"{compiler} could not build {SOURCE.name}: {done.stderr.strip()[-500:]}")
+            os.replace(built, target)  # atomic: processes building at once each install a whole file
+    except OSError as exc:
+        raise NativeUnavailable(f"could not build it in {folder}: {exc}") from exc
+    return target
+
+
+@functools.cache
+def library() -> ctypes.CDLL:
+    """The compiled step: the build shipped beside ``step.c`` (an exported bundle's), else the cache folder's,
+    built on first use. Raises ``NativeUnavailable``."""
+    if os.environ.get("SERVING_NATIVE", "1") == "0":
+        raise NativeUnavailable("turned off (SERVING_NATIVE=0)")
+    missing = {"avx2", "fma"} - _cpu_flags()
+    if missing:
+        raise NativeUnavailable(f"this CPU lacks {', '.join(sorted(missing))}")
+    shipped = SOURCE.with_name(f"step-{key()}.so")
+    target = shipped if shipped.exists() else build(cache_folder())
+    try:
+        lib = ctypes.CDLL(str(target))
+    except OSError as exc:  # a shipped build this system cannot load
+        raise NativeUnavailable(f"could not load {target.name}: {exc}") from exc
+    lib.native_step.restype = ctypes.c_int
+    lib.native_step.argtypes = [
+        ctypes.POINTER(_Model),
+        ctypes.POINTER(_Cache),
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int,
+        ctypes.c_void_p,
+    ]
+    lib.native_scratch_floats.restype = ctypes.c_size_t
+    lib.native_scratch_floats.argtypes = [ctypes.POINTER(_Model), ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    return lib
+
+
+_P = ctypes.c_void_p
+_PP = ctypes.POINTER(ctypes.c_void_p)
+
+
+class _Model(ctypes.Structure):
+    _fields_ = [
+        *[(n, ctypes.c_int) for n in ("layers", "hidden", "heads", "kv_heads", "head_dim", "intermediate", "vocab")],
+        ("eps", ctypes.c_float),
+        ("scaling", ctypes.c_float),
+        ("embed", _P),
+        *[(n, _PP) for n in ("qkv", "o", "gate_up", "down", "qkv_bias", "norm_in", "norm_post")],
+        ("norm_final", _P),
+        ("lm_head", _P),
+        ("cos", _P),
+        ("sin", _P),
+    ]
+
+
+class _Cache(ctypes.Structure):
+    _fields_ = [
+        ("keys", _PP),
+        ("values", _PP),
+        ("mask", _P),
+        ("columns", ctypes.c_int),
+        ("write", ctypes.c_int),
+        ("start", ctypes.c_int),
+        ("end", ctypes.c_int),
+    ]
+
+
+def _pointers(tensors: list[torch.Tensor | None]) -> ctypes.Array:
+    return (ctypes.c_void_p * len(tensors))(*[None if t is None else t.data_ptr() for t in tensors])
+
+
+def supports(model: nn.Module, lean: nn.Module) -> str | None:
+    """Why the native step cannot take this model (None: it can); the library's own conditions aside."""
+    hidden, inter, dim = model.config.hidden_size, model.config.intermediate_size, lean.head_dim
+    if hidden % 8 or inter % 8 or (lean.heads * dim) % 8 or dim % 8 or dim > 512:
+        return "its sizes are not multiples of 8 (or a head is wider than 512)"
+    if model.model.embed_tokens.weight.dtype != torch.float32:
+        return "its embeddings are not float32"
+    return None
+
+
+class NativeStep(nn.Module):
+    """``lean``'s forward pass, with decoding steps of up to ``max_rows`` rows run by ``step.c``. ``weights`` are
+    the plain bfloat16 matrices of each layer (q/k/v stacked, o, gate/up stacked, down) and of the output layer."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        lean: nn.Module,
+        weights: list[list[torch.Tensor]],
+        lm_head: torch.Tensor,
+        max_rows: int = MAX_ROWS,
+        threads: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.lib = library()
+        self.lean = lean
+        self.max_rows = max_rows
+        self.threads = threads
+        config = model.config
+        self._weights = [[w.contiguous() for w in layer] for layer in weights]
+        self._lm_head = lm_head.contiguous()
+        self._embed = model.model.embed_tokens.weight.detach()
+        self._norms_in = [layer.norm_in.weight.detach().float().contiguous() for layer in lean.layers]
+        self._norms_post = [layer.norm_post.weight.detach().float().contiguous() for layer in lean.layers]
+        self._norm_final = model.model.norm.weight.detach().float().contiguous()
+        self._biases = [getattr(layer.qkv, "bias", None) for layer in lean.layers]
+        self._biases = [None if b is None else b.detach().bfloat16().float().contiguous() for b in self._biases]
+        positions = torch.arange(config.max_position_embeddings)[None]
+        cos, sin = lean.rotation(positions, torch.float32)  # the same table the PyTorch step computes per step
+        self._cos, self._sin = cos[0, :, 0].contiguous(), sin[0, :, 0].contiguous()
+        layers = self._weights
+        self._arrays = {
+            "qkv": _pointers([w[0] for w in layers]),
+            "o": _pointers([w[1] for w in layers]),
+            "gate_up": _pointers([w[2] for w in layers]),
+            "down": _pointers([w[3] for w in layers]),
+            "qkv_bias": _pointers(self._biases) if any(b is not None for b in self._biases) else None,
+            "norm_in": _pointers(self._norms_in),
+            "norm_post": _pointers(self._norms_post),
+        }
+        self._model = _Model(
+            layers=len(layers),
+            hidden=config.hidden_size,
+            heads=lean.heads,
+            kv_heads=lean.kv_heads,
+            head_dim=lean.head_dim,
+            intermediate=config.intermediate_size,
+            vocab=self._lm_head.shape[0],
+            eps=lean.layers[0].norm_in.variance_epsilon,
+            scaling=lean.layers[0].scaling,
+            embed=self._embed.data_ptr(),
+            **{k: (ctypes.cast(v, _PP) if v is not None else None) for k, v in self._arrays.items()},
+            norm_final=self._norm_final.data_ptr(),
+            lm_head=self._lm_head.data_ptr(),
+            cos=self._cos.data_ptr(),
+            sin=self._sin.data_ptr(),
+        )
+        self._scratch = torch.empty(0)
+        self.steps = 0  # decoding steps run natively (the rest ran in PyTorch)
+
+    def describe(self) -> str:
+        return f"{self.lean.describe()}; decoding steps of up to {self.max_rows} rows in one native loop (step.c)"
+
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache) -> torch.Tensor:
+        rows, new = ids.shape
+        window = cache.window
+        decoding = new == 1 and rows <= self.max_rows and window.first_row == 0 and isinstance(window.write, int)
+        if not decoding or int(positions.max()) >= self._cos.shape[0]:
+            return self.lean(ids, positions, mask, cache)
+        threads = self.threads or torch.get_num_threads()
+        columns = cache.capacity[1]
+        need = self.lib.native_scratch_floats(ctypes.byref(self._model), rows, columns, threads)
+        if self._scratch.numel() < need:
+            self._scratch = torch.empty(need, dtype=torch.float32)
+        keys, values = _pointers(cache.keys), _pointers(cache.values)  # the buffers move when the cache grows
+        state = _Cache(
+            keys=ctypes.cast(keys, _PP),
+            values=ctypes.cast(values, _PP),
+            mask=cache.mask.data_ptr(),
+            columns=columns,
+            write=window.write,
+            start=window.start,
+            end=window.end,
+        )
+        ids = ids.reshape(rows).to(torch.long).contiguous()
+        positions = positions.reshape(rows).to(torch.long).contiguous()
+        logits = torch.empty((rows, self._model.vocab), dtype=torch.float32)
+        self.lib.native_step(
+            ctypes.byref(self._model),
+            ctypes.byref(state),
+            rows,
+            ids.data_ptr(),
+            positions.data_ptr(),
+            self._scratch.data_ptr(),
+            threads,
+            logits.data_ptr(),
+        )
+        self.steps += 1
+        return logits
