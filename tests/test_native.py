@@ -108,6 +108,39 @@ def test_the_real_model_decodes_natively_with_pytorch_s_values(smollm2):
 
 @needs_onednn
 @needs_native
+def test_a_row_gets_the_same_values_alone_or_beside_others():
+    """Each native step of five rows, run again from the same cache for its first 1 to 4 rows: the same logits and
+    keys/values to the bit (each output is one thread's sum in one order, rows paired or not)."""
+    from serving.engine.kvcache import Window
+
+    model = kernels.prepare(tiny("llama", initializer_range=0.3), torch.bfloat16)
+    step = model.serving_step
+    run, compared = step.forward, []
+
+    def alone_too(ids, positions, mask, cache):
+        if ids.shape[1] > 1:  # a prefill: PyTorch's
+            return run(ids, positions, mask, cache)
+        twins = [copy.deepcopy(cache) for _ in range(1, ids.shape[0])]
+        got = run(ids, positions, mask, cache)
+        w = cache.window
+        for rows, twin in enumerate(twins, start=1):
+            twin.window = Window(rows, w.write, w.start, w.end)
+            part = run(ids[:rows], positions[:rows], mask[:rows], twin)
+            assert torch.equal(part, got[:rows])
+            for a, b in zip(cache.keys + cache.values, twin.keys + twin.values, strict=True):
+                assert torch.equal(a[:rows, :, w.write], b[:rows, :, w.write])
+            compared.append(rows)
+        return got
+
+    step.forward = alone_too
+    generator = torch.Generator().manual_seed(4)
+    decode(model, [torch.randint(3, 300, (n,), generator=generator).tolist() for n in (7, 3, 11, 5, 9)], new=6)
+    assert compared == [1, 2, 3, 4] * 5  # every decoding step
+    assert step.steps == 5 * 5
+
+
+@needs_onednn
+@needs_native
 def test_larger_batches_and_prefills_stay_in_pytorch():
     model = kernels.prepare(tiny("llama"), torch.bfloat16)
     step = model.serving_step

@@ -139,7 +139,7 @@ def _lean_step(model: nn.Module, fast, native: bool = False) -> None:
     (``model.serving_step``), the decoder's linear layers stacked and made fast by ``fast``. ``native``
     (bfloat16): its small decoding steps in ``serving.engine.native``, where that can run here."""
     from serving.engine.lean import LeanStep, supports
-    from serving.engine.native import NativeStep, NativeUnavailable
+    from serving.engine.native import MAX_ROWS, NativeStep, NativeUnavailable
     from serving.engine.native import supports as native_supports
 
     if supports(model) is not None:
@@ -159,7 +159,8 @@ def _lean_step(model: nn.Module, fast, native: bool = False) -> None:
         if why is None:
             weights = [plain[i : i + 4] for i in range(0, len(plain), 4)]
             lm_head = model.lm_head.weight.detach().to(torch.bfloat16)
-            model.serving_step = NativeStep(model, step, weights, lm_head)
+            rows = MAX_ROWS["native" if native_bfloat16() else "emulated"]
+            model.serving_step = NativeStep(model, step, weights, lm_head, max_rows=rows)
     except NativeUnavailable as exc:
         why = str(exc)
     if why is not None:

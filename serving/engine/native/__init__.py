@@ -11,10 +11,12 @@ bfloat16, float32 everywhere else; only the order of the sums inside a product d
 bfloat16's, judged as bfloat16's are (the agreement with float32, the promote gate), not float32's bits. float32
 keeps the PyTorch step, whose answers equal ``generate()``'s.
 
-``NativeStep`` wraps the model's ``LeanStep``: decoding steps of up to ``max_rows`` rows run here, prefills and
-larger batches in PyTorch (``oneDNN``'s packed products are faster there). The library is compiled on first use
-with the system's C compiler into a cache folder (``SERVING_NATIVE_CACHE``, default ``~/.cache/llm-lifecycle``),
-once per source and compiler; ``SERVING_NATIVE=0`` turns it off. Where it cannot be built or run (no compiler, no
+``NativeStep`` wraps the model's ``LeanStep``: decoding steps of up to ``max_rows`` rows (``MAX_ROWS``) run here,
+prefills and larger batches in PyTorch (oneDNN's packed products). Each output of a product is one thread's sum in
+a fixed order, whatever the batch: a row's values do not depend on the rows beside it. The library is compiled on
+first use with the system's C compiler into a cache folder (``SERVING_NATIVE_CACHE``, default
+``~/.cache/llm-lifecycle/native``), once per source and flags (an exported bundle ships it built);
+``SERVING_NATIVE=0`` turns it off. Where it cannot be built or run (no compiler, no
 AVX2, not x86-64), the PyTorch step serves and /model/info says why.
 """
 
@@ -35,7 +37,11 @@ from torch import nn
 
 SOURCE = Path(__file__).with_name("step.c")
 FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
-MAX_ROWS = 8  # decoding steps of up to this many rows run natively; oneDNN's products gain from 16 rows on
+# Decoding steps of up to this many rows run natively, by whether oneDNN has bfloat16 products on this CPU.
+# Without them (AVX2 only: bfloat16 emulated in float32 products) the native step was faster at every size up to
+# 32 rows and even at 64 (AMD EPYC of 2026-12-07, docs/serving.md); with them (AVX512-BF16) oneDNN's products
+# are twice as fast from the same bytes, and 8 rows is a bound not yet measured against them.
+MAX_ROWS = {"emulated": 32, "native": 8}
 
 
 class NativeUnavailable(RuntimeError):
@@ -172,7 +178,7 @@ class NativeStep(nn.Module):
         lean: nn.Module,
         weights: list[list[torch.Tensor]],
         lm_head: torch.Tensor,
-        max_rows: int = MAX_ROWS,
+        max_rows: int = MAX_ROWS["native"],
         threads: int | None = None,
     ) -> None:
         super().__init__()
@@ -181,7 +187,17 @@ class NativeStep(nn.Module):
         self.max_rows = max_rows
         self.threads = threads
         config = model.config
-        self._weights = [[w.contiguous() for w in layer] for layer in weights]
+        inter = config.intermediate_size
+        # gate and up rows in turn, so that each thread's share of the product holds both halves of its SiLU
+        self._weights = [
+            [
+                qkv.contiguous(),
+                o.contiguous(),
+                gate_up.view(2, inter, -1).transpose(0, 1).reshape(2 * inter, -1),
+                down.contiguous(),
+            ]
+            for qkv, o, gate_up, down in weights
+        ]
         self._lm_head = lm_head.contiguous()
         self._embed = model.model.embed_tokens.weight.detach()
         self._norms_in = [layer.norm_in.weight.detach().float().contiguous() for layer in lean.layers]

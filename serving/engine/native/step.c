@@ -26,7 +26,7 @@ typedef struct {
     int layers, hidden, heads, kv_heads, head_dim, intermediate, vocab;
     float eps, scaling;
     const float *embed;                     /* [vocab, hidden] float32 */
-    const bf16 **qkv, **o, **gate_up, **down; /* per layer */
+    const bf16 **qkv, **o, **gate_up, **down; /* per layer; gate_up's rows: gate and up rows in turn */
     const float **qkv_bias;                 /* per layer, or NULL entries: bias rounded to bfloat16, as float32 */
     const float **norm_in, **norm_post;     /* per layer [hidden] */
     const float *norm_final;                /* [hidden] */
@@ -47,9 +47,9 @@ typedef struct {
     float *hidden;  /* [rows, hidden] the residual stream */
     float *qkv;     /* [rows, (heads + 2 kv) * dim] */
     float *attn;    /* [rows, heads * dim] */
-    float *gate_up; /* [rows, 2 * intermediate] */
+    float *act;     /* [rows, intermediate] SiLU(gate) * up, rounded to bfloat16: the down product's input */
     float *scores;  /* [threads, columns] */
-    float *normed;  /* [threads, max(hidden, intermediate, heads * dim)] a norm's or SiLU's output */
+    float *normed;  /* [threads, max(hidden, intermediate, heads * dim)] a norm's output */
     float *xb;      /* [threads, rows, max(hidden, intermediate, heads * dim)] a product's input, rounded to bfloat16 */
 } Work;
 
@@ -94,15 +94,56 @@ static void rms_norm(const float *x, const float *weight, float eps, int n, floa
     for (i = 0; i < n; i++) out[i] = x[i] * scale * weight[i];
 }
 
-/* y[r, j] (+)= round_bf16(W[j] . x[r] + bias[j]) for output rows j in [first, last): W bfloat16 [n, k], x [rows, k]
- * float32 holding bfloat16 values, k a multiple of 8. Four rows of W at a time, each read once for every row of x,
- * the next four prefetched meanwhile. */
+enum { STORE, ADD, SWIGLU };
+
+/* What a product does with its outputs v[j] = round_bf16(W[j] . x[r] + bias[j]): STORE y[r, j] = v[j]; ADD
+ * y[r, j] += v[j] (the residual stream); SWIGLU: W's rows are gate and up rows in turn (kept so by NativeStep),
+ * y[r, j / 2] = round_bf16(silu(v[j]) * v[j + 1]), the down product's input. */
+static inline void emit(float *y, int j, const float *v, int n, int mode) {
+    if (mode == STORE)
+        for (int q = 0; q < n; q++) y[j + q] = v[q];
+    else if (mode == ADD)
+        for (int q = 0; q < n; q++) y[j + q] += v[q];
+    else
+        for (int q = 0; q + 1 < n; q += 2) y[(j + q) / 2] = round_bf16(v[q] / (1.0f + expf(-v[q])) * v[q + 1]);
+}
+
+/* The outputs j in [first, last) of W x[r] for every row r, W bfloat16 [n, k], x [rows, k] float32 holding
+ * bfloat16 values, k a multiple of 8, handed to emit (first, last and, for SWIGLU, n even). Four rows of W at a
+ * time, each read once for every row of x, the next four prefetched meanwhile. */
 static void product(const bf16 *w, const float *bias, const float *x, int rows, int k, int first, int last,
-                    float *y, int y_stride, int accumulate) {
+                    float *y, int y_stride, int mode) {
     int j = first;
     for (; j + 4 <= last; j += 4) {
         const bf16 *w0 = w + (size_t)j * k;
-        for (int r = 0; r < rows; r++) {
+        int r = 0;
+        for (; r + 2 <= rows; r += 2) { /* two rows of x a time: each weight widened once for both */
+            const float *xr = x + (size_t)r * k, *xs = xr + k;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+            for (int i = 0; i < k; i += 8) {
+                if (r == 0 && (i & 31) == 0)
+                    for (int q = 4; q < 8; q++) _mm_prefetch((const char *)(w0 + q * (size_t)k + i), _MM_HINT_T0);
+                __m256 xv = _mm256_loadu_ps(xr + i), xw = _mm256_loadu_ps(xs + i);
+                __m256 w_0 = load_bf16(w0 + i), w_1 = load_bf16(w0 + k + i);
+                __m256 w_2 = load_bf16(w0 + 2 * (size_t)k + i), w_3 = load_bf16(w0 + 3 * (size_t)k + i);
+                a0 = _mm256_fmadd_ps(w_0, xv, a0);
+                a1 = _mm256_fmadd_ps(w_1, xv, a1);
+                a2 = _mm256_fmadd_ps(w_2, xv, a2);
+                a3 = _mm256_fmadd_ps(w_3, xv, a3);
+                b0 = _mm256_fmadd_ps(w_0, xw, b0);
+                b1 = _mm256_fmadd_ps(w_1, xw, b1);
+                b2 = _mm256_fmadd_ps(w_2, xw, b2);
+                b3 = _mm256_fmadd_ps(w_3, xw, b3);
+            }
+            float v[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)}, u[4] = {hsum(b0), hsum(b1), hsum(b2), hsum(b3)};
+            for (int q = 0; q < 4; q++) {
+                v[q] = round_bf16(bias ? v[q] + bias[j + q] : v[q]);
+                u[q] = round_bf16(bias ? u[q] + bias[j + q] : u[q]);
+            }
+            emit(y + (size_t)r * y_stride, j, v, 4, mode);
+            emit(y + (size_t)(r + 1) * y_stride, j, u, 4, mode);
+        }
+        for (; r < rows; r++) { /* the same sums in the same order: a row's values do not depend on its pairing */
             const float *xr = x + (size_t)r * k;
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             for (int i = 0; i < k; i += 8) {
@@ -114,23 +155,20 @@ static void product(const bf16 *w, const float *bias, const float *x, int rows, 
                 a2 = _mm256_fmadd_ps(load_bf16(w0 + 2 * (size_t)k + i), xv, a2);
                 a3 = _mm256_fmadd_ps(load_bf16(w0 + 3 * (size_t)k + i), xv, a3);
             }
-            float s[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
-            float *out = y + (size_t)r * y_stride + j;
-            for (int q = 0; q < 4; q++) {
-                float v = round_bf16(bias ? s[q] + bias[j + q] : s[q]);
-                out[q] = accumulate ? out[q] + v : v;
-            }
+            float v[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
+            for (int q = 0; q < 4; q++) v[q] = round_bf16(bias ? v[q] + bias[j + q] : v[q]);
+            emit(y + (size_t)r * y_stride, j, v, 4, mode);
         }
     }
-    for (; j < last; j++) {
-        for (int r = 0; r < rows; r++) {
+    for (int r = 0; r < rows && j < last; r++) {
+        float v[4];
+        for (int q = 0; q < last - j; q++) {
             __m256 a = _mm256_setzero_ps();
             for (int i = 0; i < k; i += 8)
-                a = _mm256_fmadd_ps(load_bf16(w + (size_t)j * k + i), _mm256_loadu_ps(x + (size_t)r * k + i), a);
-            float v = round_bf16(bias ? hsum(a) + bias[j] : hsum(a));
-            float *out = y + (size_t)r * y_stride + j;
-            *out = accumulate ? *out + v : v;
+                a = _mm256_fmadd_ps(load_bf16(w + (size_t)(j + q) * k + i), _mm256_loadu_ps(x + (size_t)r * k + i), a);
+            v[q] = round_bf16(bias ? hsum(a) + bias[j + q] : hsum(a));
         }
+        emit(y + (size_t)r * y_stride, j, v, last - j, mode);
     }
 }
 
@@ -155,7 +193,7 @@ size_t native_scratch_floats(const Model *m, int rows, int columns, int threads)
     int wide = m->hidden > m->intermediate ? m->hidden : m->intermediate;
     if (m->heads * m->head_dim > wide) wide = m->heads * m->head_dim;
     size_t qkv = (size_t)(m->heads + 2 * m->kv_heads) * m->head_dim;
-    return (size_t)rows * (m->hidden + qkv + m->heads * m->head_dim + 2 * m->intermediate) +
+    return (size_t)rows * (m->hidden + qkv + m->heads * m->head_dim + m->intermediate) +
            (size_t)threads * (columns + wide) + (size_t)threads * rows * wide;
 }
 
@@ -170,8 +208,8 @@ int native_step(const Model *m, const Cache *c, int rows, const int64_t *ids, co
     w.hidden = scratch;
     w.qkv = w.hidden + (size_t)rows * H;
     w.attn = w.qkv + (size_t)rows * width;
-    w.gate_up = w.attn + (size_t)rows * heads * D;
-    w.scores = w.gate_up + (size_t)rows * 2 * I;
+    w.act = w.attn + (size_t)rows * heads * D;
+    w.scores = w.act + (size_t)rows * I;
     w.normed = w.scores + (size_t)threads * c->columns;
     w.xb = w.normed + (size_t)threads * wide;
     for (int r = 0; r < rows; r++) memcpy(w.hidden + (size_t)r * H, m->embed + (size_t)ids[r] * H, sizeof(float) * H);
@@ -193,7 +231,7 @@ int native_step(const Model *m, const Cache *c, int rows, const int64_t *ids, co
                 round_all(normed, xb + (size_t)r * H, H);
             }
             share(width, t, nt, &first, &last);
-            product(m->qkv[l], m->qkv_bias ? m->qkv_bias[l] : NULL, xb, rows, H, first, last, w.qkv, width, 0);
+            product(m->qkv[l], m->qkv_bias ? m->qkv_bias[l] : NULL, xb, rows, H, first, last, w.qkv, width, STORE);
 #pragma omp barrier
             /* rotary embedding, the cache's new column and attention, by (row, key/value head) */
             for (int job = t; job < rows * kvh; job += nt) {
@@ -238,22 +276,17 @@ int native_step(const Model *m, const Cache *c, int rows, const int64_t *ids, co
 #pragma omp barrier
             for (int r = 0; r < rows; r++) round_all(w.attn + (size_t)r * heads * D, xb + (size_t)r * heads * D, heads * D);
             share(H, t, nt, &first, &last);
-            product(m->o[l], NULL, xb, rows, heads * D, first, last, w.hidden, H, 1);
+            product(m->o[l], NULL, xb, rows, heads * D, first, last, w.hidden, H, ADD);
 #pragma omp barrier
             for (int r = 0; r < rows; r++) {
                 rms_norm(w.hidden + (size_t)r * H, m->norm_post[l], m->eps, H, normed);
                 round_all(normed, xb + (size_t)r * H, H);
             }
             share(2 * I, t, nt, &first, &last);
-            product(m->gate_up[l], NULL, xb, rows, H, first, last, w.gate_up, 2 * I, 0);
+            product(m->gate_up[l], NULL, xb, rows, H, first, last, w.act, I, SWIGLU);
 #pragma omp barrier
-            for (int r = 0; r < rows; r++) {
-                const float *gate = w.gate_up + (size_t)r * 2 * I, *up = gate + I;
-                for (int i = 0; i < I; i++) normed[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
-                round_all(normed, xb + (size_t)r * I, I);
-            }
             share(H, t, nt, &first, &last);
-            product(m->down[l], NULL, xb, rows, I, first, last, w.hidden, H, 1);
+            product(m->down[l], NULL, w.act, rows, I, first, last, w.hidden, H, ADD);
 #pragma omp barrier
         }
         for (int r = 0; r < rows; r++) {
@@ -261,7 +294,7 @@ int native_step(const Model *m, const Cache *c, int rows, const int64_t *ids, co
             round_all(normed, xb + (size_t)r * H, H);
         }
         share(m->vocab, t, nt, &first, &last);
-        product(m->lm_head, NULL, xb, rows, H, first, last, logits, m->vocab, 0);
+        product(m->lm_head, NULL, xb, rows, H, first, last, logits, m->vocab, STORE);
     }
     return 0;
 }
