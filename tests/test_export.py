@@ -143,3 +143,26 @@ def test_test_sh_fails_loudly_when_nothing_answers(rendered):
 
     out = run_script(rendered, "test.sh", PORT=str(free_port()), WAIT_S="1")
     assert out.returncode == 1 and "FAIL:" in out.stderr and "/health did not answer 200" in out.stderr
+
+
+def test_the_bundle_ships_the_native_step_built_and_its_server_needs_no_compiler(tmp_path, monkeypatch):
+    """The image has no C compiler: the app the bundle copies holds the native decoding step built here, and the
+    server loads that build without compiling (serving.engine.native)."""
+    from serving.engine import native
+
+    try:
+        native.build(tmp_path / "probe")
+    except native.NativeUnavailable as exc:
+        pytest.skip(f"no native step on this machine to ship: {exc}")
+    bundle._copy_app(tmp_path / "app")
+    folder = tmp_path / "app" / "serving" / "engine" / "native"
+    assert [p.name for p in folder.glob("*.so")] == [f"step-{native.key()}.so"]
+    monkeypatch.setattr(native, "SOURCE", folder / "step.c")
+    monkeypatch.setenv("CC", str(tmp_path / "no-compiler-here"))
+    monkeypatch.setenv("SERVING_NATIVE_CACHE", str(tmp_path / "empty-cache"))
+    native.library.cache_clear()
+    try:
+        assert native.library().native_step is not None
+    finally:
+        native.library.cache_clear()
+    assert not (tmp_path / "empty-cache").exists()  # nothing was built
