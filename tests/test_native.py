@@ -165,6 +165,14 @@ def test_turned_off_or_unable_the_server_says_why_and_decodes_in_pytorch(monkeyp
     assert decode(model, [[5, 6, 7]], new=3)[0]  # and it decodes
 
 
+@needs_onednn
+@needs_native
+def test_a_model_with_biases_the_native_step_does_not_take_keeps_pytorch_and_says_why():
+    model = kernels.prepare(tiny("llama", attention_bias=True), torch.bfloat16)  # q/k/v and o biases
+    assert not isinstance(model.serving_step, native.NativeStep)
+    assert any("output or MLP projections have biases" in line for line in kernels.describe(model))
+
+
 def test_a_missing_compiler_is_a_reason_not_a_failure(monkeypatch, tmp_path):
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     with pytest.raises(native.NativeUnavailable, match=r"could not build|no C compiler"):

@@ -42,6 +42,7 @@ FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
 # 32 rows and even at 64 (AMD EPYC of 2026-12-07, docs/serving.md); with them (AVX512-BF16) oneDNN's products
 # are twice as fast from the same bytes, and 8 rows is a bound not yet measured against them.
 MAX_ROWS = {"emulated": 32, "native": 8}
+MAX_POSITIONS = 32768  # the rotary table's length (16 MB at a head of 64); later positions decode in PyTorch
 
 
 class NativeUnavailable(RuntimeError):
@@ -165,6 +166,8 @@ def supports(model: nn.Module, lean: nn.Module) -> str | None:
         return "its sizes are not multiples of 8 (or a head is wider than 512)"
     if model.model.embed_tokens.weight.dtype != torch.float32:
         return "its embeddings are not float32"
+    if any(getattr(layer, name).bias is not None for layer in lean.layers for name in ("o", "gate_up", "down")):
+        return "its output or MLP projections have biases (only query/key/value biases are taken)"
     return None
 
 
@@ -205,7 +208,7 @@ class NativeStep(nn.Module):
         self._norm_final = model.model.norm.weight.detach().float().contiguous()
         self._biases = [getattr(layer.qkv, "bias", None) for layer in lean.layers]
         self._biases = [None if b is None else b.detach().bfloat16().float().contiguous() for b in self._biases]
-        positions = torch.arange(config.max_position_embeddings)[None]
+        positions = torch.arange(min(config.max_position_embeddings, MAX_POSITIONS))[None]
         cos, sin = lean.rotation(positions, torch.float32)  # the same table the PyTorch step computes per step
         self._cos, self._sin = cos[0, :, 0].contiguous(), sin[0, :, 0].contiguous()
         layers = self._weights
