@@ -28,6 +28,15 @@ def _why_not() -> str | None:
 needs_native = pytest.mark.skipif(_why_not() is not None, reason=f"no native step here: {_why_not()}")
 
 
+@pytest.fixture(params=native.KERNELS)
+def kernel(request, monkeypatch) -> str:
+    """Each of the native step's kernels this CPU runs (the test is skipped, saying so, for one it cannot)."""
+    if request.param == "avx512-bf16" and native.best_kernel(32) != request.param:
+        pytest.skip("this CPU has no AVX512-BF16 instructions")
+    monkeypatch.setattr(native, "best_kernel", lambda *widths: request.param)
+    return request.param
+
+
 def checked(model: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
     """Make every native step of ``model`` also run the PyTorch step on a copy of the same cache; returns the list
     that collects, per native step, the largest difference of the logits and of the written keys/values, relative
@@ -69,10 +78,10 @@ def decode(model, prompts: list[list[int]], new: int, pad: int = 0) -> list[list
 @needs_onednn
 @needs_native
 @pytest.mark.parametrize("family,extra", FAMILIES, ids=[f for f, _ in FAMILIES])
-def test_every_native_step_gives_the_pytorch_bfloat16_step_values(family, extra):
+def test_every_native_step_gives_the_pytorch_bfloat16_step_values(family, extra, kernel):
     # weights 15 times wider than the default initialisation: attention far from uniform, as a trained model's
     model = kernels.prepare(tiny(family, initializer_range=0.3, **extra), torch.bfloat16)
-    assert isinstance(model.serving_step, native.NativeStep)
+    assert isinstance(model.serving_step, native.NativeStep) and model.serving_step.kernel == kernel
     seen = checked(model)
     generator = torch.Generator().manual_seed(2)
     prompts = [torch.randint(3, 300, (n,), generator=generator).tolist() for n in (9, 17, 4)]
@@ -85,7 +94,7 @@ def test_every_native_step_gives_the_pytorch_bfloat16_step_values(family, extra)
 
 @needs_onednn
 @needs_native
-def test_the_real_model_decodes_natively_with_pytorch_s_values(smollm2):
+def test_the_real_model_decodes_natively_with_pytorch_s_values(smollm2, kernel):
     """SmolLM2's chat prompts, one row and then five: the same first tokens as the PyTorch bfloat16 step, and each
     native step's logits and cache column within bfloat16's roundings carried through 30 layers."""
     model = kernels.prepare(copy.deepcopy(smollm2.model).float(), torch.bfloat16)
@@ -108,7 +117,7 @@ def test_the_real_model_decodes_natively_with_pytorch_s_values(smollm2):
 
 @needs_onednn
 @needs_native
-def test_a_row_gets_the_same_values_alone_or_beside_others():
+def test_a_row_gets_the_same_values_alone_or_beside_others(kernel):
     """Each native step of five rows, run again from the same cache for its first 1 to 4 rows: the same logits and
     keys/values to the bit (each output is one thread's sum in one order, rows paired or not)."""
     from serving.engine.kvcache import Window

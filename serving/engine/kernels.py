@@ -17,7 +17,8 @@ Measured on the 2-core reference CPU (SmolLM2-135M, batch of 16, one decoding st
 - On CPU, a Llama-family model's forward pass runs as ``serving.engine.lean.LeanStep``: the same operations without
   transformers' module code, the query/key/value and gate/up products stacked (4 products a layer instead of 7).
 - In bfloat16 on CPU, decoding steps of a few rows run as ``serving.engine.native.NativeStep``: the whole step in
-  one native loop over plain bfloat16 weights (``step.c``), 3.1-3.3x the PyTorch step at one row on an AVX2 CPU.
+  one native loop over plain bfloat16 weights (``step.c``), 3.1-3.3x the PyTorch step at one row on an AVX2 CPU and
+  about 3x on an AVX512-BF16 one (7 to 10 ms a step against 23 to 29 ms, docs/serving.md).
 - ``torch.compile`` of the whole step was tried on this CPU and rejected: 27 to 40 s to compile one shape, then 100
   to 115 ms a step against 35 ms here.
 - On CUDA the step is replayed from CUDA graphs (``serving.engine.graphs``), and what is left is the GPU running ~1,500
@@ -141,7 +142,7 @@ def _lean_step(model: nn.Module, fast, native: bool = False) -> None:
     (``model.serving_step``), the decoder's linear layers stacked and made fast by ``fast``. ``native``
     (bfloat16): its small decoding steps in ``serving.engine.native``, where that can run here."""
     from serving.engine.lean import LeanStep, supports
-    from serving.engine.native import MAX_ROWS, NativeStep, NativeUnavailable
+    from serving.engine.native import NativeStep, NativeUnavailable
     from serving.engine.native import supports as native_supports
 
     if supports(model) is not None:
@@ -161,8 +162,7 @@ def _lean_step(model: nn.Module, fast, native: bool = False) -> None:
         if why is None:
             weights = [plain[i : i + 4] for i in range(0, len(plain), 4)]
             lm_head = model.lm_head.weight.detach().to(torch.bfloat16)
-            rows = MAX_ROWS["native" if native_bfloat16() else "emulated"]
-            model.serving_step = NativeStep(model, step, weights, lm_head, max_rows=rows)
+            model.serving_step = NativeStep(model, step, weights, lm_head)
     except NativeUnavailable as exc:
         why = str(exc)
     if why is not None:

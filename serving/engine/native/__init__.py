@@ -3,8 +3,10 @@
 A batch-1 step of the lean forward pass (``serving.engine.lean``) dispatches about 1,500 PyTorch operations; on a
 2-core CPU their dispatch, the Python between them and the threads that every product starts and stops are as much
 of the step as reading the weights. ``step.c`` runs the whole step, every layer and the output layer, in one OpenMP
-parallel region whose threads meet five times a layer, reading plain bfloat16 weights (8 at a time, widened to
-float32 for AVX2's multiply-adds: half the bytes of float32, on any x86-64 CPU with AVX2 and FMA).
+parallel region whose threads meet five times a layer, reading plain bfloat16 weights (half the bytes of float32) in
+their order in memory. Its products run on one of two kernels (``KERNELS``, chosen by ``best_kernel``): AVX2 widens
+8 weights at a time to float32 for its multiply-adds (any x86-64 CPU with AVX2 and FMA); AVX512-BF16 multiplies 32
+pairs of bfloat16 values an instruction, as oneDNN's bfloat16 products do.
 
 It gives the engine's bfloat16 values (``kernels.PackedLinear``): each product's input and output rounded to
 bfloat16, float32 everywhere else; only the order of the sums inside a product differs, so its answers are
@@ -37,11 +39,15 @@ from torch import nn
 
 SOURCE = Path(__file__).with_name("step.c")
 FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
-# Decoding steps of up to this many rows run natively, by whether oneDNN has bfloat16 products on this CPU.
-# Without them (AVX2 only: bfloat16 emulated in float32 products) the native step was faster at every size up to
-# 32 rows and even at 64 (AMD EPYC of 2026-12-07, docs/serving.md); with them (AVX512-BF16) oneDNN's products
-# are twice as fast from the same bytes, and 8 rows is a bound not yet measured against them.
-MAX_ROWS = {"emulated": 32, "native": 8}
+# The products' instructions (step.c's KERNELS, in order): AVX2 widens 8 bfloat16 weights at a time to float32;
+# AVX512-BF16 multiplies 32 pairs of bfloat16 values an instruction (vdpbf16ps), as oneDNN's bfloat16 products do.
+KERNELS = ("avx2", "avx512-bf16")
+# Decoding steps of up to this many rows run natively, by kernel. AVX2 machines have no bfloat16 products in
+# oneDNN either (emulated in float32): the native step was faster at every size up to 32 rows and even at 64 (AMD
+# EPYC Zen 3, 2026-12-07). On AVX512-BF16 machines both are bound by vdpbf16ps's throughput from 16 rows on: the
+# native step was 3.0-3.6x the PyTorch step at 1 row, 1.5-1.7x at 8, even at 16 and 0.8-0.9x at 32 (AMD EPYC Zen 4,
+# 2026-12-08).
+MAX_ROWS = {"avx2": 32, "avx512-bf16": 16}
 MAX_POSITIONS = 32768  # the rotary table's length (16 MB at a head of 64); later positions decode in PyTorch
 
 
@@ -132,6 +138,7 @@ _PP = ctypes.POINTER(ctypes.c_void_p)
 class _Model(ctypes.Structure):
     _fields_ = [
         *[(n, ctypes.c_int) for n in ("layers", "hidden", "heads", "kv_heads", "head_dim", "intermediate", "vocab")],
+        ("kernel", ctypes.c_int),
         ("eps", ctypes.c_float),
         ("scaling", ctypes.c_float),
         ("embed", _P),
@@ -171,6 +178,13 @@ def supports(model: nn.Module, lean: nn.Module) -> str | None:
     return None
 
 
+def best_kernel(*widths: int) -> str:
+    """The fastest kernel this CPU runs for products of these input widths: AVX512-BF16 where the CPU has it and
+    every width is a multiple of 32 (its vectors' length), else AVX2."""
+    fast = {"avx512f", "avx512_bf16"} <= _cpu_flags() and all(width % 32 == 0 for width in widths)
+    return "avx512-bf16" if fast else "avx2"
+
+
 class NativeStep(nn.Module):
     """``lean``'s forward pass, with decoding steps of up to ``max_rows`` rows run by ``step.c``. ``weights`` are
     the plain bfloat16 matrices of each layer (q/k/v stacked, o, gate/up stacked, down) and of the output layer."""
@@ -181,15 +195,17 @@ class NativeStep(nn.Module):
         lean: nn.Module,
         weights: list[list[torch.Tensor]],
         lm_head: torch.Tensor,
-        max_rows: int = MAX_ROWS["native"],
+        max_rows: int | None = None,
         threads: int | None = None,
+        kernel: str | None = None,
     ) -> None:
         super().__init__()
         self.lib = library()
         self.lean = lean
-        self.max_rows = max_rows
-        self.threads = threads
         config = model.config
+        self.kernel = kernel or best_kernel(config.hidden_size, config.intermediate_size, lean.heads * lean.head_dim)
+        self.max_rows = max_rows or MAX_ROWS[self.kernel]
+        self.threads = threads
         inter = config.intermediate_size
         # gate and up rows in turn, so that each thread's share of the product holds both halves of its SiLU
         self._weights = [
@@ -229,6 +245,7 @@ class NativeStep(nn.Module):
             head_dim=lean.head_dim,
             intermediate=config.intermediate_size,
             vocab=self._lm_head.shape[0],
+            kernel=KERNELS.index(self.kernel),
             eps=lean.layers[0].norm_in.variance_epsilon,
             scaling=lean.layers[0].scaling,
             embed=self._embed.data_ptr(),
@@ -242,7 +259,10 @@ class NativeStep(nn.Module):
         self.steps = 0  # decoding steps run natively (the rest ran in PyTorch)
 
     def describe(self) -> str:
-        return f"{self.lean.describe()}; decoding steps of up to {self.max_rows} rows in one native loop (step.c)"
+        return (
+            f"{self.lean.describe()}; decoding steps of up to {self.max_rows} rows in one native loop "
+            f"(step.c, {self.kernel} products)"
+        )
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache) -> torch.Tensor:
         rows, new = ids.shape

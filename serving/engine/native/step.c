@@ -11,7 +11,9 @@
  * rounded to bfloat16, products accumulated in float32 and their outputs rounded to bfloat16; activations, norms,
  * attention and the KV cache in float32. Only the order of the sums inside a product differs from oneDNN's.
  *
- * Built by serving/engine/native/__init__.py: cc -O3 -mavx2 -mfma -fopenmp (x86-64 with AVX2 and FMA). */
+ * Built by serving/engine/native/__init__.py: cc -O3 -mavx2 -mfma -fopenmp (x86-64 with AVX2 and FMA); the
+ * AVX512-BF16 kernel is compiled for its instructions alone (target attribute) and chosen by the caller (Model.kernel)
+ * only where the CPU has them. */
 #include <immintrin.h>
 #include <math.h>
 #include <omp.h>
@@ -24,6 +26,7 @@ typedef uint16_t bf16;
 /* The weights: plain row-major bfloat16 [out, in], one pointer per product and layer. */
 typedef struct {
     int layers, hidden, heads, kv_heads, head_dim, intermediate, vocab;
+    int kernel;                             /* the products' instructions: 0 AVX2, 1 AVX512-BF16 (KERNELS) */
     float eps, scaling;
     const float *embed;                     /* [vocab, hidden] float32 */
     const bf16 **qkv, **o, **gate_up, **down; /* per layer; gate_up's rows: gate and up rows in turn */
@@ -47,10 +50,10 @@ typedef struct {
     float *hidden;  /* [rows, hidden] the residual stream */
     float *qkv;     /* [rows, (heads + 2 kv) * dim] */
     float *attn;    /* [rows, heads * dim] */
-    float *act;     /* [rows, intermediate] SiLU(gate) * up, rounded to bfloat16: the down product's input */
+    float *act;     /* [rows, intermediate] SiLU(gate) * up: the down product's input */
     float *scores;  /* [threads, columns] */
     float *normed;  /* [threads, max(hidden, intermediate, heads * dim)] a norm's output */
-    float *xb;      /* [threads, rows, max(hidden, intermediate, heads * dim)] a product's input, rounded to bfloat16 */
+    float *xb;      /* [threads, rows, widest] a product's input, as the kernel takes it (take) */
 } Work;
 
 static inline float round_bf16(float x) {
@@ -76,10 +79,6 @@ static inline __m256 load_bf16(const bf16 *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
 }
 
-static void round_all(const float *x, float *out, int n) {
-    for (int i = 0; i < n; i++) out[i] = round_bf16(x[i]);
-}
-
 static void rms_norm(const float *x, const float *weight, float eps, int n, float *out) {
     /* F.rms_norm in float32: x * rsqrt(mean(x^2) + eps) * weight */
     __m256 acc = _mm256_setzero_ps();
@@ -98,77 +97,124 @@ enum { STORE, ADD, SWIGLU };
 
 /* What a product does with its outputs v[j] = round_bf16(W[j] . x[r] + bias[j]): STORE y[r, j] = v[j]; ADD
  * y[r, j] += v[j] (the residual stream); SWIGLU: W's rows are gate and up rows in turn (kept so by NativeStep),
- * y[r, j / 2] = round_bf16(silu(v[j]) * v[j + 1]), the down product's input. */
+ * y[r, j / 2] = silu(v[j]) * v[j + 1], the down product's input (rounded to bfloat16 when it is read). */
 static inline void emit(float *y, int j, const float *v, int n, int mode) {
     if (mode == STORE)
         for (int q = 0; q < n; q++) y[j + q] = v[q];
     else if (mode == ADD)
         for (int q = 0; q < n; q++) y[j + q] += v[q];
     else
-        for (int q = 0; q + 1 < n; q += 2) y[(j + q) / 2] = round_bf16(v[q] / (1.0f + expf(-v[q])) * v[q + 1]);
+        for (int q = 0; q + 1 < n; q += 2) y[(j + q) / 2] = v[q] / (1.0f + expf(-v[q])) * v[q + 1];
 }
 
-/* The outputs j in [first, last) of W x[r] for every row r, W bfloat16 [n, k], x [rows, k] float32 holding
- * bfloat16 values, k a multiple of 8, handed to emit (first, last and, for SWIGLU, n even). Four rows of W at a
- * time, each read once for every row of x, the next four prefetched meanwhile. */
-static void product(const bf16 *w, const float *bias, const float *x, int rows, int k, int first, int last,
-                    float *y, int y_stride, int mode) {
-    int j = first;
-    for (; j + 4 <= last; j += 4) {
-        const bf16 *w0 = w + (size_t)j * k;
-        int r = 0;
-        for (; r + 2 <= rows; r += 2) { /* two rows of x a time: each weight widened once for both */
-            const float *xr = x + (size_t)r * k, *xs = xr + k;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-            for (int i = 0; i < k; i += 8) {
-                if (r == 0 && (i & 31) == 0)
-                    for (int q = 4; q < 8; q++) _mm_prefetch((const char *)(w0 + q * (size_t)k + i), _MM_HINT_T0);
-                __m256 xv = _mm256_loadu_ps(xr + i), xw = _mm256_loadu_ps(xs + i);
-                __m256 w_0 = load_bf16(w0 + i), w_1 = load_bf16(w0 + k + i);
-                __m256 w_2 = load_bf16(w0 + 2 * (size_t)k + i), w_3 = load_bf16(w0 + 3 * (size_t)k + i);
-                a0 = _mm256_fmadd_ps(w_0, xv, a0);
-                a1 = _mm256_fmadd_ps(w_1, xv, a1);
-                a2 = _mm256_fmadd_ps(w_2, xv, a2);
-                a3 = _mm256_fmadd_ps(w_3, xv, a3);
-                b0 = _mm256_fmadd_ps(w_0, xw, b0);
-                b1 = _mm256_fmadd_ps(w_1, xw, b1);
-                b2 = _mm256_fmadd_ps(w_2, xw, b2);
-                b3 = _mm256_fmadd_ps(w_3, xw, b3);
-            }
-            float v[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)}, u[4] = {hsum(b0), hsum(b1), hsum(b2), hsum(b3)};
-            for (int q = 0; q < 4; q++) {
-                v[q] = round_bf16(bias ? v[q] + bias[j + q] : v[q]);
-                u[q] = round_bf16(bias ? u[q] + bias[j + q] : u[q]);
-            }
-            emit(y + (size_t)r * y_stride, j, v, 4, mode);
-            emit(y + (size_t)(r + 1) * y_stride, j, u, 4, mode);
-        }
-        for (; r < rows; r++) { /* the same sums in the same order: a row's values do not depend on its pairing */
-            const float *xr = x + (size_t)r * k;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            for (int i = 0; i < k; i += 8) {
-                __m256 xv = _mm256_loadu_ps(xr + i);
-                if (r == 0 && (i & 31) == 0)
-                    for (int q = 4; q < 8; q++) _mm_prefetch((const char *)(w0 + q * (size_t)k + i), _MM_HINT_T0);
-                a0 = _mm256_fmadd_ps(load_bf16(w0 + i), xv, a0);
-                a1 = _mm256_fmadd_ps(load_bf16(w0 + k + i), xv, a1);
-                a2 = _mm256_fmadd_ps(load_bf16(w0 + 2 * (size_t)k + i), xv, a2);
-                a3 = _mm256_fmadd_ps(load_bf16(w0 + 3 * (size_t)k + i), xv, a3);
-            }
-            float v[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
-            for (int q = 0; q < 4; q++) v[q] = round_bf16(bias ? v[q] + bias[j + q] : v[q]);
-            emit(y + (size_t)r * y_stride, j, v, 4, mode);
+/* The dot products of a product, by instruction set: one row of W against n (1 to 4) rows of x, stride bytes
+ * apart, each of W's values read once for all n. Weights are read in their order in memory (a step streams ~270 MB:
+ * reading four rows of W side by side instead halved the bandwidth a thread gets). Each output has two float32
+ * sums, even and odd blocks of the row, added at the end: its order does not depend on n, so a row's values do not
+ * depend on the rows beside it. x holds bfloat16 values: as float32 for AVX2, as bfloat16 for AVX512-BF16. */
+typedef struct {
+    size_t input_bytes; /* one value of x */
+    void (*sums)(const bf16 *w, int k, const void *x, size_t stride, int n, float *out);
+} Kernel;
+
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE void sums_avx2(const bf16 *w, int k, const char *x, size_t stride, int n, float *out) {
+    /* 8 weights at a time widened to float32 and multiplied and added in float32 (k a multiple of 8) */
+    __m256 a[4], b[4];
+    for (int r = 0; r < n; r++) a[r] = b[r] = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= k; i += 16) {
+        __m256 w0 = load_bf16(w + i), w1 = load_bf16(w + i + 8);
+        for (int r = 0; r < n; r++) {
+            const float *xr = (const float *)(x + r * stride);
+            a[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr + i), a[r]);
+            b[r] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xr + i + 8), b[r]);
         }
     }
-    for (int r = 0; r < rows && j < last; r++) {
-        float v[4];
-        for (int q = 0; q < last - j; q++) {
-            __m256 a = _mm256_setzero_ps();
-            for (int i = 0; i < k; i += 8)
-                a = _mm256_fmadd_ps(load_bf16(w + (size_t)(j + q) * k + i), _mm256_loadu_ps(x + (size_t)r * k + i), a);
-            v[q] = round_bf16(bias ? hsum(a) + bias[j + q] : hsum(a));
+    if (i < k) {
+        __m256 w0 = load_bf16(w + i);
+        for (int r = 0; r < n; r++) a[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps((const float *)(x + r * stride) + i), a[r]);
+    }
+    for (int r = 0; r < n; r++) out[r] = hsum(_mm256_add_ps(a[r], b[r]));
+}
+
+static void kernel_avx2(const bf16 *w, int k, const void *x, size_t stride, int n, float *out) {
+    switch (n) { /* n known to the compiler: the loops over rows unrolled, the sums in registers */
+    case 1: sums_avx2(w, k, x, stride, 1, out); break;
+    case 2: sums_avx2(w, k, x, stride, 2, out); break;
+    case 3: sums_avx2(w, k, x, stride, 3, out); break;
+    default: sums_avx2(w, k, x, stride, 4, out);
+    }
+}
+
+/* AVX512-BF16 (k a multiple of 32): vdpbf16ps multiplies 32 pairs of bfloat16 values and adds them, two by two, to
+ * 16 float32 sums, each product exact and each addition rounded: the sums oneDNN's bfloat16 products make. */
+#define DP __attribute__((target("avx512f,avx512bf16")))
+
+DP INLINE __m512 dp(__m512 acc, const bf16 *w, const char *x) {
+    return _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512(w), (__m512bh)_mm512_loadu_si512(x));
+}
+
+DP INLINE void sums_dp(const bf16 *w, int k, const char *x, size_t stride, int n, float *out) {
+    __m512 a[4], b[4];
+    for (int r = 0; r < n; r++) a[r] = b[r] = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 64 <= k; i += 64)
+        for (int r = 0; r < n; r++) {
+            const char *xr = x + r * stride + 2 * (size_t)i;
+            a[r] = dp(a[r], w + i, xr);
+            b[r] = dp(b[r], w + i + 32, xr + 64);
         }
-        emit(y + (size_t)r * y_stride, j, v, last - j, mode);
+    if (i < k)
+        for (int r = 0; r < n; r++) a[r] = dp(a[r], w + i, x + r * stride + 2 * (size_t)i);
+    for (int r = 0; r < n; r++) out[r] = _mm512_reduce_add_ps(_mm512_add_ps(a[r], b[r]));
+}
+
+DP static void kernel_dp(const bf16 *w, int k, const void *x, size_t stride, int n, float *out) {
+    switch (n) {
+    case 1: sums_dp(w, k, x, stride, 1, out); break;
+    case 2: sums_dp(w, k, x, stride, 2, out); break;
+    case 3: sums_dp(w, k, x, stride, 3, out); break;
+    default: sums_dp(w, k, x, stride, 4, out);
+    }
+}
+
+static const Kernel KERNELS[] = {{sizeof(float), kernel_avx2}, {sizeof(bf16), kernel_dp}};
+
+/* A product's input row: x rounded to bfloat16, as the kernel takes it. */
+static void take(const Kernel *kn, const float *x, int n, void *out) {
+    if (kn->input_bytes == sizeof(float)) {
+        float *o = out;
+        for (int i = 0; i < n; i++) o[i] = round_bf16(x[i]);
+    } else {
+        bf16 *o = out;
+        for (int i = 0; i < n; i++) {
+            float r = round_bf16(x[i]);
+            uint32_t u;
+            memcpy(&u, &r, 4);
+            o[i] = (bf16)(u >> 16);
+        }
+    }
+}
+
+/* The outputs j in [first, last) of W x[r] for every row r, W bfloat16 [n, k], x [rows, k] as ``take`` made it,
+ * handed to emit (first, last and, for SWIGLU, n even): four rows of W at a time against four rows of x at a time,
+ * the four rows of W read from memory for the first four rows of x and from the cache for the others. */
+static void product(const Kernel *kn, const bf16 *w, const float *bias, const void *x, int rows, int k, int first,
+                    int last, float *y, int y_stride, int mode) {
+    const size_t stride = (size_t)k * kn->input_bytes;
+    float sums[4][4], v[4];
+    for (int j = first; j < last; j += 4) {
+        const int nw = last - j < 4 ? last - j : 4;
+        for (int r0 = 0; r0 < rows; r0 += 4) {
+            const int nx = rows - r0 < 4 ? rows - r0 : 4;
+            for (int q = 0; q < nw; q++) kn->sums(w + (size_t)(j + q) * k, k, (const char *)x + r0 * stride, stride, nx, sums[q]);
+            for (int r = 0; r < nx; r++) {
+                for (int q = 0; q < nw; q++) v[q] = round_bf16(bias ? sums[q][r] + bias[j + q] : sums[q][r]);
+                emit(y + (size_t)(r0 + r) * y_stride, j, v, nw, mode);
+            }
+        }
     }
 }
 
@@ -189,9 +235,14 @@ static void rotate(float *x, const float *cos, const float *sin, int dim) {
     memcpy(x, tmp, sizeof(float) * dim);
 }
 
-size_t native_scratch_floats(const Model *m, int rows, int columns, int threads) {
+/* The widest input of a product: max(hidden, intermediate, heads * dim). */
+static int widest(const Model *m) {
     int wide = m->hidden > m->intermediate ? m->hidden : m->intermediate;
-    if (m->heads * m->head_dim > wide) wide = m->heads * m->head_dim;
+    return m->heads * m->head_dim > wide ? m->heads * m->head_dim : wide;
+}
+
+size_t native_scratch_floats(const Model *m, int rows, int columns, int threads) {
+    const int wide = widest(m);
     size_t qkv = (size_t)(m->heads + 2 * m->kv_heads) * m->head_dim;
     return (size_t)rows * (m->hidden + qkv + m->heads * m->head_dim + m->intermediate) +
            (size_t)threads * (columns + wide) + (size_t)threads * rows * wide;
@@ -202,8 +253,8 @@ int native_step(const Model *m, const Cache *c, int rows, const int64_t *ids, co
                 float *scratch, int threads, float *logits) {
     const int H = m->hidden, D = m->head_dim, heads = m->heads, kvh = m->kv_heads, I = m->intermediate;
     const int width = (heads + 2 * kvh) * D, group = heads / kvh;
-    int wide = H > I ? H : I;
-    if (heads * D > wide) wide = heads * D;
+    const int wide = widest(m);
+    const Kernel *kn = &KERNELS[m->kernel];
     Work w;
     w.hidden = scratch;
     w.qkv = w.hidden + (size_t)rows * H;
@@ -220,7 +271,7 @@ int native_step(const Model *m, const Cache *c, int rows, const int64_t *ids, co
         int t, nt;
         t = omp_get_thread_num();
         nt = omp_get_num_threads();
-        float *xb = w.xb + (size_t)t * rows * wide;
+        char *xb = (char *)(w.xb + (size_t)t * rows * wide);
         float *scores = w.scores + (size_t)t * c->columns;
         float *normed = w.normed + (size_t)t * wide;
         int first, last;
@@ -228,10 +279,10 @@ int native_step(const Model *m, const Cache *c, int rows, const int64_t *ids, co
             /* attention's input: every thread norms every row itself (no barrier) */
             for (int r = 0; r < rows; r++) {
                 rms_norm(w.hidden + (size_t)r * H, m->norm_in[l], m->eps, H, normed);
-                round_all(normed, xb + (size_t)r * H, H);
+                take(kn, normed, H, xb + r * H * kn->input_bytes);
             }
             share(width, t, nt, &first, &last);
-            product(m->qkv[l], m->qkv_bias ? m->qkv_bias[l] : NULL, xb, rows, H, first, last, w.qkv, width, STORE);
+            product(kn, m->qkv[l], m->qkv_bias ? m->qkv_bias[l] : NULL, xb, rows, H, first, last, w.qkv, width, STORE);
 #pragma omp barrier
             /* rotary embedding, the cache's new column and attention, by (row, key/value head) */
             for (int job = t; job < rows * kvh; job += nt) {
@@ -274,27 +325,29 @@ int native_step(const Model *m, const Cache *c, int rows, const int64_t *ids, co
                 }
             }
 #pragma omp barrier
-            for (int r = 0; r < rows; r++) round_all(w.attn + (size_t)r * heads * D, xb + (size_t)r * heads * D, heads * D);
+            for (int r = 0; r < rows; r++)
+                take(kn, w.attn + (size_t)r * heads * D, heads * D, xb + r * heads * D * kn->input_bytes);
             share(H, t, nt, &first, &last);
-            product(m->o[l], NULL, xb, rows, heads * D, first, last, w.hidden, H, ADD);
+            product(kn, m->o[l], NULL, xb, rows, heads * D, first, last, w.hidden, H, ADD);
 #pragma omp barrier
             for (int r = 0; r < rows; r++) {
                 rms_norm(w.hidden + (size_t)r * H, m->norm_post[l], m->eps, H, normed);
-                round_all(normed, xb + (size_t)r * H, H);
+                take(kn, normed, H, xb + r * H * kn->input_bytes);
             }
             share(2 * I, t, nt, &first, &last);
-            product(m->gate_up[l], NULL, xb, rows, H, first, last, w.act, I, SWIGLU);
+            product(kn, m->gate_up[l], NULL, xb, rows, H, first, last, w.act, I, SWIGLU);
 #pragma omp barrier
+            for (int r = 0; r < rows; r++) take(kn, w.act + (size_t)r * I, I, xb + r * I * kn->input_bytes);
             share(H, t, nt, &first, &last);
-            product(m->down[l], NULL, w.act, rows, I, first, last, w.hidden, H, ADD);
+            product(kn, m->down[l], NULL, xb, rows, I, first, last, w.hidden, H, ADD);
 #pragma omp barrier
         }
         for (int r = 0; r < rows; r++) {
             rms_norm(w.hidden + (size_t)r * H, m->norm_final, m->eps, H, normed);
-            round_all(normed, xb + (size_t)r * H, H);
+            take(kn, normed, H, xb + r * H * kn->input_bytes);
         }
         share(m->vocab, t, nt, &first, &last);
-        product(m->lm_head, NULL, xb, rows, H, first, last, logits, m->vocab, STORE);
+        product(kn, m->lm_head, NULL, xb, rows, H, first, last, logits, m->vocab, STORE);
     }
     return 0;
 }
