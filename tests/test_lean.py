@@ -24,7 +24,7 @@ def tiny(family: str, **extra) -> nn.Module:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     torch.manual_seed(0)
-    config = AutoConfig.for_model(family, **TINY, **HEADS, **extra)
+    config = AutoConfig.for_model(family, **{**TINY, **HEADS, **extra})  # extra may replace a size
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
 
 

@@ -16,9 +16,9 @@ Measured on the 2-core reference CPU (SmolLM2-135M, batch of 16, one decoding st
   ``AttentionInterface`` and selected on the model, so the model's own code calls it.
 - On CPU, a Llama-family model's forward pass runs as ``serving.engine.lean.LeanStep``: the same operations without
   transformers' module code, the query/key/value and gate/up products stacked (4 products a layer instead of 7).
-- In bfloat16 on CPU, decoding steps of a few rows run as ``serving.engine.native.NativeStep``: the whole step in
-  one native loop over plain bfloat16 weights (``step.c``), 3.1-3.3x the PyTorch step at one row on an AVX2 CPU and
-  about 3x on an AVX512-BF16 one (7 to 10 ms a step against 23 to 29 ms, docs/serving.md).
+- In bfloat16 and int8 on CPU, decoding steps of a few rows run as ``serving.engine.native.NativeStep``: the whole
+  step in one native loop (``step.c``) over plain bfloat16 weights, 3.1-3.3x the PyTorch step at one row on an AVX2
+  CPU and about 3x on an AVX512-BF16 one, or over int8 weights, 3.4-3.7x fbgemm's step (docs/serving.md).
 - ``torch.compile`` of the whole step was tried on this CPU and rejected: 27 to 40 s to compile one shape, then 100
   to 115 ms a step against 35 ms here.
 - On CUDA the step is replayed from CUDA graphs (``serving.engine.graphs``), and what is left is the GPU running ~1,500
@@ -35,6 +35,7 @@ from torch import nn
 
 from core.quantization import Int8Linear, quantize_linears
 from serving.engine.attention import attention
+from serving.engine.native import Weights
 
 ATTENTION = "serving_batch"  # the name this module's attention is registered under in transformers
 
@@ -115,7 +116,8 @@ def load_dtype(device: torch.device, dtype: str) -> str:
 def prepare(model: nn.Module, dtype: torch.dtype | None = None, lean: bool = True, native: bool = True) -> nn.Module:
     """Make ``model`` fast for batched decoding in ``dtype`` (default: its own) on its device, in place.
     ``lean=False`` keeps transformers' own forward pass on CPU too (the baseline ``LeanStep`` is measured against);
-    ``native=False`` keeps bfloat16's small decoding steps in PyTorch too (``serving.engine.native``'s baseline)."""
+    ``native=False`` keeps the small decoding steps of bfloat16 and int8 in PyTorch too (``serving.engine.native``'s
+    baseline)."""
     dtype = dtype or model.dtype
     register_attention()
     model.set_attn_implementation(ATTENTION)
@@ -126,9 +128,21 @@ def prepare(model: nn.Module, dtype: torch.dtype | None = None, lean: bool = Tru
         if lean:
             _lean_step(model, Int8Linear)
         quantize_linears(model)
+        if lean and native:
+            _native_step(model, INT8, Weights.int8)
     elif can_pack(model, dtype):
         if lean:
-            _lean_step(model, lambda linear: PackedLinear(linear, dtype), native=native and dtype == torch.bfloat16)
+            plain = {}  # the native step's bfloat16 copies of the stacked weights, made before packing
+
+            def keeping(linear: nn.Linear) -> nn.Module:
+                packed = PackedLinear(linear, dtype)
+                if native and dtype == torch.bfloat16:
+                    plain[packed] = Weights.bfloat16(linear.weight, linear.bias)
+                return packed
+
+            _lean_step(model, keeping)
+            if native and dtype == torch.bfloat16:
+                _native_step(model, dtype, plain.__getitem__, Weights.bfloat16(model.lm_head.weight, None))
         pack_linears(model, dtype)
     elif model.dtype != dtype:
         model.to(dtype)
@@ -137,32 +151,30 @@ def prepare(model: nn.Module, dtype: torch.dtype | None = None, lean: bool = Tru
     return model
 
 
-def _lean_step(model: nn.Module, fast, native: bool = False) -> None:
+def _lean_step(model: nn.Module, fast) -> None:
     """On CPU, where the model is of the Llama family: its forward pass as ``serving.engine.lean.LeanStep``
-    (``model.serving_step``), the decoder's linear layers stacked and made fast by ``fast``. ``native``
-    (bfloat16): its small decoding steps in ``serving.engine.native``, where that can run here."""
+    (``model.serving_step``), the decoder's linear layers stacked and made fast by ``fast``."""
     from serving.engine.lean import LeanStep, supports
-    from serving.engine.native import NativeStep, NativeUnavailable
-    from serving.engine.native import supports as native_supports
 
-    if supports(model) is not None:
+    if supports(model) is None:
+        model.serving_step = LeanStep(model, fast)
+
+
+def _native_step(model: nn.Module, dtype: torch.dtype, weights, lm_head: Weights | None = None) -> None:
+    """Small decoding steps of ``model``'s ``LeanStep`` in ``serving.engine.native``, where that can run here;
+    ``weights`` gives the native weights of each of the step's linear layers, and of the output layer where
+    ``lm_head`` is not given. Where it cannot run, ``describe`` says why."""
+    from serving.engine.lean import LeanStep
+    from serving.engine.native import NativeStep, NativeUnavailable, supports
+
+    step = getattr(model, "serving_step", None)
+    if not isinstance(step, LeanStep):
         return
-    plain: list[torch.Tensor] = []  # each stacked matrix in bfloat16, in the order LeanStep makes them
-
-    def keeping(linear: nn.Linear) -> nn.Module:
-        if native:
-            plain.append(linear.weight.detach().to(torch.bfloat16).contiguous())
-        return fast(linear)
-
-    model.serving_step = step = LeanStep(model, keeping)
-    if not native:
-        return
-    why = native_supports(model, step)
+    why = supports(model, step)
     try:
         if why is None:
-            weights = [plain[i : i + 4] for i in range(0, len(plain), 4)]
-            lm_head = model.lm_head.weight.detach().to(torch.bfloat16)
-            model.serving_step = NativeStep(model, step, weights, lm_head)
+            layers = [[weights(x.qkv), weights(x.o), weights(x.gate_up), weights(x.down)] for x in step.layers]
+            model.serving_step = NativeStep(model, step, layers, lm_head or weights(model.lm_head), dtype)
     except NativeUnavailable as exc:
         why = str(exc)
     if why is not None:

@@ -1,4 +1,5 @@
-/* One decoding step of a Llama-family model in bfloat16, on the CPU, in one native loop (serving.engine.native).
+/* One decoding step of a Llama-family model in bfloat16 or int8, on the CPU, in one native loop
+ * (serving.engine.native).
  *
  * The lean step in PyTorch (serving.engine.lean) dispatches about 1,500 operations at batch 1; with two cores
  * their dispatch and the Python between them are a third of the step, and every product waits for its own
@@ -7,14 +8,17 @@
  * that is cheaper than waiting for one, attention is shared by (row, key/value head), and the threads meet only
  * where one needs what another wrote: five barriers a layer.
  *
- * Values are those of the engine's bfloat16 path (kernels.PackedLinear): weights in bfloat16, each product's input
- * rounded to bfloat16, products accumulated in float32 and their outputs rounded to bfloat16; activations, norms,
- * attention and the KV cache in float32. Only the order of the sums inside a product differs from oneDNN's.
+ * Values are those of the engine's path for the dtype. bfloat16 (kernels.PackedLinear): weights in bfloat16, each
+ * product's input rounded to bfloat16, products accumulated in float32 and their outputs rounded to bfloat16; only
+ * the order of the sums inside a product differs from oneDNN's. int8 (core.quantization.Int8Linear): each product's
+ * input quantized per row as fbgemm quantizes it, integer sums, and fbgemm's float output, to the bit. Activations,
+ * norms, attention and the KV cache are float32.
  *
  * Built by serving/engine/native/__init__.py: cc -O3 -mavx2 -mfma -fopenmp (x86-64 with AVX2 and FMA); the
- * AVX512-BF16 kernel is compiled for its instructions alone (target attribute) and chosen by the caller (Model.kernel)
- * only where the CPU has them. */
+ * AVX512-BF16 and AVX512-VNNI kernels are compiled for their instructions alone (target attributes) and chosen by
+ * the caller (Model.kernel) only where the CPU has them. */
 #include <immintrin.h>
+#include <float.h>
 #include <math.h>
 #include <omp.h>
 #include <stddef.h>
@@ -23,17 +27,23 @@
 
 typedef uint16_t bf16;
 
-/* The weights: plain row-major bfloat16 [out, in], one pointer per product and layer. */
+/* A product's weights, row-major [out, in]: bfloat16, or int8 with what turns its integer sums into floats. */
+typedef struct {
+    const void *weight;
+    const float *scale;  /* int8: per output, the weights' scale times the input's (INPUT_SCALE), in float32 */
+    const int32_t *zero; /* int8: per output, the input's zero point (ZERO_POINT) times the sum of its weights */
+    const float *bias;   /* per output, or NULL (bfloat16: rounded to bfloat16, as float32) */
+} Matrix;
+
+/* The model: one Matrix per product and layer (gate_up's rows: gate and up rows in turn). */
 typedef struct {
     int layers, hidden, heads, kv_heads, head_dim, intermediate, vocab;
-    int kernel;                             /* the products' instructions: 0 AVX2, 1 AVX512-BF16 (KERNELS) */
+    int kernel;                         /* the products' kernel: an index into KERNELS */
     float eps, scaling;
-    const float *embed;                     /* [vocab, hidden] float32 */
-    const bf16 **qkv, **o, **gate_up, **down; /* per layer; gate_up's rows: gate and up rows in turn */
-    const float **qkv_bias;                 /* per layer, or NULL entries: bias rounded to bfloat16, as float32 */
-    const float **norm_in, **norm_post;     /* per layer [hidden] */
-    const float *norm_final;                /* [hidden] */
-    const bf16 *lm_head;                    /* [vocab, hidden] */
+    const float *embed;                 /* [vocab, hidden] float32 */
+    const Matrix *qkv, *o, *gate_up, *down, *lm_head;
+    const float **norm_in, **norm_post; /* per layer [hidden] */
+    const float *norm_final;            /* [hidden] */
     const float *cos, *sin;                 /* [positions, head_dim]: cos and the signed sine (lean.rotation) */
 } Model;
 
@@ -54,6 +64,7 @@ typedef struct {
     float *scores;  /* [threads, columns] */
     float *normed;  /* [threads, max(hidden, intermediate, heads * dim)] a norm's output */
     float *xb;      /* [threads, rows, widest] a product's input, as the kernel takes it (take) */
+    float *xscale;  /* [threads, rows] int8: each row's scale (take) */
 } Work;
 
 static inline float round_bf16(float x) {
@@ -95,7 +106,7 @@ static void rms_norm(const float *x, const float *weight, float eps, int n, floa
 
 enum { STORE, ADD, SWIGLU };
 
-/* What a product does with its outputs v[j] = round_bf16(W[j] . x[r] + bias[j]): STORE y[r, j] = v[j]; ADD
+/* What a product does with its outputs v[j] (W[j] . x[r] plus bias, as product finishes it): STORE y[r, j] = v[j]; ADD
  * y[r, j] += v[j] (the residual stream); SWIGLU: W's rows are gate and up rows in turn (kept so by NativeStep),
  * y[r, j / 2] = silu(v[j]) * v[j + 1], the down product's input (rounded to bfloat16 when it is read). */
 static inline void emit(float *y, int j, const float *v, int n, int mode) {
@@ -107,17 +118,28 @@ static inline void emit(float *y, int j, const float *v, int n, int mode) {
         for (int q = 0; q + 1 < n; q += 2) y[(j + q) / 2] = v[q] / (1.0f + expf(-v[q])) * v[q + 1];
 }
 
-/* The dot products of a product, by instruction set: one row of W against n (1 to 4) rows of x, stride bytes
- * apart, each of W's values read once for all n. Weights are read in their order in memory (a step streams ~270 MB:
- * reading four rows of W side by side instead halved the bandwidth a thread gets). Each output has two float32
+/* The dot products of a product, by kernel: one row of W against n (1 to 4) rows of x, stride bytes apart, each of
+ * W's values read once for all n. Weights are read in their order in memory (a step streams ~270 MB in bfloat16:
+ * reading four rows of W side by side instead halved the bandwidth a thread gets). A bfloat16 output has two float32
  * sums, even and odd blocks of the row, added at the end: its order does not depend on n, so a row's values do not
- * depend on the rows beside it. x holds bfloat16 values: as float32 for AVX2, as bfloat16 for AVX512-BF16. */
+ * depend on the rows beside it (int8's integer sums are exact in any order). */
 typedef struct {
-    size_t input_bytes; /* one value of x */
-    void (*sums)(const bf16 *w, int k, const void *x, size_t stride, int n, float *out);
+    int int8;           /* 0: bfloat16 weights, inputs rounded to bfloat16; 1: int8 weights and inputs */
+    size_t input_bytes; /* one value of x: float32 (AVX2), bfloat16 (AVX512-BF16) or uint8 (int8) */
+    void (*sums)(const void *w, int k, const char *x, size_t stride, int n, void *out); /* float or int32 [n] */
 } Kernel;
 
 #define INLINE static inline __attribute__((always_inline))
+/* n known to the compiler: the loops over rows unrolled, the sums in registers */
+#define BY_ROWS(name, inner)                                                                 \
+    static void name(const void *w, int k, const char *x, size_t stride, int n, void *out) { \
+        switch (n) {                                                                         \
+        case 1: inner(w, k, x, stride, 1, out); break;                                       \
+        case 2: inner(w, k, x, stride, 2, out); break;                                       \
+        case 3: inner(w, k, x, stride, 3, out); break;                                       \
+        default: inner(w, k, x, stride, 4, out);                                             \
+        }                                                                                    \
+    }
 
 INLINE void sums_avx2(const bf16 *w, int k, const char *x, size_t stride, int n, float *out) {
     /* 8 weights at a time widened to float32 and multiplied and added in float32 (k a multiple of 8) */
@@ -138,15 +160,7 @@ INLINE void sums_avx2(const bf16 *w, int k, const char *x, size_t stride, int n,
     }
     for (int r = 0; r < n; r++) out[r] = hsum(_mm256_add_ps(a[r], b[r]));
 }
-
-static void kernel_avx2(const bf16 *w, int k, const void *x, size_t stride, int n, float *out) {
-    switch (n) { /* n known to the compiler: the loops over rows unrolled, the sums in registers */
-    case 1: sums_avx2(w, k, x, stride, 1, out); break;
-    case 2: sums_avx2(w, k, x, stride, 2, out); break;
-    case 3: sums_avx2(w, k, x, stride, 3, out); break;
-    default: sums_avx2(w, k, x, stride, 4, out);
-    }
-}
+BY_ROWS(kernel_avx2, sums_avx2)
 
 /* AVX512-BF16 (k a multiple of 32): vdpbf16ps multiplies 32 pairs of bfloat16 values and adds them, two by two, to
  * 16 float32 sums, each product exact and each addition rounded: the sums oneDNN's bfloat16 products make. */
@@ -170,48 +184,116 @@ DP INLINE void sums_dp(const bf16 *w, int k, const char *x, size_t stride, int n
         for (int r = 0; r < n; r++) a[r] = dp(a[r], w + i, x + r * stride + 2 * (size_t)i);
     for (int r = 0; r < n; r++) out[r] = _mm512_reduce_add_ps(_mm512_add_ps(a[r], b[r]));
 }
+DP BY_ROWS(kernel_dp, sums_dp)
 
-DP static void kernel_dp(const bf16 *w, int k, const void *x, size_t stride, int n, float *out) {
-    switch (n) {
-    case 1: sums_dp(w, k, x, stride, 1, out); break;
-    case 2: sums_dp(w, k, x, stride, 2, out); break;
-    case 3: sums_dp(w, k, x, stride, 3, out); break;
-    default: sums_dp(w, k, x, stride, 4, out);
+/* int8 (AVX2, k a multiple of 32): 32 inputs in [0, 128] times 32 weights in [-128, 127], added in pairs to 16-bit
+ * sums (2 * 128 * -128 at the least: vpmaddubsw cannot saturate), then in fours to 32-bit ones: exact sums. */
+INLINE void sums_int8(const int8_t *w, int k, const char *x, size_t stride, int n, int32_t *out) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i a[4];
+    for (int r = 0; r < n; r++) a[r] = _mm256_setzero_si256();
+    for (int i = 0; i < k; i += 32) {
+        __m256i wv = _mm256_loadu_si256((const __m256i *)(w + i));
+        for (int r = 0; r < n; r++) {
+            __m256i xv = _mm256_loadu_si256((const __m256i *)(x + r * stride + i));
+            a[r] = _mm256_add_epi32(a[r], _mm256_madd_epi16(_mm256_maddubs_epi16(xv, wv), ones));
+        }
+    }
+    for (int r = 0; r < n; r++) {
+        __m128i s = _mm_add_epi32(_mm256_castsi256_si128(a[r]), _mm256_extracti128_si256(a[r], 1));
+        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+        out[r] = _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1)));
     }
 }
+BY_ROWS(kernel_int8, sums_int8)
 
-static const Kernel KERNELS[] = {{sizeof(float), kernel_avx2}, {sizeof(bf16), kernel_dp}};
+/* int8 with AVX512-VNNI (k a multiple of 64): vpdpbusd multiplies 64 pairs and adds them in fours to 16 sums, in
+ * one instruction where AVX2 takes three for 32 pairs; the same exact sums. */
+#define VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
 
-/* A product's input row: x rounded to bfloat16, as the kernel takes it. */
-static void take(const Kernel *kn, const float *x, int n, void *out) {
-    if (kn->input_bytes == sizeof(float)) {
-        float *o = out;
+VNNI INLINE void sums_vnni(const int8_t *w, int k, const char *x, size_t stride, int n, int32_t *out) {
+    __m512i a[4];
+    for (int r = 0; r < n; r++) a[r] = _mm512_setzero_si512();
+    for (int i = 0; i < k; i += 64) {
+        __m512i wv = _mm512_loadu_si512(w + i);
+        for (int r = 0; r < n; r++) a[r] = _mm512_dpbusd_epi32(a[r], _mm512_loadu_si512(x + r * stride + i), wv);
+    }
+    for (int r = 0; r < n; r++) out[r] = _mm512_reduce_add_epi32(a[r]);
+}
+VNNI BY_ROWS(kernel_vnni, sums_vnni)
+
+static const Kernel KERNELS[] = {
+    {0, sizeof(float), kernel_avx2},
+    {0, sizeof(bf16), kernel_dp},
+    {1, sizeof(uint8_t), kernel_int8},
+    {1, sizeof(uint8_t), kernel_vnni},
+};
+
+/* int8 inputs, as core.quantization.Int8Linear has fbgemm quantize them: each row divided by its largest magnitude,
+ * then quantized over [-1, 1] in 7 bits (reduce_range): scale 2/127, zero point 64. */
+#define INPUT_SCALE ((float)(2.0 / 127.0))
+#define ZERO_POINT 64
+
+/* The products' inputs of one thread, as the kernel takes them: rows of x, and each row's scale (int8). */
+typedef struct {
+    char *x;
+    float *scale;
+} Input;
+
+/* Row r of a product's input from x[n]: rounded to bfloat16, or quantized to int8 with its scale. */
+static void take(const Kernel *kn, const float *x, int n, Input *in, int r) {
+    void *row = in->x + (size_t)r * n * kn->input_bytes;
+    if (kn->int8) {
+        float top = 0.0f;
+        for (int i = 0; i < n; i++) top = fmaxf(top, fabsf(x[i]));
+        top = fmaxf(top, FLT_MIN); /* Int8Linear's clamp(min=tiny) */
+        in->scale[r] = top;
+        const float inverse = 1.0f / INPUT_SCALE;
+        uint8_t *q = row;
+        for (int i = 0; i < n; i++) {
+            int v = (int)nearbyintf(fmaf(x[i] / top, inverse, (float)ZERO_POINT)); /* one rounding, as fbgemm */
+            q[i] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v); /* a row's largest value gives 128: uint8 keeps it */
+        }
+    } else if (kn->input_bytes == sizeof(float)) {
+        float *o = row;
         for (int i = 0; i < n; i++) o[i] = round_bf16(x[i]);
     } else {
-        bf16 *o = out;
+        bf16 *o = row;
         for (int i = 0; i < n; i++) {
-            float r = round_bf16(x[i]);
+            float v = round_bf16(x[i]);
             uint32_t u;
-            memcpy(&u, &r, 4);
+            memcpy(&u, &v, 4);
             o[i] = (bf16)(u >> 16);
         }
     }
 }
 
-/* The outputs j in [first, last) of W x[r] for every row r, W bfloat16 [n, k], x [rows, k] as ``take`` made it,
- * handed to emit (first, last and, for SWIGLU, n even): four rows of W at a time against four rows of x at a time,
- * the four rows of W read from memory for the first four rows of x and from the cache for the others. */
-static void product(const Kernel *kn, const bf16 *w, const float *bias, const void *x, int rows, int k, int first,
-                    int last, float *y, int y_stride, int mode) {
-    const size_t stride = (size_t)k * kn->input_bytes;
-    float sums[4][4], v[4];
+/* The outputs j in [first, last) of W x[r] for every row r, W [n, k], x [rows, k] as ``take`` made it, handed to
+ * emit (first, last and, for SWIGLU, n even): bfloat16, round_bf16(sum + bias); int8, as Int8Linear computes them
+ * from fbgemm's integer sums, (sum - zero) * scale * the row's scale + bias. Four rows of W at a time against four
+ * rows of x at a time, the four rows of W read from memory for the first four rows of x and from the cache after. */
+static void product(const Kernel *kn, const Matrix *M, const Input *in, int rows, int k, int first, int last,
+                    float *y, int y_stride, int mode) {
+    const size_t stride = (size_t)k * kn->input_bytes, row_bytes = (size_t)k * (kn->int8 ? 1 : sizeof(bf16));
+    const float *bias = M->bias;
+    union {
+        float f[4];
+        int32_t i[4];
+    } sums[4];
+    float v[4];
     for (int j = first; j < last; j += 4) {
         const int nw = last - j < 4 ? last - j : 4;
         for (int r0 = 0; r0 < rows; r0 += 4) {
             const int nx = rows - r0 < 4 ? rows - r0 : 4;
-            for (int q = 0; q < nw; q++) kn->sums(w + (size_t)(j + q) * k, k, (const char *)x + r0 * stride, stride, nx, sums[q]);
+            for (int q = 0; q < nw; q++)
+                kn->sums((const char *)M->weight + (j + q) * row_bytes, k, in->x + r0 * stride, stride, nx, &sums[q]);
             for (int r = 0; r < nx; r++) {
-                for (int q = 0; q < nw; q++) v[q] = round_bf16(bias ? sums[q][r] + bias[j + q] : sums[q][r]);
+                for (int q = 0; q < nw; q++)
+                    if (kn->int8) {
+                        float f = (float)(sums[q].i[r] - M->zero[j + q]) * M->scale[j + q] * in->scale[r0 + r];
+                        v[q] = bias ? f + bias[j + q] : f;
+                    } else
+                        v[q] = round_bf16(bias ? sums[q].f[r] + bias[j + q] : sums[q].f[r]);
                 emit(y + (size_t)(r0 + r) * y_stride, j, v, nw, mode);
             }
         }
@@ -245,7 +327,7 @@ size_t native_scratch_floats(const Model *m, int rows, int columns, int threads)
     const int wide = widest(m);
     size_t qkv = (size_t)(m->heads + 2 * m->kv_heads) * m->head_dim;
     return (size_t)rows * (m->hidden + qkv + m->heads * m->head_dim + m->intermediate) +
-           (size_t)threads * (columns + wide) + (size_t)threads * rows * wide;
+           (size_t)threads * (columns + wide) + (size_t)threads * rows * (wide + 1);
 }
 
 /* One decoding step: ids and positions [rows], the float32 logits [rows, vocab] of the next token. */
@@ -263,6 +345,7 @@ int native_step(const Model *m, const Cache *c, int rows, const int64_t *ids, co
     w.scores = w.act + (size_t)rows * I;
     w.normed = w.scores + (size_t)threads * c->columns;
     w.xb = w.normed + (size_t)threads * wide;
+    w.xscale = w.xb + (size_t)threads * rows * wide;
     for (int r = 0; r < rows; r++) memcpy(w.hidden + (size_t)r * H, m->embed + (size_t)ids[r] * H, sizeof(float) * H);
     const size_t row_stride = (size_t)kvh * c->columns * D, head_stride = (size_t)c->columns * D;
 
@@ -271,7 +354,7 @@ int native_step(const Model *m, const Cache *c, int rows, const int64_t *ids, co
         int t, nt;
         t = omp_get_thread_num();
         nt = omp_get_num_threads();
-        char *xb = (char *)(w.xb + (size_t)t * rows * wide);
+        Input in = {(char *)(w.xb + (size_t)t * rows * wide), w.xscale + (size_t)t * rows};
         float *scores = w.scores + (size_t)t * c->columns;
         float *normed = w.normed + (size_t)t * wide;
         int first, last;
@@ -279,10 +362,10 @@ int native_step(const Model *m, const Cache *c, int rows, const int64_t *ids, co
             /* attention's input: every thread norms every row itself (no barrier) */
             for (int r = 0; r < rows; r++) {
                 rms_norm(w.hidden + (size_t)r * H, m->norm_in[l], m->eps, H, normed);
-                take(kn, normed, H, xb + r * H * kn->input_bytes);
+                take(kn, normed, H, &in, r);
             }
             share(width, t, nt, &first, &last);
-            product(kn, m->qkv[l], m->qkv_bias ? m->qkv_bias[l] : NULL, xb, rows, H, first, last, w.qkv, width, STORE);
+            product(kn, &m->qkv[l], &in, rows, H, first, last, w.qkv, width, STORE);
 #pragma omp barrier
             /* rotary embedding, the cache's new column and attention, by (row, key/value head) */
             for (int job = t; job < rows * kvh; job += nt) {
@@ -326,28 +409,28 @@ int native_step(const Model *m, const Cache *c, int rows, const int64_t *ids, co
             }
 #pragma omp barrier
             for (int r = 0; r < rows; r++)
-                take(kn, w.attn + (size_t)r * heads * D, heads * D, xb + r * heads * D * kn->input_bytes);
+                take(kn, w.attn + (size_t)r * heads * D, heads * D, &in, r);
             share(H, t, nt, &first, &last);
-            product(kn, m->o[l], NULL, xb, rows, heads * D, first, last, w.hidden, H, ADD);
+            product(kn, &m->o[l], &in, rows, heads * D, first, last, w.hidden, H, ADD);
 #pragma omp barrier
             for (int r = 0; r < rows; r++) {
                 rms_norm(w.hidden + (size_t)r * H, m->norm_post[l], m->eps, H, normed);
-                take(kn, normed, H, xb + r * H * kn->input_bytes);
+                take(kn, normed, H, &in, r);
             }
             share(2 * I, t, nt, &first, &last);
-            product(kn, m->gate_up[l], NULL, xb, rows, H, first, last, w.act, I, SWIGLU);
+            product(kn, &m->gate_up[l], &in, rows, H, first, last, w.act, I, SWIGLU);
 #pragma omp barrier
-            for (int r = 0; r < rows; r++) take(kn, w.act + (size_t)r * I, I, xb + r * I * kn->input_bytes);
+            for (int r = 0; r < rows; r++) take(kn, w.act + (size_t)r * I, I, &in, r);
             share(H, t, nt, &first, &last);
-            product(kn, m->down[l], NULL, xb, rows, I, first, last, w.hidden, H, ADD);
+            product(kn, &m->down[l], &in, rows, I, first, last, w.hidden, H, ADD);
 #pragma omp barrier
         }
         for (int r = 0; r < rows; r++) {
             rms_norm(w.hidden + (size_t)r * H, m->norm_final, m->eps, H, normed);
-            take(kn, normed, H, xb + r * H * kn->input_bytes);
+            take(kn, normed, H, &in, r);
         }
         share(m->vocab, t, nt, &first, &last);
-        product(kn, m->lm_head, NULL, xb, rows, H, first, last, logits, m->vocab, STORE);
+        product(kn, m->lm_head, &in, rows, H, first, last, logits, m->vocab, STORE);
     }
     return 0;
 }
