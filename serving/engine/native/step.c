@@ -244,15 +244,27 @@ typedef struct {
 static void take(const Kernel *kn, const float *x, int n, Input *in, int r) {
     void *row = in->x + (size_t)r * n * kn->input_bytes;
     if (kn->int8) {
-        float top = 0.0f;
-        for (int i = 0; i < n; i++) top = fmaxf(top, fabsf(x[i]));
-        top = fmaxf(top, FLT_MIN); /* Int8Linear's clamp(min=tiny) */
+        const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+        __m256 most = _mm256_setzero_ps();
+        for (int i = 0; i < n; i += 8) most = _mm256_max_ps(most, _mm256_and_ps(_mm256_loadu_ps(x + i), magnitude));
+        float lanes[8], top = FLT_MIN; /* Int8Linear's clamp(min=tiny) */
+        _mm256_storeu_ps(lanes, most);
+        for (int i = 0; i < 8; i++) top = fmaxf(top, lanes[i]);
         in->scale[r] = top;
-        const float inverse = 1.0f / INPUT_SCALE;
+        /* 8 at a time, n a multiple of 8: x / top as Int8Linear divides, then one rounding of (x / top) * 63.5 + 64
+         * as fbgemm's quantizer makes it; a row's largest value gives 128, which uint8 keeps */
+        const __m256 scale = _mm256_set1_ps(top), inverse = _mm256_set1_ps(1.0f / INPUT_SCALE);
+        const __m256 zero = _mm256_set1_ps((float)ZERO_POINT);
+        const __m256i low = _mm256_setzero_si256(), high = _mm256_set1_epi32(255);
+        const __m256i bytes = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8,
+                                               12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+        const __m256i halves = _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1);
         uint8_t *q = row;
-        for (int i = 0; i < n; i++) {
-            int v = (int)nearbyintf(fmaf(x[i] / top, inverse, (float)ZERO_POINT)); /* one rounding, as fbgemm */
-            q[i] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v); /* a row's largest value gives 128: uint8 keeps it */
+        for (int i = 0; i < n; i += 8) {
+            __m256 v = _mm256_fmadd_ps(_mm256_div_ps(_mm256_loadu_ps(x + i), scale), inverse, zero);
+            __m256i k = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(v), low), high);
+            k = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(k, bytes), halves);
+            _mm_storel_epi64((__m128i *)(q + i), _mm256_castsi256_si128(k));
         }
     } else if (kn->input_bytes == sizeof(float)) {
         float *o = row;
