@@ -52,8 +52,8 @@ FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
 KERNELS = ("avx2", "avx512-bf16", "int8", "int8-vnni")
 # Decoding steps of up to this many rows run natively, by kernel. AVX2 machines have no bfloat16 products in
 # oneDNN either (emulated in float32): the native step was faster at every size up to 32 rows and even at 64 (AMD
-# EPYC Zen 3, 2026-12-07). On AVX512-BF16 machines both are bound by vdpbf16ps's throughput from 16 rows on: the
-# native step was 3.0-3.6x the PyTorch step at 1 row, 1.5-1.7x at 8, even at 16 and 0.8-0.9x at 32. int8 against
+# EPYC Zen 3, 2026-12-07). On AVX512-BF16 machines, against oneDNN's bfloat16 products, the native step was
+# 3.0-3.6x the PyTorch step at 1 row, 1.5-1.7x at 8, even at 16 and 0.8-0.9x at 32 (its loads bind). int8 against
 # fbgemm: 3.4-3.7x at 1 row, 1.6-2.0x at 8, 1.2x at 16, 0.8-1.0x at 32 (AMD EPYC Zen 4, 2026-12-08).
 MAX_ROWS = {"avx2": 32, "avx512-bf16": 16, "int8": 16, "int8-vnni": 16}
 MAX_POSITIONS = 32768  # the rotary table's length (16 MB at a head of 64); later positions decode in PyTorch
