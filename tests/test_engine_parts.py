@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -141,6 +142,37 @@ def test_idle_work_advances_only_while_no_request_is_waiting_or_running():
     answer = asyncio.run(scenario())
     assert answer.tokens == [1, 2, 3]
     assert set(steps) == {0}  # never a step of idle work while a request had rows in the batch
+
+
+def test_idle_work_waits_for_a_quiet_moment_so_back_to_back_requests_never_wait_for_it():
+    """A client that sends its next request as soon as an answer comes: no step of idle work between its requests
+    (the grace is 2 s here, far above the gap), and the work goes on once the client has been quiet that long."""
+    batch = StandInBatch()
+    steps: list[float] = []
+
+    def work():
+        for _ in range(1000):
+            steps.append(time.monotonic())
+            yield
+
+    async def scenario():
+        batcher = Batcher(batch, max_batch_size=4, max_wait_ms=0, max_queue=8, idle_grace_s=2.0)
+        batcher.start()
+        try:
+            await batcher.submit(request(1, max_new_tokens=2))
+            batcher.when_idle(work())
+            answers = [await batcher.submit(request(1, max_new_tokens=2)) for _ in range(5)]
+            during = len(steps)
+            finished = time.monotonic()
+            await until(lambda: len(steps) >= 1)
+            return answers, during, steps[0] - finished
+        finally:
+            await batcher.stop()
+
+    answers, during, waited = asyncio.run(scenario())
+    assert [a.tokens for a in answers] == [[1, 2]] * 5
+    assert during == 0
+    assert waited >= 1.5  # it went on only after the quiet moment (2 s after the last step, less the answer's way)
 
 
 def test_sampling_settings_that_can_only_pick_the_top_token_are_greedy():

@@ -14,7 +14,11 @@
   prompt that cannot be read fails. A failing forward pass of a decoding step fails the rows of that step. The
   thread goes on in every case, so the server keeps serving.
 - ``when_idle`` gives the thread background work (the bfloat16 agreement check) that it advances one step at a
-  time, only while no request is waiting or running: a request that arrives waits for one such step at most.
+  time, only once no request has been waiting or running for ``idle_grace_s`` (0.25 s): a request that arrives
+  waits for one such step at most, and a client that sends its next request as soon as an answer comes (a chat,
+  a benchmark's closed loop) never waits for one. Measured with one such client on a bfloat16 server: without the
+  grace, a quarter of the generation thread's first ten seconds went to the agreement's float32 steps, between
+  its requests.
 """
 
 from __future__ import annotations
@@ -150,7 +154,9 @@ class Stats:
 
 
 class Batcher:
-    def __init__(self, batch: Batch, max_batch_size: int, max_wait_ms: float, max_queue: int) -> None:
+    def __init__(
+        self, batch: Batch, max_batch_size: int, max_wait_ms: float, max_queue: int, idle_grace_s: float = 0.25
+    ) -> None:
         self.batch = batch
         self.max_batch_size = max_batch_size
         self.max_wait_ms = max_wait_ms
@@ -163,6 +169,8 @@ class Batcher:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._idle_work: Iterator[None] | None = None
+        self.idle_grace_s = idle_grace_s
+        self._last_busy = 0.0  # monotonic time of the last admission or step
 
     @property
     def queue_depth(self) -> int:
@@ -252,7 +260,11 @@ class Batcher:
             if not self._running:
                 while not self._waiting and not self._stopping:
                     if self._idle_work is not None:
-                        return []
+                        quiet = self._last_busy + self.idle_grace_s - time.monotonic()
+                        if quiet <= 0:
+                            return []
+                        self._cond.wait(quiet)  # a request may come first: idle work waits for a quiet moment
+                        continue
                     self._cond.wait()
                 deadline = time.monotonic() + self.max_wait_s
                 while len(self._waiting) < self.max_batch_size and not self._stopping:
@@ -274,6 +286,7 @@ class Batcher:
             self._drop_gone()
             if self._running:
                 self._step()
+            self._last_busy = time.monotonic()
         self._fail(list(self._waiting) + self._running, ShuttingDown("the server stopped before answering"))
         self._waiting.clear()
 
