@@ -175,8 +175,12 @@ class _Cache(ctypes.Structure):
     ]
 
 
+def _address(tensor: torch.Tensor | None) -> int | None:
+    return None if tensor is None else tensor.data_ptr()
+
+
 def _pointers(tensors: list[torch.Tensor | None]) -> ctypes.Array:
-    return (ctypes.c_void_p * len(tensors))(*[None if t is None else t.data_ptr() for t in tensors])
+    return (ctypes.c_void_p * len(tensors))(*[_address(t) for t in tensors])
 
 
 INPUT_SCALE = torch.tensor(2 / 127, dtype=torch.float32)  # step.c's: fbgemm's int8 input scale over [-1, 1]
@@ -218,11 +222,13 @@ class Weights:
         return Weights(turn(self.weight), turn(self.bias), turn(self.scale), turn(self.zero))
 
     def matrix(self) -> _Matrix:
-        ptr = lambda t: None if t is None else t.data_ptr()  # noqa: E731
-        return _Matrix(ptr(self.weight), ptr(self.scale), ptr(self.zero), ptr(self.bias))
+        return _Matrix(_address(self.weight), _address(self.scale), _address(self.zero), _address(self.bias))
 
     def contiguous(self) -> Weights:
-        return Weights(*(None if t is None else t.contiguous() for t in dataclasses.astuple(self)))
+        """The same tensors, each contiguous (no copy of those that are: not ``dataclasses.astuple``, which
+        deep-copies every tensor)."""
+        parts = (getattr(self, f.name) for f in dataclasses.fields(self))
+        return Weights(*(None if t is None else t.contiguous() for t in parts))
 
 
 def supports(model: nn.Module, lean: nn.Module) -> str | None:
